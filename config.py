@@ -1,0 +1,201 @@
+"""Every setting of the bot, read once from the environment into one object.
+
+The README's configuration table documents the same variables; the defaults are the ones that work on
+a laptop with nothing set. A bad value stops the start with one line that names the variable and what
+is wrong with it (`ConfigError`), instead of a traceback from deep inside the bot later on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+#: The config var that holds the snapshot; also what the local store calls its file.
+SESSION_VAR = "WHATSAPP_SESSION"
+
+#: Heroku's documented limit for all config vars of one app together (keys and values).
+DEFAULT_CONFIG_VARS_LIMIT = 64 * 1024
+
+STORE_KINDS = ("heroku", "file", "postgres")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or contradicts another; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    port: int = 8000
+    session_dir: Path = Path("session")
+    session_value: str | None = field(default=None, repr=False)  # WHATSAPP_SESSION at boot
+    api_key: str | None = field(default=None, repr=False)
+    heroku_api_key: str | None = field(default=None, repr=False)
+    heroku_app_name: str | None = None
+    heroku_api_url: str = "https://api.heroku.com"
+    session_store: str = "file"
+    database_url: str | None = field(default=None, repr=False)
+    pair_phone: str | None = field(default=None, repr=False)
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    config_vars_limit: int = DEFAULT_CONFIG_VARS_LIMIT
+    session_save_delay: float = 5.0
+    max_upload_bytes: int = 16 * 1024 * 1024
+    log_level: str = "INFO"
+    # Test seam: "module:callable" that builds the WhatsApp client instead of neonize's NewClient.
+    # The end-to-end tests use it to drive a scripted client inside a real gunicorn worker.
+    client_factory: str | None = None
+
+    @property
+    def snapshot_file(self) -> Path:
+        """Where the local store keeps the snapshot: a file next to the session directory."""
+        directory = self.session_dir.resolve()
+        return directory.with_name(directory.name + ".snapshot")
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line (the log filter masks them)."""
+        values = [self.api_key, self.heroku_api_key, self.session_value, self.webhook_secret]
+        if self.database_url:
+            values.append(self.database_url)
+            password = urlsplit(self.database_url).password
+            if password:
+                values.append(password)
+        return [v for v in values if v]
+
+    def features(self) -> str:
+        """One log line saying what is switched on, without any secret value."""
+        parts = [
+            f"store={self.session_store}",
+            f"session_dir={self.session_dir}",
+            f"api_key={'set' if self.api_key else 'NOT SET (protected endpoints refuse)'}",
+            f"webhook={'on' if self.webhook_url else 'off'}",
+            f"webhook_signing={'on' if self.webhook_secret else 'off'}",
+            f"pair_phone={'set' if self.pair_phone else 'off'}",
+            f"snapshot_at_boot={'yes' if self.session_value else 'no'}",
+        ]
+        if self.session_store == "heroku":
+            parts.append(f"heroku_app={self.heroku_app_name}")
+        if self.client_factory:
+            parts.append(f"client_factory={self.client_factory}")
+        return " ".join(parts)
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value, with surrounding whitespace removed; empty counts as unset."""
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, high: float) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= high:
+        raise ConfigError(f"{name} must be between 0 and {high:g} seconds, got {raw}")
+    return value
+
+
+def _http_url(name: str, raw: str | None, *, allow_http: bool = True) -> str | None:
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not parts.hostname:
+        want = " or ".join(f"{s}://host/..." for s in schemes)
+        # Only the scheme and host are echoed: a webhook URL may carry a token in its query.
+        shown = f"{parts.scheme}://{parts.hostname}" if parts.scheme else "a value without a scheme"
+        raise ConfigError(f"{name} must be an absolute URL like {want}, got {shown}")
+    return raw
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate every setting; raises ConfigError naming the first bad variable."""
+    env = os.environ if environ is None else environ
+
+    heroku_api_key = _text(env, "HEROKU_API_KEY")
+    heroku_app_name = _text(env, "HEROKU_APP_NAME")
+    if bool(heroku_api_key) != bool(heroku_app_name):
+        missing, present = (
+            ("HEROKU_APP_NAME", "HEROKU_API_KEY") if heroku_api_key else ("HEROKU_API_KEY", "HEROKU_APP_NAME")
+        )
+        raise ConfigError(
+            f"{present} is set but {missing} is not: set both to keep the session in a Heroku config var, "
+            "or neither to keep it in a local file"
+        )
+
+    database_url = _text(env, "DATABASE_URL")
+    if database_url and urlsplit(database_url).scheme not in ("postgres", "postgresql"):
+        raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgres://user:password@host:port/db)")
+
+    store = (_text(env, "SESSION_STORE") or "").lower()
+    if not store:
+        # Postgres when the add-on is attached (it sets DATABASE_URL): the live session then needs no
+        # snapshot at all. Otherwise the config var when the credentials are there, else a local file.
+        store = "postgres" if database_url else ("heroku" if heroku_api_key else "file")
+    if store not in STORE_KINDS:
+        raise ConfigError(f"SESSION_STORE must be one of {', '.join(STORE_KINDS)}, got {store!r}")
+    if store == "heroku" and not heroku_api_key:
+        raise ConfigError("SESSION_STORE=heroku needs HEROKU_API_KEY and HEROKU_APP_NAME")
+    if store == "postgres" and not database_url:
+        raise ConfigError("SESSION_STORE=postgres needs DATABASE_URL (heroku addons:create heroku-postgresql)")
+
+    webhook_url = _http_url("WEBHOOK_URL", _text(env, "WEBHOOK_URL"))
+    webhook_secret = _text(env, "WEBHOOK_SECRET")
+    if webhook_secret and not webhook_url:
+        raise ConfigError("WEBHOOK_SECRET is set but WEBHOOK_URL is not: set the URL the messages go to")
+
+    pair_phone = _text(env, "PAIR_PHONE")
+    if pair_phone:
+        digits = pair_phone.lstrip("+").replace(" ", "").replace("-", "")
+        if not digits.isdigit() or not 7 <= len(digits) <= 15:
+            raise ConfigError("PAIR_PHONE must be a phone number in international form, like +15551234567")
+
+    log_level = (_text(env, "LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    return Config(
+        port=_integer(env, "PORT", 8000, low=1, high=65535),
+        session_dir=Path(_text(env, "SESSION_DIR") or "session"),
+        session_value=_text(env, SESSION_VAR),
+        api_key=_text(env, "API_KEY"),
+        heroku_api_key=heroku_api_key,
+        heroku_app_name=heroku_app_name,
+        heroku_api_url=(
+            _http_url("HEROKU_API_URL", _text(env, "HEROKU_API_URL")) or "https://api.heroku.com"
+        ).rstrip("/"),
+        session_store=store,
+        database_url=database_url,
+        pair_phone=pair_phone,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        config_vars_limit=_integer(
+            env, "CONFIG_VARS_LIMIT", DEFAULT_CONFIG_VARS_LIMIT, low=1024, high=16 * 1024 * 1024
+        ),
+        session_save_delay=_seconds(env, "SESSION_SAVE_DELAY", 5.0, high=600),
+        max_upload_bytes=_integer(env, "MAX_UPLOAD_BYTES", 16 * 1024 * 1024, low=1024, high=100 * 1024 * 1024),
+        log_level=log_level,
+        client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),
+    )

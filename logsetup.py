@@ -1,0 +1,88 @@
+"""Logging for `heroku logs`: stdout, one event per line, and no secret in any line.
+
+Heroku's log router keeps each line of stdout as one log event, so a record that spans lines (a
+traceback, a library's multi-line message) is folded into one line. Secrets are masked by a filter on
+the handler itself, so it also covers what libraries (urllib3, neonize, gunicorn) log through us:
+the configured secret values by exact match, plus anything that looks like a bearer token or a
+snapshot (a long run of base64) whoever logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+
+MASK = "[redacted]"
+
+# A session snapshot is kilobytes of base64; no legitimate log line carries 200 of those in a row.
+_LONG_BASE64 = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_URL_PASSWORD = re.compile(r"(?i)\b(postgres(?:ql)?|https?)://([^:/@\s]+):([^@\s]+)@")
+
+
+class SecretFilter(logging.Filter):
+    """Rewrites each record's message so no registered secret or secret-looking value survives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+
+    def add(self, *values: str | None) -> None:
+        """Register values to mask; very short values are skipped (masking 'a' would mangle logs)."""
+        with self._lock:
+            known = set(self._secrets)
+            known.update(v for v in values if v and len(v) >= 6)
+            # Longest first, so a secret that contains another is masked whole.
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        text = _URL_PASSWORD.sub(lambda m: f"{m[1]}://{m[2]}:{MASK}@", text)
+        text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
+        return _LONG_BASE64.sub(MASK, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        masked = self.mask(message)
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        # Freeze the masked text: args are dropped so formatting cannot bring the secret back.
+        record.msg, record.args = masked, None
+        return True
+
+
+class OneLineFormatter(logging.Formatter):
+    """`level logger: message`, with any traceback folded onto the same line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace("\r", "").replace("\n", " | ")
+
+
+secret_filter = SecretFilter()
+_handler: logging.Handler | None = None
+
+
+def configure_logging(level: str = "INFO", secrets: list[str] | tuple[str, ...] = ()) -> None:
+    """Send every logger's records to stdout through the masking filter; safe to call again."""
+    global _handler
+    secret_filter.add(*secrets)
+    root = logging.getLogger()
+    if _handler is None:
+        _handler = logging.StreamHandler(sys.stdout)
+        _handler.setFormatter(OneLineFormatter())
+        _handler.addFilter(secret_filter)
+        root.addHandler(_handler)
+    root.setLevel(level)
+    # urllib3 at DEBUG prints request lines; keep it at INFO+ whatever the bot's level is.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_config
+
+
+def test_empty_environment_gives_laptop_defaults():
+    cfg = load_config({})
+    assert cfg.port == 8000
+    assert cfg.session_dir == Path("session")
+    assert cfg.session_store == "file"
+    assert cfg.api_key is None
+    assert cfg.config_vars_limit == 65536
+    assert cfg.session_save_delay == 5.0
+    assert cfg.heroku_api_url == "https://api.heroku.com"
+    assert cfg.snapshot_file.name == "session.snapshot"
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({"PORT": "eighty"}, ["PORT", "whole number"]),
+        ({"PORT": "70000"}, ["PORT", "between"]),
+        ({"HEROKU_API_KEY": "tok-123456"}, ["HEROKU_API_KEY", "HEROKU_APP_NAME"]),
+        ({"HEROKU_APP_NAME": "my-bot"}, ["HEROKU_API_KEY", "HEROKU_APP_NAME"]),
+        ({"WEBHOOK_URL": "not a url"}, ["WEBHOOK_URL", "absolute URL"]),
+        ({"WEBHOOK_URL": "ftp://example.com/x"}, ["WEBHOOK_URL"]),
+        ({"WEBHOOK_SECRET": "s3cret-value"}, ["WEBHOOK_SECRET", "WEBHOOK_URL"]),
+        ({"SESSION_STORE": "s3"}, ["SESSION_STORE", "heroku, file, postgres"]),
+        ({"SESSION_STORE": "heroku"}, ["SESSION_STORE=heroku", "HEROKU_API_KEY"]),
+        ({"SESSION_STORE": "postgres"}, ["DATABASE_URL"]),
+        ({"DATABASE_URL": "mysql://u:p@h/db"}, ["DATABASE_URL", "PostgreSQL"]),
+        ({"CONFIG_VARS_LIMIT": "64KB"}, ["CONFIG_VARS_LIMIT"]),
+        ({"SESSION_SAVE_DELAY": "soon"}, ["SESSION_SAVE_DELAY"]),
+        ({"SESSION_SAVE_DELAY": "-1"}, ["SESSION_SAVE_DELAY"]),
+        ({"PAIR_PHONE": "call me"}, ["PAIR_PHONE"]),
+        ({"LOG_LEVEL": "LOUD"}, ["LOG_LEVEL"]),
+        ({"HEROKU_API_URL": "api.heroku.com"}, ["HEROKU_API_URL"]),
+    ],
+)
+def test_bad_values_name_the_variable(env, names):
+    with pytest.raises(ConfigError) as info:
+        load_config(env)
+    message = str(info.value)
+    for name in names:
+        assert name in message
+    assert "\n" not in message
+
+
+def test_errors_never_echo_secrets():
+    with pytest.raises(ConfigError) as info:
+        load_config({"HEROKU_API_KEY": "hrku-supersecret-token"})
+    assert "supersecret" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config({"WEBHOOK_URL": "gopher://hooks.example/path?token=abcdef123"})
+    assert "abcdef123" not in str(info.value)
+
+
+def test_store_is_chosen_from_the_credentials_present():
+    heroku = load_config({"HEROKU_API_KEY": "t0ken-abcdef", "HEROKU_APP_NAME": "bot"})
+    assert heroku.session_store == "heroku"
+    pg = load_config({"DATABASE_URL": "postgres://u:p@localhost:5432/db"})
+    assert pg.session_store == "postgres"
+    forced = load_config(
+        {"DATABASE_URL": "postgres://u:p@h/db", "HEROKU_API_KEY": "t0ken-abcdef", "HEROKU_APP_NAME": "bot",
+         "SESSION_STORE": "heroku"}
+    )
+    assert forced.session_store == "heroku"
+
+
+def test_features_line_has_no_secret_values():
+    cfg = load_config(
+        {"HEROKU_API_KEY": "t0ken-abcdef", "HEROKU_APP_NAME": "bot", "API_KEY": "key-987654",
+         "WHATSAPP_SESSION": "H4sIAAAAsnapshot", "WEBHOOK_URL": "https://hooks.example/in",
+         "WEBHOOK_SECRET": "hmac-secret-1"}
+    )
+    line = cfg.features()
+    assert "store=heroku" in line and "webhook=on" in line and "api_key=set" in line
+    for secret in cfg.secrets():
+        assert secret not in line
+    assert "t0ken" not in repr(cfg) and "key-987654" not in repr(cfg)
