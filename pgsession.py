@@ -415,6 +415,9 @@ class PostgresSession:
         schema version by neonize if it is older).
         """
         _check_sqlite_file(sqlite_path)
+        present = self.device_jid()  # fail fast; checked again under a lock below
+        if present:
+            raise DeviceAlreadyPresent(f"{redact(self.url)} already holds device {present}")
         pg_version = self.ensure_schema()
         with tempfile.TemporaryDirectory(prefix="pgsession-") as work:
             copy = os.path.join(work, "neonize.db")

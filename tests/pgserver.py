@@ -55,9 +55,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _server_user() -> str:
+    """Who runs the server when we are root: Debian's `postgres`, else `nobody`."""
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    return "postgres"
+
+
+
 class PostgresServer:
-    def __init__(self, os_user: str = "postgres"):
-        self.os_user = os_user
+    def __init__(self, os_user: str | None = None):
+        self.os_user = os_user or _server_user()
         self.password = secrets.token_urlsafe(12)  # the superuser's, and SSL_USER's
         self.superuser = "postgres"
         self.host = "127.0.0.1"

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+import warnings
 
 import pytest
 
@@ -45,6 +46,8 @@ def pg_server():
         message = f"PostgreSQL tests did NOT run: no PostgreSQL server could be started here: {exc}"
         if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
             pytest.fail(message)
+        # A skip alone hides in "N skipped"; the warning lands in pytest's summary.
+        warnings.warn(UserWarning(message))
         pytest.skip(message)
     try:
         yield server
