@@ -417,3 +417,38 @@ def test_a_cleared_database_gives_neonize_a_new_device(database_url, session_fil
     assert neonize_devices(store.url) == []
     with pytest.raises(SchemaError):  # sanity: an unknown target is reported, not ignored
         store._neonize_touch("/nonexistent-dir/x/neonize.db")
+
+
+def test_an_older_sqlite_schema_is_upgraded_by_neonize_before_import(database_url, session_file):
+    path, before = session_file
+    # Turn the file into what an older neonize wrote: whatsmeow schema v13, i.e.
+    # before 14-nct-salt.sql and 15-companion-meta-nonce.sql.
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("ALTER TABLE whatsmeow_device DROP COLUMN companion_meta_nonce")
+        conn.execute("DROP TABLE whatsmeow_nct_salt")
+        conn.execute("UPDATE whatsmeow_version SET version = 13")
+    conn.close()
+    old = dump_sqlite(path)
+    store = PostgresSession(database_url)
+    assert store.import_from_sqlite(path) == JID
+    imported = dump_postgres(database_url)
+    assert imported["whatsmeow_sessions"] == before["whatsmeow_sessions"]
+    assert imported["whatsmeow_pre_keys"] == before["whatsmeow_pre_keys"]
+    device = imported["whatsmeow_device"][0]
+    assert device[:-1] == before["whatsmeow_device"][0][:-1]  # all but the new column
+    assert device[-1] == ""  # companion_meta_nonce, filled by whatsmeow's upgrade default
+    assert dump_sqlite(path) == old and pgsession._sqlite_schema_version(path) == 13  # source untouched
+
+
+def test_a_newer_sqlite_schema_is_refused(database_url, session_file):
+    path, _before = session_file
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE whatsmeow_version SET version = 99")
+    conn.close()
+    store = PostgresSession(database_url)
+    with pytest.raises(SchemaError) as caught:
+        store.import_from_sqlite(path)
+    assert "v99" in str(caught.value)
+    assert not store.has_device()
