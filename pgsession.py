@@ -1,0 +1,594 @@
+"""The live WhatsApp session in PostgreSQL (Heroku Postgres, `DATABASE_URL`).
+
+A config var holds a snapshot and has a size ceiling; a database holds the
+session itself. neonize (its Go side, goneonize/main.go `getDB`) opens PostgreSQL
+instead of SQLite when the name given to `NewClient` starts with "postgres", and
+whatsmeow's sqlstore then keeps the device and all its keys there, live: no
+snapshot, no size limit, no dyno restart on save.
+
+The Go driver is lib/pq (v1.12.3 in neonize 0.5.2's .so). Heroku gives
+`postgres://user:pass@host:5432/db` and refuses non-TLS connections. lib/pq
+1.12.3 already defaults to sslmode=require, but its next release changes the
+default to `prefer` (which silently falls back to plaintext), so the URL we hand
+to neonize states `sslmode=require` unless the user stated a mode.
+
+Moving a session between a SQLite file (as neonize writes it, the file inside a
+WHATSAPP_SESSION snapshot) and the database is done row by row here, in Python,
+on a schema that neonize itself created on both sides: this module never writes
+a CREATE TABLE of its own, so it cannot drift from whatsmeow's schema.
+
+Nothing here puts a password into a log line or an exception: use `redact(url)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+# lib/pq's accepted values (connector.go, sslModes).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_SSLMODE = "require"
+
+# Bookkeeping of whatsmeow's schema migrations (go.mau.fi/util dbutil); every
+# other whatsmeow_* table holds session data.
+VERSION_TABLE = "whatsmeow_version"
+
+# whatsmeow_lid_map is a database-wide cache of LID <-> phone-number facts from
+# the server, not owned by a device: copied without overwriting, never cleared.
+SHARED_TABLES = ("whatsmeow_lid_map",)
+
+# whatsmeow_privacy_tokens belongs to a device (our_jid) but has no foreign key
+# to whatsmeow_device, so deleting the device does not cascade to it.
+UNCASCADED_DEVICE_TABLES = ("whatsmeow_privacy_tokens",)
+
+SCHEMA_TIMEOUT = 90.0  # seconds for the neonize subprocess; it normally takes < 1 s
+CONNECT_TIMEOUT = 10  # seconds, libpq connect_timeout
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+_URL_HINT = ("DATABASE_URL must look like postgres://user:password@host:5432/dbname "
+             "(Heroku Postgres sets it for you: heroku addons:create heroku-postgresql:essential-0)")
+
+# Run in a subprocess: the Go runtime does not survive fork, and connect() blocks.
+# The dead proxy makes the WhatsApp dial fail at once, after whatsmeow opened the
+# database and brought its schema up to date - which is all we want from it.
+_NEONIZE_TOUCH = """
+import os, sys
+from neonize.client import NewClient
+client = NewClient(os.environ["PGSESSION_NEONIZE_DB"])
+try:
+    client.connect()
+except Exception as exc:
+    print("neonize:", type(exc).__name__, exc, file=sys.stderr)
+"""
+
+
+# --------------------------------------------------------------------------- errors
+class PostgresSessionError(Exception):
+    """Base of this module's errors; `hint` says what the user can do about it."""
+
+    hint = ""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class DatabaseUrlError(PostgresSessionError, ValueError):
+    hint = _URL_HINT
+
+
+class DatabaseError(PostgresSessionError):
+    """PostgreSQL refused a statement (a constraint, a permission); nothing was changed."""
+
+    hint = "the transaction was rolled back; see the message for what PostgreSQL refused"
+
+
+class DatabaseUnavailable(DatabaseError):
+    hint = "check DATABASE_URL and that the database is up (heroku pg:info)"
+
+
+class SchemaError(PostgresSessionError):
+    hint = "the session store and this neonize version disagree on whatsmeow's schema"
+
+
+class DeviceAlreadyPresent(PostgresSessionError):
+    hint = ("the database already holds a WhatsApp device; clear it first "
+            "(POST /api/clear-session) if you really want to replace it")
+
+
+class NoDevice(PostgresSessionError):
+    hint = "there is no logged-in WhatsApp device to move; scan the QR first"
+
+
+class SqliteSessionError(PostgresSessionError):
+    hint = "expected a whatsmeow SQLite database as neonize writes it (neonize.db)"
+
+
+# --------------------------------------------------------------------------- URLs
+def neonize_database_url(database_url: str) -> str:
+    """The URL to give neonize (and psycopg) for a `DATABASE_URL` as Heroku gives it.
+
+    Accepts postgres:// and postgresql://; adds sslmode=require unless the URL
+    states an sslmode (a local server without TLS needs `?sslmode=disable`).
+    """
+    if not isinstance(database_url, str) or not database_url.strip():
+        raise DatabaseUrlError("DATABASE_URL is empty")
+    url = database_url.strip()
+    scheme, sep, _rest = url.partition("://")
+    if not sep or scheme.lower() not in ("postgres", "postgresql"):
+        raise DatabaseUrlError(f"DATABASE_URL is not a postgres:// URL: {redact(url)}")
+    # neonize picks PostgreSQL by a case-sensitive "postgres" prefix.
+    url = scheme.lower() + "://" + _rest
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise DatabaseUrlError(f"DATABASE_URL cannot be parsed: {redact(url)}",
+                               _URL_HINT + "; percent-encode special characters in the password") from None
+    if parts.fragment:
+        raise DatabaseUrlError(f"DATABASE_URL has a '#' part: {redact(url)}",
+                               "percent-encode '#' in the password as %23")
+    if not parts.hostname:
+        raise DatabaseUrlError(f"DATABASE_URL names no host: {redact(url)}")
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    sslmode = params.get("sslmode")
+    if sslmode is None:
+        query = parts.query + ("&" if parts.query else "") + f"sslmode={DEFAULT_SSLMODE}"
+        url = urlunsplit(parts._replace(query=query))
+    elif sslmode not in SSL_MODES:
+        raise DatabaseUrlError(f"DATABASE_URL has an unknown sslmode {sslmode!r}",
+                               "use one of " + ", ".join(SSL_MODES))
+    return url
+
+
+def redact(url: str) -> str:
+    """`url` fit for a log line: the password (in the authority or the query) is ***.
+
+    Parsed by hand rather than with urlsplit, because a password with an unencoded
+    '#', '?' or '/' makes urlsplit cut the authority short and leak the rest.
+    """
+    try:
+        scheme, sep, rest = str(url).strip().partition("://")
+        if not sep:
+            return "***"
+        userinfo, at, hostpart = rest.rpartition("@")  # the last '@' ends the userinfo
+        if at:
+            user = userinfo.split(":", 1)[0]
+            rest = f"{user}:***@{hostpart}" if ":" in userinfo else f"{user}@{hostpart}"
+        return f"{scheme}://" + _QUERY_PASSWORD.sub(r"\1***", rest)
+    except Exception:  # never let a log line raise, and never echo what we could not handle
+        return "postgres://***"
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        secret = parts.password or dict(parse_qsl(parts.query)).get("password")
+        return unquote(secret) if secret else None
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pg_type: str  # information_schema data_type: bytea, boolean, bigint, integer, text, uuid
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+
+
+def _quote(identifier: str) -> str:
+    # Names come from the catalogs, but they end up in SQL text: check them.
+    if not _IDENTIFIER.match(identifier):
+        raise SchemaError(f"unexpected table or column name {identifier!r}")
+    return f'"{identifier}"'
+
+
+def _to_postgres(value, pg_type: str):
+    """A value read from whatsmeow's SQLite file, as its PostgreSQL column wants it.
+
+    In SQLite the columns declared bytea/BOOLEAN/uuid have NUMERIC affinity; the Go
+    driver (mattn/go-sqlite3) writes []byte as BLOB, bool as integer 0/1 and
+    uuid.UUID (a driver.Valuer returning a string) as TEXT.
+    """
+    if value is None:
+        return None
+    if pg_type == "bytea":
+        return value.encode() if isinstance(value, str) else bytes(value)
+    if pg_type == "boolean":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "t", "true")
+        return bool(value)
+    if pg_type == "uuid":
+        if isinstance(value, (bytes, memoryview)) and len(value) == 16:
+            return uuid.UUID(bytes=bytes(value))
+        return uuid.UUID(value.decode() if isinstance(value, bytes) else str(value))
+    if pg_type in ("smallint", "integer", "bigint"):
+        return int(value)
+    if pg_type == "text" and isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def _to_sqlite(value, pg_type: str):
+    """A value read from PostgreSQL, stored the way go-sqlite3 would have stored it."""
+    if value is None:
+        return None
+    if pg_type == "boolean":
+        return int(value)
+    if pg_type == "uuid":
+        return str(value)
+    if pg_type == "bytea":
+        return bytes(value)
+    return value
+
+
+def _parents_first(tables: list[str], foreign_keys: list[tuple[str, str]]) -> list[str]:
+    """`tables` ordered so a table comes after the tables its foreign keys point to."""
+    parents = {table: {parent for child, parent in foreign_keys if child == table and parent != table}
+               for table in tables}
+    ordered: list[str] = []
+    while len(ordered) < len(tables):
+        ready = sorted(t for t in tables if t not in ordered and parents[t] <= set(ordered))
+        if not ready:  # a cycle (whatsmeow has none): fall back to name order
+            ready = sorted(t for t in tables if t not in ordered)
+        ordered.extend(ready)
+    return ordered
+
+
+# --------------------------------------------------------------------------- the store
+class PostgresSession:
+    """The session store that is the session itself: whatsmeow's tables in PostgreSQL."""
+
+    kind = "postgres"
+
+    def __init__(self, database_url: str, *, python: str | None = None,
+                 schema_timeout: float = SCHEMA_TIMEOUT):
+        self.url = neonize_database_url(database_url)  # what NewClient(...) gets
+        self.python = python or sys.executable  # an interpreter that can import neonize
+        self.schema_timeout = schema_timeout
+        self._password = _password_of(self.url)
+
+    def __repr__(self) -> str:
+        return f"PostgresSession({redact(self.url)})"
+
+    # -- connections ---------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        text = str(text)
+        if self._password:
+            text = text.replace(self._password, "***").replace(quote(self._password, safe=""), "***")
+        return text
+
+    @contextmanager
+    def _connect(self, **kwargs):
+        import psycopg  # imported late: only a Postgres deployment needs the driver
+
+        try:
+            conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, **kwargs)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to {redact(self.url)}: {self._scrub(exc)}") from None
+        try:
+            with conn:  # commits on success, rolls back on error, then closes
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"lost the connection to {redact(self.url)}: {self._scrub(exc)}") from None
+        except psycopg.Error as exc:
+            raise DatabaseError(f"{redact(self.url)} refused: {self._scrub(exc)}") from None
+
+    @staticmethod
+    def _has_table(conn, name: str) -> bool:
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+    @staticmethod
+    def _schema_version(conn) -> int | None:
+        if not PostgresSession._has_table(conn, VERSION_TABLE):
+            return None
+        row = conn.execute(f"SELECT version FROM {VERSION_TABLE} LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _tables(conn) -> list[Table]:
+        """whatsmeow's data tables in the current schema, parents before children."""
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name LIKE 'whatsmeow\\_%%'"
+            " AND table_name <> %s ORDER BY table_name, ordinal_position",
+            (VERSION_TABLE,)).fetchall()
+        columns: dict[str, list[Column]] = {}
+        for table, column, data_type in rows:
+            columns.setdefault(table, []).append(Column(column, data_type))
+        fks = conn.execute(
+            "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c"
+            " WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace").fetchall()
+        order = _parents_first(list(columns), [(child, parent) for child, parent in fks])
+        return [Table(name, tuple(columns[name])) for name in order]
+
+    def _device_jids(self, conn) -> list[str]:
+        if not self._has_table(conn, "whatsmeow_device"):
+            return []
+        # No ORDER BY, like whatsmeow's GetFirstDevice: the first row is the one neonize uses.
+        return [row[0] for row in conn.execute("SELECT jid FROM whatsmeow_device")]
+
+    # -- the store interface ---------------------------------------------------
+    def device_jid(self) -> str | None:
+        with self._connect() as conn:
+            jids = self._device_jids(conn)
+        return jids[0] if jids else None
+
+    def has_device(self) -> bool:
+        return self.device_jid() is not None
+
+    def describe(self) -> dict:
+        """For the status endpoint: where the session lives and what it holds; never raises."""
+        parts = urlsplit(self.url)
+        info = {"kind": self.kind, "host": parts.hostname, "port": parts.port or 5432,
+                "database": parts.path.lstrip("/") or None, "url": redact(self.url),
+                "live": True, "has_device": False, "device_jid": None, "push_name": None,
+                "schema_version": None}
+        try:
+            with self._connect() as conn:
+                info["schema_version"] = self._schema_version(conn)
+                if self._has_table(conn, "whatsmeow_device"):
+                    row = conn.execute("SELECT jid, push_name FROM whatsmeow_device LIMIT 1").fetchone()
+                    if row:
+                        info.update(has_device=True, device_jid=row[0], push_name=row[1] or None)
+        except PostgresSessionError as exc:
+            info["error"] = str(exc)
+        return info
+
+    def clear(self) -> bool:
+        """Delete the device and everything it owns, so neonize offers a new QR.
+
+        The running neonize client keeps its device in memory: stop it before
+        clearing and start a new one after. Returns whether there was a device.
+        """
+        with self._connect() as conn:
+            jids = self._device_jids(conn)
+            if not jids:
+                return False
+            for table in UNCASCADED_DEVICE_TABLES:
+                if self._has_table(conn, table):
+                    conn.execute(f"DELETE FROM {_quote(table)} WHERE our_jid = ANY(%s)", (jids,))
+            # Every other device table has ON DELETE CASCADE from whatsmeow_device.
+            conn.execute("DELETE FROM whatsmeow_device WHERE jid = ANY(%s)", (jids,))
+        log.info("Deleted WhatsApp device %s from %s", ", ".join(jids), redact(self.url))
+        return True
+
+    def ensure_schema(self) -> int:
+        """Let neonize create (or upgrade) whatsmeow's schema; returns its version."""
+        self._neonize_touch(self.url)
+        with self._connect() as conn:
+            version = self._schema_version(conn)
+        if version is None:
+            raise SchemaError(f"neonize did not create whatsmeow's tables in {redact(self.url)}")
+        return version
+
+    def _neonize_touch(self, target: str) -> None:
+        """Open `target` (a postgres URL or a SQLite path) with neonize in a subprocess."""
+        env = dict(os.environ)
+        env.update(PGSESSION_NEONIZE_DB=target, HTTPS_PROXY="http://127.0.0.1:9",
+                   https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
+        try:
+            done = subprocess.run([self.python, "-c", _NEONIZE_TOUCH], env=env, capture_output=True,
+                                  text=True, timeout=self.schema_timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise SchemaError(f"neonize took over {self.schema_timeout:.0f}s to open "
+                              f"{redact(target)}", DatabaseUnavailable.hint) from None
+        # A dial failure is the expected outcome; anything about the database is not.
+        output = self._scrub(done.stderr + done.stdout)
+        if done.returncode != 0 or "failed to dial" not in output:
+            lines = [line for line in output.splitlines() if "ffmpeg" not in line]
+            raise SchemaError(f"neonize could not open {redact(target)}: "
+                              f"{' '.join(lines)[-600:] or 'exit code ' + str(done.returncode)}",
+                              DatabaseUnavailable.hint)
+
+    # -- migration: SQLite file -> database --------------------------------------
+    def import_from_sqlite(self, sqlite_path: str) -> str:
+        """Copy the device of a neonize SQLite file into the database; returns its JID.
+
+        All in one transaction; refuses when the database already holds a device.
+        The SQLite file is only read (through a copy, brought to this neonize's
+        schema version by neonize if it is older).
+        """
+        _check_sqlite_file(sqlite_path)
+        present = self.device_jid()  # fail fast; checked again under a lock below
+        if present:
+            raise DeviceAlreadyPresent(f"{redact(self.url)} already holds device {present}")
+        pg_version = self.ensure_schema()
+        with tempfile.TemporaryDirectory(prefix="pgsession-") as work:
+            copy = os.path.join(work, "neonize.db")
+            _sqlite_backup(sqlite_path, copy)
+            file_version = _sqlite_schema_version(copy)
+            if file_version is not None and file_version < pg_version:
+                self._neonize_touch(copy)  # whatsmeow upgrades the old schema in place
+                file_version = _sqlite_schema_version(copy)
+            if file_version != pg_version:
+                raise SchemaError(f"the SQLite session has whatsmeow schema v{file_version}, "
+                                  f"the database v{pg_version}",
+                                  "run the same neonize version on both sides (pip install -r requirements.txt)")
+            return self._copy_into_postgres(copy)
+
+    def _copy_into_postgres(self, sqlite_path: str) -> str:
+        source = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+        try:
+            device_jids = [row[0] for row in source.execute("SELECT jid FROM whatsmeow_device")]
+            if not device_jids:
+                raise NoDevice("the SQLite session holds no logged-in device")
+            with self._connect() as conn:
+                # Two boots importing at once must not both see an empty table.
+                conn.execute("LOCK TABLE whatsmeow_device IN SHARE ROW EXCLUSIVE MODE")
+                present = self._device_jids(conn)
+                if present:
+                    raise DeviceAlreadyPresent(f"{redact(self.url)} already holds device {present[0]}")
+                for table in UNCASCADED_DEVICE_TABLES:  # leftovers of a device whatsmeow deleted
+                    conn.execute(f"DELETE FROM {_quote(table)} WHERE our_jid = ANY(%s)", (device_jids,))
+                counts = {}
+                for table in self._tables(conn):
+                    counts[table.name] = self._copy_table_into_postgres(source, conn, table)
+        finally:
+            source.close()
+        log.info("Imported WhatsApp device %s into %s (%s)", device_jids[0], redact(self.url),
+                 ", ".join(f"{name[len('whatsmeow_'):]}={n}" for name, n in counts.items() if n))
+        return device_jids[0]
+
+    @staticmethod
+    def _copy_table_into_postgres(source: sqlite3.Connection, conn, table: Table) -> int:
+        file_columns = [row[1] for row in source.execute(f"PRAGMA table_info({_quote(table.name)})")]
+        if not file_columns:
+            return 0  # the file's schema lacks this table: nothing to copy
+        known = {column.name: column for column in table.columns}
+        unknown = [name for name in file_columns if name not in known]
+        if unknown:
+            raise SchemaError(f"the SQLite session's {table.name} has columns the database lacks: "
+                              f"{', '.join(unknown)}")
+        columns = [known[name] for name in file_columns]
+        names = ", ".join(_quote(column.name) for column in columns)
+        rows = [tuple(_to_postgres(value, column.pg_type) for value, column in zip(row, columns))
+                for row in source.execute(f"SELECT {names} FROM {_quote(table.name)}")]
+        if not rows:
+            return 0
+        conflict = " ON CONFLICT DO NOTHING" if table.name in SHARED_TABLES else ""
+        placeholders = ", ".join(["%s"] * len(columns))
+        with conn.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({placeholders}){conflict}",
+                               rows)
+        return len(rows)
+
+    # -- migration: database -> SQLite file ---------------------------------------
+    def export_to_sqlite(self, sqlite_path: str) -> str:
+        """Write the database's session into a new neonize SQLite file; returns the device JID.
+
+        The file is made by neonize (its own schema), filled, then moved into place;
+        an existing file is never overwritten.
+        """
+        if os.path.lexists(sqlite_path):
+            raise FileExistsError(f"{sqlite_path} already exists; export writes a new file only")
+        target_dir = os.path.dirname(os.path.abspath(sqlite_path))
+        os.makedirs(target_dir, exist_ok=True)
+        with self._connect() as conn:
+            if not self._device_jids(conn):
+                raise NoDevice(f"{redact(self.url)} holds no logged-in device")
+            pg_version = self._schema_version(conn)
+        # Same directory, so the final rename is atomic.
+        with tempfile.TemporaryDirectory(prefix=".pgsession-", dir=target_dir) as work:
+            fresh = os.path.join(work, "neonize.db")
+            self._neonize_touch(fresh)
+            file_version = _sqlite_schema_version(fresh)
+            if file_version != pg_version:
+                raise SchemaError(f"this neonize makes whatsmeow schema v{file_version}, "
+                                  f"the database has v{pg_version}",
+                                  "run the same neonize version that wrote the database")
+            jid = self._copy_into_sqlite(fresh)
+            os.replace(fresh, sqlite_path)
+        return jid
+
+    def _copy_into_sqlite(self, sqlite_path: str) -> str:
+        target = sqlite3.connect(sqlite_path, isolation_level=None)
+        try:
+            target.execute("PRAGMA foreign_keys = ON")
+            target.execute("BEGIN IMMEDIATE")
+            # One consistent snapshot of every table while the bot keeps writing.
+            with self._connect() as conn:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                jids = self._device_jids(conn)
+                if not jids:
+                    raise NoDevice(f"{redact(self.url)} holds no logged-in device")
+                for table in self._tables(conn):
+                    self._copy_table_into_sqlite(conn, target, table)
+            target.execute("COMMIT")
+        except BaseException:
+            if target.in_transaction:
+                target.execute("ROLLBACK")
+            raise
+        finally:
+            target.close()
+        log.info("Exported WhatsApp device %s from %s", jids[0], redact(self.url))
+        return jids[0]
+
+    @staticmethod
+    def _copy_table_into_sqlite(conn, target: sqlite3.Connection, table: Table) -> None:
+        file_columns = {row[1] for row in target.execute(f"PRAGMA table_info({_quote(table.name)})")}
+        missing = [column.name for column in table.columns if column.name not in file_columns]
+        if missing:
+            raise SchemaError(f"neonize's SQLite {table.name} lacks columns the database has: "
+                              f"{', '.join(missing)}")
+        names = ", ".join(_quote(column.name) for column in table.columns)
+        placeholders = ", ".join(["?"] * len(table.columns))
+        insert = f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({placeholders})"
+        with conn.cursor() as cursor:
+            cursor.execute(f"SELECT {names} FROM {_quote(table.name)}")
+            while batch := cursor.fetchmany(500):
+                target.executemany(insert, [
+                    tuple(_to_sqlite(value, column.pg_type) for value, column in zip(row, table.columns))
+                    for row in batch])
+
+
+# --------------------------------------------------------------------------- SQLite helpers
+def _check_sqlite_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise SqliteSessionError(f"no SQLite session file at {path}")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='whatsmeow_device'"
+                                 ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise SqliteSessionError(f"{path} is not a readable SQLite database: {exc}") from None
+    if not found:
+        raise SqliteSessionError(f"{path} has no whatsmeow_device table")
+
+
+def _sqlite_backup(source_path: str, copy_path: str) -> None:
+    """A consistent copy of a SQLite file (its -wal included) that we may modify."""
+    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+    try:
+        copy = sqlite3.connect(copy_path)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+
+
+def _sqlite_schema_version(path: str) -> int | None:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute(f"SELECT version FROM {VERSION_TABLE} LIMIT 1").fetchone()
+        return row[0] if row else None
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+__all__ = [
+    "DatabaseError", "DatabaseUnavailable", "DatabaseUrlError", "DeviceAlreadyPresent", "NoDevice", "PostgresSession",
+    "PostgresSessionError", "SchemaError", "SqliteSessionError", "neonize_database_url", "redact",
+]
