@@ -30,7 +30,8 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ReadTimeoutError
+from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError,
+                                ReadTimeoutError)
 from urllib3.util.retry import Retry
 
 __version__ = "0.1.0"
@@ -339,6 +340,7 @@ class HerokuConfigVarStore(SnapshotStore):
         self.timeout = timeout
         self._token = token
         self._value: str | None = initial_value if initial_value else None
+        self._pending: str | None = None  # the value being written, kept out of error texts
         self._restart_expected = False
         self._url = f"{self.api_url}/apps/{quote(app_name, safe='')}/config-vars"
         self._session = session or requests.Session()
@@ -385,26 +387,34 @@ class HerokuConfigVarStore(SnapshotStore):
         with self._lock:
             if text == self._value:
                 return SaveResult(False, _size(text), reason="unchanged")
-            budget = self.budget()  # also refreshes the known value from the platform
-            if text == self._value:
-                return SaveResult(False, _size(text), budget=budget, reason="unchanged")
+            self._pending = text
             try:
-                self._refuse_over_budget(text, budget)
-            except StoreError as exc:
-                raise self._failed(exc)
-            log.warning("Saving %s (%d bytes) to Heroku app %s: Heroku will create a release and "
-                        "restart the dyno", self.key, _size(text), self.app_name)
-            vars_ = self._request("PATCH", {self.key: text}, action="write the config vars of")
-            if vars_.get(self.key) != text:
-                raise self._failed(StoreError(
-                    f"Heroku answered the write to app {self.app_name!r} without the new {self.key}",
-                    hint="try again; if it persists, check `heroku config` and `heroku releases`"))
-            self._value = text
-            self._restart_expected = True
-            self._last_saved_at = _now_iso()
-            self._last_error = None
-            return SaveResult(True, _size(text), restart_expected=True, budget=budget,
-                              saved_at=self._last_saved_at)
+                return self._save_changed(text)
+            finally:
+                self._pending = None
+
+    def _save_changed(self, text: str) -> SaveResult:
+        """save() of a value that differs from the known one; runs with the lock held."""
+        budget = self.budget()  # also refreshes the known value from the platform
+        if text == self._value:
+            return SaveResult(False, _size(text), budget=budget, reason="unchanged")
+        try:
+            self._refuse_over_budget(text, budget)
+        except StoreError as exc:
+            raise self._failed(exc)
+        log.warning("Saving %s (%d bytes) to Heroku app %s: Heroku will create a release and "
+                    "restart the dyno", self.key, _size(text), self.app_name)
+        vars_ = self._request("PATCH", {self.key: text}, action="write the config vars of")
+        if vars_.get(self.key) != text:
+            raise self._failed(StoreError(
+                f"Heroku answered the write to app {self.app_name!r} without the new {self.key}",
+                hint="try again; if it persists, check `heroku config` and `heroku releases`"))
+        self._value = text
+        self._restart_expected = True
+        self._last_saved_at = _now_iso()
+        self._last_error = None
+        return SaveResult(True, _size(text), restart_expected=True, budget=budget,
+                          saved_at=self._last_saved_at)
 
     def clear(self) -> bool:
         with self._lock:
@@ -461,20 +471,22 @@ class HerokuConfigVarStore(SnapshotStore):
         raise self._failed(self._http_error(response, what)) from None
 
     def _redact(self, text: str, *secrets: str | None) -> str:
-        for secret in (self._token, self._value, *secrets):
+        for secret in (self._token, self._value, self._pending, *secrets):
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "[redacted]")
         return text
 
     def _transport_error(self, exc: Exception, what: str) -> StoreError:
         reason = exc.args[0] if exc.args else None
-        timed_out = isinstance(exc, requests.Timeout) or (
-            isinstance(reason, MaxRetryError)
-            and isinstance(reason.reason, (ReadTimeoutError, ConnectTimeoutError)))
+        cause = reason.reason if isinstance(reason, MaxRetryError) else reason
+        # urllib3's NewConnectionError (refused, DNS) subclasses ConnectTimeoutError: not a timeout.
+        timed_out = not isinstance(cause, NewConnectionError) and (
+            isinstance(exc, requests.Timeout)
+            or isinstance(cause, (ReadTimeoutError, ConnectTimeoutError)))
         if timed_out:
             return PlatformTimeout(f"Could not {what}: {self.api_url} did not answer in time "
                                    f"({_describe_timeout(self.timeout)} per attempt, retries included)")
-        detail = type(getattr(reason, "reason", None) or reason or exc).__name__
+        detail = type(cause or exc).__name__
         return PlatformConnectionError(
             self._redact(f"Could not {what}: no connection to {self.api_url} ({detail})"))
 

@@ -27,7 +27,7 @@ Library use::
 As a process (for end-to-end harnesses): `python -m tests.fake_heroku --app my-app --token t0k`
 prints `FAKE_HEROKU_URL=http://127.0.0.1:PORT` and serves until SIGTERM/SIGINT. The same controls
 are then reachable over HTTP: `GET /__fake__/state`, `POST /__fake__/fail` (JSON: status, count,
-retry_after, error_id, message), `POST /__fake__/hang` (count, seconds), `POST /__fake__/vars`
+retry_after, error_id, message, method), `POST /__fake__/hang` (count, seconds, method), `POST /__fake__/vars`
 (app, vars: preset without a release).
 """
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import signal
 import threading
 import time
@@ -90,6 +91,13 @@ class _Failure:
     retry_after: float | str | None = None
     error_id: str | None = None
     message: str | None = None
+    method: str | None = None  # None: any request
+
+
+@dataclass
+class _Hang:
+    seconds: float
+    method: str | None = None
 
 
 @dataclass
@@ -101,6 +109,13 @@ class _App:
 def config_vars_size(vars_: dict) -> int:
     """What Heroku's limit measures: every key and value together, in bytes."""
     return sum(len(k.encode()) + len(v.encode()) for k, v in vars_.items())
+
+
+def _take(faults: list, method: str):
+    for index, fault in enumerate(faults):
+        if fault.method in (None, method):
+            return faults.pop(index)
+    return None
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -125,7 +140,8 @@ class FakeHeroku:
         self._hangs: list[float] = []
         self._requests: list[RecordedRequest] = []
         self._releases: list[Release] = []
-        self._callback_threads: list[threading.Thread] = []
+        self._release_queue: queue.Queue[Release | None] = queue.Queue()
+        self._release_thread: threading.Thread | None = None
         self.callback_errors: list[BaseException] = []
         self._stopping = threading.Event()
         self._server = None
@@ -139,9 +155,14 @@ class FakeHeroku:
         self._stopping.clear()
         self._server = make_server(self._host, self._port, self._wsgi, threaded=True,
                                    request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-heroku",
-                                        daemon=True)
+        server = self._server
+        # A short poll interval makes stop() quick (shutdown waits for the serve loop to notice).
+        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
+                                        name="fake-heroku", daemon=True)
         self._thread.start()
+        self._release_thread = threading.Thread(target=self._deliver_releases,
+                                                name="fake-heroku-releases", daemon=True)
+        self._release_thread.start()
         return self
 
     def stop(self) -> None:
@@ -153,8 +174,9 @@ class FakeHeroku:
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for thread in list(self._callback_threads):
-            thread.join(timeout=5)
+        self._release_queue.put(None)
+        if self._release_thread is not None:
+            self._release_thread.join(timeout=10)
 
     def __enter__(self) -> "FakeHeroku":
         return self.start()
@@ -192,14 +214,24 @@ class FakeHeroku:
             self._apps[app or self.app_name].vars = dict(vars)
 
     def fail_next(self, status: int, count: int = 1, *, retry_after: float | str | None = None,
-                  error_id: str | None = None, message: str | None = None) -> None:
+                  error_id: str | None = None, message: str | None = None,
+                  method: str | None = None) -> None:
+        """Answer the next `count` API requests (of `method`, if given) with this error."""
         with self._lock:
-            self._failures.extend(_Failure(status, retry_after, error_id, message) for _ in range(count))
+            self._failures.extend(_Failure(status, retry_after, error_id, message, method)
+                                  for _ in range(count))
 
-    def hang_next(self, count: int = 1, seconds: float = DEFAULT_HANG_SECONDS) -> None:
-        """Hold the next requests for `seconds` (or until stop()), then answer them normally."""
+    def hang_next(self, count: int = 1, seconds: float = DEFAULT_HANG_SECONDS, *,
+                  method: str | None = None) -> None:
+        """Hold the next requests (of `method`, if given) for `seconds` (or until stop()), then
+        answer them normally: a client with a shorter timeout gives up, the change still lands."""
         with self._lock:
-            self._hangs.extend([seconds] * count)
+            self._hangs.extend(_Hang(seconds, method) for _ in range(count))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._hangs.clear()
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -256,8 +288,8 @@ class FakeHeroku:
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
         with self._lock:
             scopes = self._tokens.get(token) if token is not None else None
-            failure = self._failures.pop(0) if self._failures else None
-            hang = self._hangs.pop(0) if self._hangs else None
+            failure = _take(self._failures, request.method)
+            hang = _take(self._hangs, request.method)
         body: Any = None
         raw = request.get_data(as_text=True)
         if raw:
@@ -275,7 +307,7 @@ class FakeHeroku:
             self._requests.append(record)
 
         if hang is not None:
-            self._stopping.wait(hang)
+            self._stopping.wait(hang.seconds)
         if failure is not None:
             response = self._error(failure.status, failure.error_id, failure.message)
             if failure.retry_after is not None:
@@ -334,18 +366,21 @@ class FakeHeroku:
         return self._json(new_vars), release
 
     def _released(self, release: Release) -> None:
-        if self.on_release is None:
-            return
+        self._release_queue.put(release)
 
-        def run() -> None:
+    def _deliver_releases(self) -> None:
+        # One thread, in order: an end-to-end harness restarting the app sees releases as Heroku
+        # would roll them out, and a slow callback never holds up the API.
+        while True:
+            release = self._release_queue.get()
+            if release is None:
+                return
+            if self.on_release is None:
+                continue
             try:
                 self.on_release(dict(release.vars))
             except BaseException as exc:  # recorded for the test to see
                 self.callback_errors.append(exc)
-
-        thread = threading.Thread(target=run, name="fake-heroku-release", daemon=True)
-        self._callback_threads.append(thread)
-        thread.start()
 
     def _control(self, request: Request) -> Response:
         data = request.get_json(silent=True) or {}
@@ -355,10 +390,11 @@ class FakeHeroku:
         if name == "fail" and request.method == "POST":
             self.fail_next(int(data["status"]), int(data.get("count", 1)),
                            retry_after=data.get("retry_after"), error_id=data.get("error_id"),
-                           message=data.get("message"))
+                           message=data.get("message"), method=data.get("method"))
             return self._json({"ok": True})
         if name == "hang" and request.method == "POST":
-            self.hang_next(int(data.get("count", 1)), float(data.get("seconds", DEFAULT_HANG_SECONDS)))
+            self.hang_next(int(data.get("count", 1)), float(data.get("seconds", DEFAULT_HANG_SECONDS)),
+                           method=data.get("method"))
             return self._json({"ok": True})
         if name == "vars" and request.method == "POST":
             self.preset(data.get("vars", {}), data.get("app"))
