@@ -315,7 +315,9 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 
 class HerokuConfigVarStore(SnapshotStore):
-    """The snapshot in a config var of a Heroku app, through the Platform API v3."""
+    """The snapshot in a config var of a Heroku app, through the Platform API v3.
+
+    A `session` passed in gets this store's default headers and retrying adapters mounted."""
 
     kind = "heroku"
 
@@ -420,6 +422,9 @@ class HerokuConfigVarStore(SnapshotStore):
         with self._lock:
             if self._value is None:
                 return False
+            self.budget()  # refreshes the known value: someone may have removed it already
+            if self._value is None:
+                return False
             log.warning("Removing %s from Heroku app %s: Heroku will create a release and restart "
                         "the dyno", self.key, self.app_name)
             vars_ = self._request("PATCH", {self.key: None}, action="remove a config var of")
@@ -432,6 +437,10 @@ class HerokuConfigVarStore(SnapshotStore):
             self._last_saved_at = _now_iso()
             self._last_error = None
             return True
+
+    def close(self) -> None:
+        """Release pooled connections (the store is not used afterwards)."""
+        self._session.close()
 
     def _where(self) -> dict:
         return {"app_name": self.app_name, "api_url": self.api_url,

@@ -276,6 +276,14 @@ def test_clear_of_a_known_absent_var_makes_no_call(heroku):
     assert heroku.requests == []
 
 
+def test_clear_of_a_var_already_removed_by_hand_makes_no_release(heroku):
+    heroku.preset({**OTHERS, KEY: SNAP1})
+    store = heroku_store(heroku)  # booted with SNAP1 in its environment
+    heroku.preset(OTHERS)  # `heroku config:unset` since
+    assert store.clear() is False
+    assert heroku.requests_with("PATCH") == [] and store.load() is None
+
+
 def test_restart_warning_is_logged_before_the_patch(heroku, caplog):
     patches_at_log_time = []
 
