@@ -1,0 +1,430 @@
+"""WhatsAppSimulator: a WhatsApp server stand-in on loopback for the real neonize client.
+
+What it speaks, and where in whatsmeow each step is checked (see the package README):
+transport (socket/*, handshake.go), pairing (pair.go, pair-code.go, qrchan.go), login and the
+stream errors (connectionevents.go), the post-login queries (prekeys.go, keepalive.go), and
+1:1 messages (message.go, send.go, receipt.go) through the Signal session in signalsession.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
+from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
+from .patch import make_patched_neonize
+from .phone import Phone, QRError, QRPayload
+from .transport import InterceptingProxy, WebSocket, WebSocketClosed, make_tls_files
+
+
+class SimulatorError(RuntimeError):
+    """A test asked the simulator for something it cannot do in its current state."""
+
+
+@dataclass
+class DeviceRecord:
+    """A companion device the simulated account has linked."""
+
+    jid: JID
+    lid: JID
+    noise_pub: bytes
+    identity_pub: bytes
+    registration_id: int = 0
+    signed_prekey: tuple[int, bytes, bytes] | None = None  # (id, pub, signature)
+    prekeys: dict[int, bytes] = field(default_factory=dict)
+    removed: bool = False
+
+
+@dataclass
+class SentMessage:
+    """A <message> the client sent, with its text when the simulator could decrypt it."""
+
+    to: str
+    id: str
+    type: str
+    text: str | None
+    node: Node
+
+
+class _Connection:
+    _ids = itertools.count(1)
+
+    def __init__(self, sim: "WhatsAppSimulator", ws: WebSocket):
+        self.sim = sim
+        self.ws = ws
+        self.number = next(self._ids)
+        self.transport = None
+        self.payload = None
+        self.noise_pub = b""
+        self.jid: JID | None = None  # set once logged in
+        self.refs: list[str] = []
+        self.active = False  # the client sent its post-login "active" IQ (Connected follows)
+        self.closed = threading.Event()
+        self._send_lock = threading.Lock()
+
+    @property
+    def registration(self):
+        return self.payload.devicePairingData if self.payload is not None else None
+
+    def send(self, node: Node) -> None:
+        data = marshal(node)
+        with self._send_lock:
+            self.ws.send(frame(self.transport.encrypt(data)))
+
+    def close(self, graceful: bool = True) -> None:
+        if graceful:
+            self.ws.close()
+        try:
+            import socket
+
+            self.ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.closed.set()
+
+
+class WhatsAppSimulator:
+    """The server, the proxy in front of it, and the phone of the one simulated account."""
+
+    def __init__(
+        self,
+        workdir: str,
+        phone_number: str = "15550001111",
+        lid_user: str = "99990001111",
+        refs_per_pair_device: int = 6,
+        neonize_dir: str | None = None,
+    ):
+        self.workdir = os.path.abspath(workdir)
+        self.phone = Phone(phone_number, lid_user)
+        self.refs_per_pair_device = refs_per_pair_device
+        self._neonize_source = neonize_dir
+        self.certs = NoiseCertificates()
+        self.devices: dict[str, DeviceRecord] = {}
+        self.connections: list[_Connection] = []
+        self.qr_refs: list[list[str]] = []  # refs of each pair-device sent, in order
+        self.pair_code_requests: list[dict] = []
+        self.sent_messages: list[SentMessage] = []
+        self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
+        self.errors: list[str] = []
+        self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
+        self._next_device = itertools.count(2)
+        self._cond = threading.Condition()
+        self._pending_pairs: dict[str, tuple[_Connection, QRPayload | None, DeviceRecord]] = {}
+        self._iq_ids = itertools.count(1)
+        self.proxy: InterceptingProxy | None = None
+        self.ca_file = self.pythonpath = ""
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> "WhatsAppSimulator":
+        os.makedirs(self.workdir, exist_ok=True)
+        self.ca_file, cert, key = make_tls_files(self.workdir)
+        self.pythonpath = make_patched_neonize(
+            os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source
+        )
+        self.proxy = InterceptingProxy(cert, key, self._serve)
+        self.proxy.start()
+        return self
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+        for conn in list(self.connections):
+            conn.close(graceful=False)
+
+    def __enter__(self) -> "WhatsAppSimulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def client_env(self, base: dict | None = None) -> dict:
+        """Environment for a client process: proxy, CA, and the patched neonize first on the path."""
+        env = dict(os.environ if base is None else base)
+        env.update(
+            HTTPS_PROXY=self.proxy.url,
+            https_proxy=self.proxy.url,
+            SSL_CERT_FILE=self.ca_file,
+            PYTHONPATH=os.pathsep.join(
+                p for p in (self.pythonpath, env.get("PYTHONPATH", "")) if p
+            ),
+        )
+        for key in ("NO_PROXY", "no_proxy", "SSL_CERT_DIR"):
+            env.pop(key, None)
+        return env
+
+    # ------------------------------------------------------------ waiting
+
+    def wait_until(self, predicate: Callable[[], object], timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"simulator: timed out after {timeout}s waiting for {what}")
+                self._cond.wait(min(left, 0.2))
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_qr(self, timeout: float = 10, after: int = 0) -> list[str]:
+        """The refs of the first pair-device sent after `after` earlier ones."""
+        return self.wait_until(
+            lambda: len(self.qr_refs) > after and self.qr_refs[after], timeout, "a QR (pair-device)"
+        )
+
+    def wait_logged_in(self, jid: str | None = None, timeout: float = 10) -> str:
+        """Waits until a device (this one, or any) is logged in and has sent its active IQ."""
+
+        def find():
+            for conn in self.connections:
+                if conn.active and not conn.closed.is_set() and conn.jid is not None:
+                    if jid is None or str(conn.jid) == jid:
+                        return str(conn.jid)
+            return None
+
+        return self.wait_until(find, timeout, f"login of {jid or 'a device'}")
+
+    def login_count(self, jid: str) -> int:
+        return sum(1 for c in self.connections if c.jid is not None and str(c.jid) == jid)
+
+    # ------------------------------------------------------------ test commands
+
+    def scan_qr(self, qr_text: str) -> str:
+        """Act as the phone scanning this QR: sends pair-success; returns the new device JID."""
+        qr = QRPayload.parse(qr_text)
+        with self._cond:
+            conn = next((c for c in self.connections if qr.ref in c.refs and not c.closed.is_set()), None)
+        if conn is None:
+            raise SimulatorError(f"no open connection was sent the QR ref {qr.ref!r}")
+        if qr.noise_pub != conn.noise_pub:
+            raise SimulatorError("QR noise key differs from the key the client used in the handshake")
+        if qr.identity_pub != conn.registration.eIdent:
+            raise SimulatorError("QR identity key differs from the client's registration payload")
+        return self._send_pair_success(conn, qr.identity_pub, qr.adv_secret, qr)
+
+    def scan_latest_qr(self, qr_text: str | None = None) -> str:
+        """Like scan_qr; the QR text is required (only it carries the companion's ADV secret)."""
+        if qr_text is None:
+            raise SimulatorError(
+                "pass the QR text the client showed: the ADV secret the phone must HMAC with is "
+                "only in the QR, never sent to the server"
+            )
+        return self.scan_qr(qr_text)
+
+    def logout(self, jid: str) -> None:
+        """'Linked device removed': 401 device_removed on the live stream, 401 failure on connect."""
+        device = self._device(jid)
+        device.removed = True
+        for conn in self._live(jid):
+            self._stream_error(conn, Node("stream:error", {"code": "401"}, [
+                Node("conflict", {"type": "device_removed"})]))
+
+    def replace_stream(self, jid: str) -> None:
+        """Another login took this device's stream (conflict type replaced)."""
+        for conn in self._live(jid, required=True):
+            self._stream_error(conn, Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
+
+    def drop(self, jid: str) -> None:
+        """Close the TCP connection abruptly, no close frame, no stream error."""
+        for conn in self._live(jid, required=True):
+            conn.close(graceful=False)
+
+    def temp_ban(self, seconds: int, code: int = 101) -> None:
+        """The next login attempt fails with a temporary ban (connect failure 402)."""
+        self._ban = (int(seconds), int(code))
+
+    # ------------------------------------------------------------ helpers
+
+    def _device(self, jid: str) -> DeviceRecord:
+        device = self.devices.get(jid)
+        if device is None:
+            raise SimulatorError(f"no linked device {jid}; linked: {sorted(self.devices)}")
+        return device
+
+    def _live(self, jid: str, required: bool = False) -> list[_Connection]:
+        conns = [c for c in self.connections if c.jid is not None and str(c.jid) == jid and not c.closed.is_set()]
+        if required and not conns:
+            raise SimulatorError(f"{jid} has no open connection")
+        return conns
+
+    def _stream_error(self, conn: _Connection, node: Node) -> None:
+        try:
+            conn.send(node)
+        except OSError:
+            pass
+        conn.close(graceful=True)
+        self._notify()
+
+    def _iq_id(self) -> str:
+        return f"sim-{next(self._iq_ids)}"
+
+    # ------------------------------------------------------------ connection
+
+    def _serve(self, ws: WebSocket, headers: dict) -> None:
+        conn = _Connection(self, ws)
+        with self._cond:
+            self.connections.append(conn)
+        try:
+            self._handshake(conn)
+            self._after_handshake(conn)
+            self._read_loop(conn)
+        except (WebSocketClosed, OSError):
+            pass
+        except HandshakeError as exc:
+            self.errors.append(f"conn {conn.number}: {exc}")
+        except Exception as exc:  # a simulator bug: keep it visible to the test
+            import traceback
+
+            self.errors.append(f"conn {conn.number}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        finally:
+            conn.closed.set()
+            self._notify()
+
+    def _frames(self, conn: _Connection, reader: FrameReader):
+        while True:
+            for f in reader.feed(conn.ws.recv()):
+                yield f
+
+    def _handshake(self, conn: _Connection) -> None:
+        reader = FrameReader()
+        conn.frames = self._frames(conn, reader)
+        hs = ServerHandshake(self.certs)
+        conn.ws.send(frame(hs.respond(next(conn.frames))))
+        conn.noise_pub, conn.payload, conn.transport = hs.finish(next(conn.frames))
+
+    def _after_handshake(self, conn: _Connection) -> None:
+        payload = conn.payload
+        if payload.HasField("devicePairingData"):
+            refs = [f"2@{secrets.token_urlsafe(24)}" for _ in range(self.refs_per_pair_device)]
+            conn.refs = refs
+            conn.send(Node("iq", {"from": SERVER_JID, "type": "set", "id": self._iq_id(), "xmlns": "md"}, [
+                Node("pair-device", {}, [Node("ref", {}, r.encode()) for r in refs])]))
+            with self._cond:
+                self.qr_refs.append(refs)
+                self._cond.notify_all()
+            return
+        jid = JID(str(payload.username), "s.whatsapp.net", payload.device)
+        device = self.devices.get(str(jid))
+        now = str(int(time.time()))
+        if device is None or device.removed or device.noise_pub != conn.noise_pub:
+            conn.send(Node("failure", {"reason": "401", "location": "sim"}))
+            conn.close()
+            return
+        if self._ban is not None:
+            expire, code = self._ban
+            self._ban = None
+            conn.send(Node("failure", {"reason": "402", "code": str(code), "expire": str(expire)}))
+            conn.close()
+            return
+        for old in self._live(str(jid)):
+            # One stream per device: the newer login wins, as on WhatsApp.
+            self._stream_error(old, Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
+        conn.jid = jid
+        conn.send(Node("success", {"t": now, "props": "1", "abprops": "1", "location": "sim",
+                                   "lid": device.lid, "creation": now}))
+        self._notify()
+
+    def _read_loop(self, conn: _Connection) -> None:
+        for data in conn.frames:
+            node = unmarshal(conn.transport.decrypt(data))
+            with self._cond:
+                self.received.append((conn.number, node))
+            self._handle(conn, node)
+            self._notify()
+
+    # ------------------------------------------------------------ node handlers
+
+    def _result(self, conn: _Connection, node: Node, content=None) -> None:
+        conn.send(Node("iq", {"from": SERVER_JID, "type": "result", "id": node.attrs.get("id")}, content))
+
+    def _handle(self, conn: _Connection, node: Node) -> None:
+        if node.tag == "iq":
+            self._handle_iq(conn, node)
+        elif node.tag == "message":
+            self._handle_message(conn, node)
+        # receipts, acks, presence, ib: recorded in self.received, nothing to answer
+
+    def _handle_iq(self, conn: _Connection, node: Node) -> None:
+        xmlns = node.attrs.get("xmlns")
+        kind = node.attrs.get("type")
+        first = node.children()[0] if node.children() else None
+        if kind in ("result", "error"):
+            self._handle_iq_answer(conn, node)
+        elif xmlns == "encrypt" and first is not None and first.tag == "count":
+            device = self.devices[str(conn.jid)]
+            self._result(conn, node, [Node("count", {"value": str(len(device.prekeys))})])
+        elif xmlns == "encrypt" and kind == "set" and node.child("list") is not None:
+            self._store_prekeys(conn, node)
+            self._result(conn, node)
+        elif xmlns == "passive":
+            self._result(conn, node)
+            conn.active = first is not None and first.tag == "active"
+        elif xmlns == "md" and first is not None and first.tag == "link_code_companion_reg":
+            self._handle_link_code(conn, node, first)
+        else:
+            self._result(conn, node)
+
+    def _store_prekeys(self, conn: _Connection, node: Node) -> None:
+        device = self.devices[str(conn.jid)]
+        device.registration_id = int.from_bytes(node.child("registration").content, "big")
+        for key in node.child("list").children():
+            device.prekeys[int.from_bytes(key.child("id").content, "big")] = key.child("value").content
+        skey = node.child("skey")
+        device.signed_prekey = (
+            int.from_bytes(skey.child("id").content, "big"),
+            skey.child("value").content,
+            skey.child("signature").content,
+        )
+
+    def _handle_iq_answer(self, conn: _Connection, node: Node) -> None:
+        pending = self._pending_pairs.pop(node.attrs.get("id"), None)
+        if pending is None:
+            return
+        _, _, device = pending
+        sign = node.child("pair-device-sign")
+        if node.attrs.get("type") != "result" or sign is None:
+            self.errors.append(f"pairing refused by the client: {node!r}")
+            return
+        if not self.phone.check_device_signature(device.identity_pub, sign.child("device-identity").content):
+            self.errors.append("the client's device signature does not verify")
+            return
+        with self._cond:
+            self.devices[str(device.jid)] = device
+        # WhatsApp then ends the registration stream with 515: "log in again as the new device".
+        self._stream_error(conn, Node("stream:error", {"code": "515"}))
+
+    def _send_pair_success(self, conn, identity_pub: bytes, adv_secret: bytes, qr) -> str:
+        number = next(self._next_device)
+        device = DeviceRecord(
+            jid=JID(self.phone.phone_number, "s.whatsapp.net", number),
+            lid=JID(self.phone.lid_user, "lid", number),
+            noise_pub=conn.noise_pub,
+            identity_pub=identity_pub,
+        )
+        identity, key_index = self.phone.device_identity(identity_pub, adv_secret)
+        iq_id = self._iq_id()
+        self._pending_pairs[iq_id] = (conn, qr, device)
+        conn.send(Node("iq", {"from": SERVER_JID, "type": "set", "id": iq_id, "t": str(int(time.time()))}, [
+            Node("pair-success", {}, [
+                Node("device-identity", {"key-index": str(key_index)}, identity),
+                Node("platform", {"name": "android"}),
+                Node("device", {"jid": device.jid, "lid": device.lid}),
+            ])]))
+        return str(device.jid)
+
+    def _handle_link_code(self, conn, node, reg) -> None:
+        raise NotImplementedError
+
+    def _handle_message(self, conn, node) -> None:
+        raise NotImplementedError
