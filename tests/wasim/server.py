@@ -65,6 +65,7 @@ class _Connection:
         self.jid: JID | None = None  # set once logged in
         self.refs: list[str] = []
         self.active = False  # the client sent its post-login "active" IQ (Connected follows)
+        self.ending = False  # a final stream error was sent; closing after the grace period
         self.closed = threading.Event()
         self._send_lock = threading.Lock()
 
@@ -99,10 +100,12 @@ class WhatsAppSimulator:
         lid_user: str = "99990001111",
         refs_per_pair_device: int = 6,
         neonize_dir: str | None = None,
+        close_grace: float = 0.5,
     ):
         self.workdir = os.path.abspath(workdir)
         self.phone = Phone(phone_number, lid_user)
         self.refs_per_pair_device = refs_per_pair_device
+        self.close_grace = close_grace
         self._neonize_source = neonize_dir
         self.certs = NoiseCertificates()
         self.devices: dict[str, DeviceRecord] = {}
@@ -188,7 +191,7 @@ class WhatsAppSimulator:
 
         def find():
             for conn in self.connections:
-                if conn.active and not conn.closed.is_set() and conn.jid is not None:
+                if conn.active and not conn.closed.is_set() and not conn.ending and conn.jid is not None:
                     if jid is None or str(conn.jid) == jid:
                         return str(conn.jid)
             return None
@@ -227,13 +230,13 @@ class WhatsAppSimulator:
         device = self._device(jid)
         device.removed = True
         for conn in self._live(jid):
-            self._stream_error(conn, Node("stream:error", {"code": "401"}, [
+            self._end_stream(conn, Node("stream:error", {"code": "401"}, [
                 Node("conflict", {"type": "device_removed"})]))
 
     def replace_stream(self, jid: str) -> None:
         """Another login took this device's stream (conflict type replaced)."""
         for conn in self._live(jid, required=True):
-            self._stream_error(conn, Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
+            self._end_stream(conn, Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
 
     def drop(self, jid: str) -> None:
         """Close the TCP connection abruptly, no close frame, no stream error."""
@@ -253,17 +256,30 @@ class WhatsAppSimulator:
         return device
 
     def _live(self, jid: str, required: bool = False) -> list[_Connection]:
-        conns = [c for c in self.connections if c.jid is not None and str(c.jid) == jid and not c.closed.is_set()]
+        conns = [
+            c for c in self.connections
+            if c.jid is not None and str(c.jid) == jid and not c.closed.is_set() and not c.ending
+        ]
         if required and not conns:
             raise SimulatorError(f"{jid} has no open connection")
         return conns
 
-    def _stream_error(self, conn: _Connection, node: Node) -> None:
+    def _end_stream(self, conn: _Connection, node: Node) -> None:
+        """Send a final stream:error or failure, then close after a short grace period.
+
+        The grace matters: whatsmeow hands nodes to a handler queue that stops when the socket
+        closes (client.go handlerQueueLoop), so closing at once can lose the very node that
+        explains the disconnect. WhatsApp likewise ends with </stream:stream> and then closes.
+        """
         try:
             conn.send(node)
+            conn.send(Node("xmlstreamend"))
         except OSError:
             pass
-        conn.close(graceful=True)
+        conn.ending = True
+        timer = threading.Timer(self.close_grace, conn.close)
+        timer.daemon = True
+        timer.start()
         self._notify()
 
     def _iq_id(self) -> str:
@@ -318,18 +334,16 @@ class WhatsAppSimulator:
         device = self.devices.get(str(jid))
         now = str(int(time.time()))
         if device is None or device.removed or device.noise_pub != conn.noise_pub:
-            conn.send(Node("failure", {"reason": "401", "location": "sim"}))
-            conn.close()
+            self._end_stream(conn, Node("failure", {"reason": "401", "location": "sim"}))
             return
         if self._ban is not None:
             expire, code = self._ban
             self._ban = None
-            conn.send(Node("failure", {"reason": "402", "code": str(code), "expire": str(expire)}))
-            conn.close()
+            self._end_stream(conn, Node("failure", {"reason": "402", "code": str(code), "expire": str(expire)}))
             return
         for old in self._live(str(jid)):
             # One stream per device: the newer login wins, as on WhatsApp.
-            self._stream_error(old, Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
+            self._end_stream(old, Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
         conn.jid = jid
         conn.send(Node("success", {"t": now, "props": "1", "abprops": "1", "location": "sim",
                                    "lid": device.lid, "creation": now}))
@@ -402,7 +416,7 @@ class WhatsAppSimulator:
         with self._cond:
             self.devices[str(device.jid)] = device
         # WhatsApp then ends the registration stream with 515: "log in again as the new device".
-        self._stream_error(conn, Node("stream:error", {"code": "515"}))
+        self._end_stream(conn, Node("stream:error", {"code": "515"}))
 
     def _send_pair_success(self, conn, identity_pub: bytes, adv_secret: bytes, qr) -> str:
         number = next(self._next_device)

@@ -1,0 +1,185 @@
+"""The WhatsApp simulator against the real, unmodified neonize client in subprocesses.
+
+One account is paired once per module (QR scan by the simulated phone); each later test logs in
+from its own copy of that database, so tests stay independent of each other's side effects.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from tests.wasim import SimulatorError, WhatsAppSimulator
+from tests.wasim.clientproc import ClientProcess
+from tests.wasim.phone import QRPayload
+
+DB_NAME = "neonize.db"
+
+
+def _device_rows(db_path: str) -> list[tuple]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT jid, lid, platform FROM whatsmeow_device").fetchall()
+
+
+def _copy_session(src_dir: str, dst_dir: str) -> str:
+    os.makedirs(dst_dir, exist_ok=True)
+    for name in os.listdir(src_dir):
+        if name.startswith(DB_NAME):  # the db and any -wal/-shm beside it
+            shutil.copy2(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+    return os.path.join(dst_dir, DB_NAME)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    simulator = WhatsAppSimulator(str(tmp_path_factory.mktemp("wasim")))
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+    assert not simulator.errors, simulator.errors
+
+
+@pytest.fixture
+def start_client(sim, tmp_path):
+    clients = []
+
+    def start(db_path: str) -> ClientProcess:
+        client = ClientProcess(db_path, sim.client_env(), str(tmp_path / f"client{len(clients)}.log"))
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.stop()
+
+
+@pytest.fixture(scope="module")
+def paired(sim, tmp_path_factory):
+    """Pairs a fresh neonize database by QR; returns (session dir, device jid, pairing record)."""
+    session_dir = str(tmp_path_factory.mktemp("paired"))
+    db_path = os.path.join(session_dir, DB_NAME)
+    client = ClientProcess(db_path, sim.client_env(), os.path.join(session_dir, "client.log"))
+    try:
+        loaded = client.wait_event("loaded")
+        refs = sim.wait_for_qr(timeout=20)
+        qr = client.wait_event("qr")["code"]
+        jid = sim.scan_latest_qr(qr)
+        pair = client.wait_event("pair_status", timeout=20)
+        connected = client.wait_event("connected", timeout=20)
+        sim.wait_logged_in(jid, timeout=20)
+        record = {"loaded": loaded, "refs": refs, "qr": qr, "pair": pair, "connected": connected,
+                  "events": list(client.events)}
+    finally:
+        client.stop()
+    return session_dir, jid, record
+
+
+def test_client_runs_the_patched_copy_of_neonize(sim, paired):
+    _, _, record = paired
+    assert record["loaded"]["neonize_file"].startswith(sim.pythonpath + os.sep)
+
+
+def test_qr_pairing_lands_the_device_in_the_database(sim, paired):
+    session_dir, jid, record = paired
+    qr = QRPayload.parse(record["qr"])
+    assert qr.ref == record["refs"][0]  # the QR shows the first ref the simulator sent
+    assert record["pair"]["jid"] == jid and record["pair"]["error"] == ""
+    names = [e["event"] for e in record["events"]]
+    assert names.index("pair_status") < names.index("connected")
+    assert _device_rows(os.path.join(session_dir, DB_NAME)) == [
+        (jid, sim.devices[jid].lid.__str__(), "android")
+    ]
+    device = sim.devices[jid]
+    assert len(device.prekeys) >= 30 and device.signed_prekey is not None  # its post-login upload
+
+
+def test_scan_refuses_a_qr_it_never_sent(sim, paired):
+    _, _, record = paired
+    forged = record["qr"].replace(QRPayload.parse(record["qr"]).ref, "2@never-sent", 1)
+    with pytest.raises(SimulatorError):
+        sim.scan_qr(forged)
+    with pytest.raises(SimulatorError):
+        sim.scan_latest_qr(None)
+
+
+def test_restart_from_the_stored_database_logs_in_without_a_qr(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    logins = sim.login_count(jid)
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    assert "qr" not in client.names() and "pair_status" not in client.names()
+    assert sim.login_count(jid) == logins + 1
+
+
+def test_stream_replaced_is_reported_and_not_retried(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    logins = sim.login_count(jid)
+    sim.replace_stream(jid)
+    client.wait_event("stream_replaced")
+    # whatsmeow expects this disconnect and must not reconnect on its own.
+    with pytest.raises(TimeoutError):
+        sim.wait_logged_in(jid, timeout=2.5)
+    assert sim.login_count(jid) == logins
+    assert "logged_out" not in client.names()
+
+
+def test_dropped_connection_reconnects_by_itself(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    first = client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    logins = sim.login_count(jid)
+    after = len(client.events)
+    sim.drop(jid)
+    client.wait_event("disconnected", after=after)
+    client.wait_event("connected", after=after, timeout=20)
+    sim.wait_logged_in(jid)
+    assert sim.login_count(jid) == logins + 1
+    assert first is not None and "logged_out" not in client.names()
+
+
+def test_temporary_ban_on_login(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    sim.temp_ban(3600, code=101)
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    ban = client.wait_event("temporary_ban")
+    # Wire code 101 is whatsmeow's TempBanSentToTooManyPeople, neonize's enum value 1.
+    assert ban["code"] == 1 and ban["expire"] == 3600, ban
+    assert "connected" not in client.names()
+
+
+def test_logout_while_connected_then_401_on_the_next_login(sim, start_client, tmp_path):
+    # Its own pairing: logging a device out is for good.
+    db_path = str(tmp_path / "a" / DB_NAME)
+    os.makedirs(os.path.dirname(db_path))
+    client = start_client(db_path)
+    after = len(sim.qr_refs)
+    sim.wait_for_qr(after=after, timeout=20)
+    jid = sim.scan_latest_qr(client.wait_event("qr")["code"])
+    client.wait_event("connected", timeout=20)
+    sim.wait_logged_in(jid)
+    client.stop()
+    backup = _copy_session(os.path.dirname(db_path), str(tmp_path / "b"))
+
+    client = start_client(db_path)
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    sim.logout(jid)
+    out = client.wait_event("logged_out")
+    assert out["on_connect"] is False
+    client.stop()
+    assert _device_rows(db_path) == []  # whatsmeow deleted the device itself
+
+    restored = start_client(backup)  # e.g. an old snapshot restored after the logout
+    out = restored.wait_event("logged_out")
+    # Wire reason 401 is whatsmeow's ConnectFailureLoggedOut, neonize's enum LOGGED_OUT = 2.
+    assert out["on_connect"] is True and out["reason"] == 2, out
+    assert "connected" not in restored.names()
