@@ -183,3 +183,20 @@ def test_logout_while_connected_then_401_on_the_next_login(sim, start_client, tm
     # Wire reason 401 is whatsmeow's ConnectFailureLoggedOut, neonize's enum LOGGED_OUT = 2.
     assert out["on_connect"] is True and out["reason"] == 2, out
     assert "connected" not in restored.names()
+
+
+def test_pairing_by_phone_code(sim, start_client, tmp_path):
+    db_path = str(tmp_path / DB_NAME)
+    client = start_client(db_path)
+    client.wait_event("qr", timeout=20)  # connected and waiting to be linked
+    requests_before = len(sim.pair_code_requests)
+    client.command("pair_phone", phone="+1 555 000 1111")
+    code = client.wait_event("pair_code")["code"]
+    assert len(code) == 9 and code[4] == "-"
+    request = sim.pair_code_requests[requests_before]
+    assert request["phone"] == "15550001111" and request["show_push_notification"] is True
+    sim.enter_pair_code(code)  # the user types the code on the phone
+    pair = client.wait_event("pair_status", timeout=20)
+    client.wait_event("connected", timeout=20)
+    sim.wait_logged_in(pair["jid"])
+    assert pair["error"] == "" and [r[0] for r in _device_rows(db_path)] == [pair["jid"]]

@@ -8,11 +8,14 @@ the companion's ADV secret (from the QR, or derived in code pairing), and an acc
 from __future__ import annotations
 
 import base64
+import os
 import hashlib
 import hmac
 import time
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from neonize.proto.waAdv.WAAdv_pb2 import (
     ADVDeviceIdentity,
     ADVSignedDeviceIdentity,
@@ -20,6 +23,7 @@ from neonize.proto.waAdv.WAAdv_pb2 import (
 )
 
 from . import xeddsa
+from .noise import hkdf
 
 ACCOUNT_SIGNATURE_PREFIX = b"\x06\x00"
 DEVICE_SIGNATURE_PREFIX = b"\x06\x01"
@@ -87,3 +91,41 @@ class Phone:
         ident.ParseFromString(self_signed)
         message = DEVICE_SIGNATURE_PREFIX + ident.details + companion_identity_pub + self.identity.pub
         return xeddsa.verify(companion_identity_pub, message, ident.deviceSignature)
+
+
+def _link_code_ctr(code: str, salt: bytes, iv: bytes, data: bytes) -> bytes:
+    # whatsmeow pair-code.go: PBKDF2-SHA256(code, salt, 2<<16 rounds) keys AES-CTR.
+    key = hashlib.pbkdf2_hmac("sha256", code.encode(), salt, 2 << 16, 32)
+    ctr = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+    return ctr.update(data) + ctr.finalize()
+
+
+class CodePairing:
+    """The phone's side of one link-code pairing, from the typed code to the ADV secret."""
+
+    def __init__(self, phone: Phone, code: str, wrapped_companion_ephemeral: bytes):
+        self.phone = phone
+        self.code = code.replace("-", "").strip().upper()
+        if len(self.code) != 8:
+            raise QRError("a pairing code has 8 characters (XXXX-XXXX)")
+        if len(wrapped_companion_ephemeral) != 80:
+            raise QRError("wrapped companion ephemeral key must be 80 bytes")
+        salt, iv, enc = (wrapped_companion_ephemeral[:32], wrapped_companion_ephemeral[32:48],
+                         wrapped_companion_ephemeral[48:80])
+        self.companion_ephemeral = _link_code_ctr(self.code, salt, iv, enc)
+        self.ephemeral = xeddsa.KeyPair()
+        salt, iv = os.urandom(32), os.urandom(16)
+        self.wrapped_primary_ephemeral = salt + iv + _link_code_ctr(self.code, salt, iv, self.ephemeral.pub)
+
+    def finish(self, wrapped_key_bundle: bytes, companion_identity_pub: bytes) -> tuple[bytes, bytes]:
+        """Unwraps the companion's key bundle; returns (companion identity key, ADV secret)."""
+        shared = self.ephemeral.dh(self.companion_ephemeral)
+        salt, nonce, sealed = wrapped_key_bundle[:32], wrapped_key_bundle[32:44], wrapped_key_bundle[44:]
+        key = hkdf(shared, salt, b"link_code_pairing_key_bundle_encryption_key", 32)
+        bundle = AESGCM(key).decrypt(nonce, sealed, None)  # fails loudly on a wrong code
+        identity_pub, primary_pub, adv_random = bundle[:32], bundle[32:64], bundle[64:96]
+        if primary_pub != self.phone.identity.pub or identity_pub != companion_identity_pub:
+            raise QRError("key bundle does not name this phone and companion")
+        identity_shared = self.phone.identity.dh(identity_pub)
+        adv_secret = hkdf(shared + identity_shared + adv_random, b"", b"adv_secret", 32)
+        return identity_pub, adv_secret

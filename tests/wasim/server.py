@@ -19,8 +19,14 @@ from typing import Callable
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
-from .phone import Phone, QRError, QRPayload
+from .phone import CodePairing, Phone, QRPayload
 from .transport import InterceptingProxy, WebSocket, WebSocketClosed, make_tls_files
+
+
+def _text(node: Node | None) -> str:
+    if node is None or node.content is None:
+        return ""
+    return node.content.decode() if isinstance(node.content, bytes) else str(node.content)
 
 
 class SimulatorError(RuntimeError):
@@ -120,6 +126,7 @@ class WhatsAppSimulator:
         self._cond = threading.Condition()
         self._pending_pairs: dict[str, tuple[_Connection, QRPayload | None, DeviceRecord]] = {}
         self._iq_ids = itertools.count(1)
+        self._code_pairs: dict[str, tuple] = {}
         self.proxy: InterceptingProxy | None = None
         self.ca_file = self.pythonpath = ""
 
@@ -437,8 +444,58 @@ class WhatsAppSimulator:
             ])]))
         return str(device.jid)
 
-    def _handle_link_code(self, conn, node, reg) -> None:
-        raise NotImplementedError
+    def _handle_link_code(self, conn: _Connection, node: Node, reg: Node) -> None:
+        """Phone-number pairing (whatsmeow pair-code.go): companion_hello, then companion_finish."""
+        stage = reg.attrs.get("stage")
+        if stage == "companion_hello":
+            ref = f"link-{secrets.token_hex(8)}"
+            request = {
+                "phone": reg.attr("jid", "").split("@")[0],
+                "show_push_notification": reg.attrs.get("should_show_push_notification") == "true",
+                "platform_id": _text(reg.child("companion_platform_id")),
+                "platform_display": _text(reg.child("companion_platform_display")),
+                "ref": ref,
+                "wrapped_ephemeral": reg.child("link_code_pairing_wrapped_companion_ephemeral_pub").content,
+                "noise_pub": reg.child("companion_server_auth_key_pub").content,
+                "connection": conn,
+            }
+            with self._cond:
+                self.pair_code_requests.append(request)
+            self._result(conn, node, [Node("link_code_companion_reg", {}, [
+                Node("link_code_pairing_ref", {}, ref.encode())])])
+        elif stage == "companion_finish":
+            pending = self._code_pairs.pop(_text(reg.child("link_code_pairing_ref")), None)
+            self._result(conn, node)
+            if pending is None:
+                self.errors.append("companion_finish for a pairing the phone never started")
+                return
+            code_pairing, request = pending
+            identity_pub, adv_secret = code_pairing.finish(
+                reg.child("link_code_pairing_wrapped_key_bundle").content,
+                reg.child("companion_identity_public").content,
+            )
+            if identity_pub != conn.registration.eIdent:
+                self.errors.append("code pairing: key bundle identity differs from the registration")
+                return
+            self._send_pair_success(conn, identity_pub, adv_secret, None)
+        else:
+            self._result(conn, node)
+
+    def enter_pair_code(self, code: str, timeout: float = 10) -> None:
+        """Act as the phone where the user typed the 8-character code; pairing then proceeds."""
+        request = self.wait_until(
+            lambda: self.pair_code_requests and self.pair_code_requests[-1], timeout, "a link-code request"
+        )
+        conn = request["connection"]
+        code_pairing = CodePairing(self.phone, code, request["wrapped_ephemeral"])
+        self._code_pairs[request["ref"]] = (code_pairing, request)
+        conn.send(Node("notification", {"from": SERVER_JID, "type": "link_code_companion_reg",
+                                        "id": self._iq_id(), "t": str(int(time.time()))}, [
+            Node("link_code_companion_reg", {}, [
+                Node("link_code_pairing_ref", {}, request["ref"].encode()),
+                Node("link_code_pairing_wrapped_primary_ephemeral_pub", {}, code_pairing.wrapped_primary_ephemeral),
+                Node("primary_identity_pub", {}, self.phone.identity.pub),
+            ])]))
 
     def _handle_message(self, conn, node) -> None:
         raise NotImplementedError
