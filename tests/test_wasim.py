@@ -200,3 +200,37 @@ def test_pairing_by_phone_code(sim, start_client, tmp_path):
     client.wait_event("connected", timeout=20)
     sim.wait_logged_in(pair["jid"])
     assert pair["error"] == "" and [r[0] for r in _device_rows(db_path)] == [pair["jid"]]
+
+
+def test_incoming_text_reaches_the_client_and_its_reply_reaches_the_simulator(
+    sim, paired, start_client, tmp_path
+):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+
+    message_id = sim.deliver_text(jid, "4915112345678", "hello from the simulator")
+    got = client.wait_event("message")
+    assert got["id"] == message_id and got["text"] == "hello from the simulator"
+    assert got["sender"] == "4915112345678@s.whatsapp.net"
+
+    before = len(sim.sent_messages)
+    client.command("send", to="4915112345678@s.whatsapp.net", text="reply from neonize")
+    sent_id = client.wait_event("sent")["id"]  # neonize got the server's ack
+    sent = sim.wait_for_sent(after=before)
+    assert sent.id == sent_id and sent.text == "reply from neonize"
+    assert sent.recipient_pn == "4915112345678@s.whatsapp.net"
+
+
+def test_send_to_a_new_contact_fetches_keys_and_is_decrypted(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    before = len(sim.sent_messages)
+    client.command("send", to="33612345678@s.whatsapp.net", text="first contact")
+    client.wait_event("sent")
+    sent = sim.wait_for_sent(after=before)
+    assert sent.text == "first contact" and sent.recipient_pn == "33612345678@s.whatsapp.net"
+    assert sent.node.child("participants") is not None

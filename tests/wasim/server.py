@@ -16,10 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
+
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
+from .signalsession import Contact, PreKeyBundle, SignalError, pad_v2, unpad_v2
 from .transport import InterceptingProxy, WebSocket, WebSocketClosed, make_tls_files
 
 
@@ -51,7 +54,8 @@ class DeviceRecord:
 class SentMessage:
     """A <message> the client sent, with its text when the simulator could decrypt it."""
 
-    to: str
+    to: str  # as addressed on the wire (whatsmeow sends 1:1 messages to the LID)
+    recipient_pn: str | None  # the phone-number JID, when the client names it (peer_recipient_pn)
     id: str
     type: str
     text: str | None
@@ -119,6 +123,7 @@ class WhatsAppSimulator:
         self.qr_refs: list[list[str]] = []  # refs of each pair-device sent, in order
         self.pair_code_requests: list[dict] = []
         self.sent_messages: list[SentMessage] = []
+        self.contacts: dict[str, Contact] = {}
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
@@ -204,6 +209,12 @@ class WhatsAppSimulator:
             return None
 
         return self.wait_until(find, timeout, f"login of {jid or 'a device'}")
+
+    def wait_for_sent(self, timeout: float = 10, after: int = 0) -> SentMessage:
+        """The first message the client sent after `after` earlier ones."""
+        return self.wait_until(
+            lambda: len(self.sent_messages) > after and self.sent_messages[after], timeout, "a sent message"
+        )
 
     def login_count(self, jid: str) -> int:
         return sum(1 for c in self.connections if c.jid is not None and str(c.jid) == jid)
@@ -388,6 +399,10 @@ class WhatsAppSimulator:
         elif xmlns == "encrypt" and kind == "set" and node.child("list") is not None:
             self._store_prekeys(conn, node)
             self._result(conn, node)
+        elif xmlns == "encrypt" and first is not None and first.tag == "key":
+            self._handle_key_fetch(conn, node)
+        elif xmlns == "usync" and first is not None and first.tag == "usync":
+            self._handle_usync(conn, node)
         elif xmlns == "passive":
             self._result(conn, node)
             conn.active = first is not None and first.tag == "active"
@@ -497,5 +512,135 @@ class WhatsAppSimulator:
                 Node("primary_identity_pub", {}, self.phone.identity.pub),
             ])]))
 
-    def _handle_message(self, conn, node) -> None:
-        raise NotImplementedError
+    # ------------------------------------------------------------ messages
+
+    def _contact(self, user: str) -> Contact:
+        """The contact with this phone number or LID user, created on first mention."""
+        with self._cond:
+            for contact in self.contacts.values():
+                if user in (contact.jid.split("@")[0], contact.lid.split("@")[0]):
+                    return contact
+            if user == self.phone.lid_user:
+                user = self.phone.phone_number
+            if user == self.phone.phone_number:
+                contact = Contact(f"{user}@s.whatsapp.net", f"{self.phone.lid_user}@lid",
+                                  identity=self.phone.identity)
+            else:
+                contact = Contact(f"{user}@s.whatsapp.net", f"8{user}@lid")
+            self.contacts[user] = contact
+            return contact
+
+    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact") -> str:
+        """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id."""
+        device = self._device(jid)
+        conns = self._live(jid, required=True)
+        contact = self._contact(sender.split("@")[0])
+        if device.signed_prekey is None:
+            raise SimulatorError(f"{jid} has not uploaded its pre-keys yet")
+        with self._cond:
+            prekey_id = min(device.prekeys) if device.prekeys else None
+            prekey_pub = device.prekeys.pop(prekey_id) if prekey_id is not None else None
+        spk_id, spk_pub, _ = device.signed_prekey
+        bundle = PreKeyBundle(device.registration_id, device.identity_pub, spk_id, spk_pub,
+                              prekey_id, prekey_pub)
+        plaintext = pad_v2(E2EMessage(conversation=text).SerializeToString())
+        message_id = "3EB0" + secrets.token_hex(8).upper()
+        node = Node("message", {
+            "from": JID.parse(contact.jid), "sender_lid": JID.parse(contact.lid), "id": message_id,
+            "t": str(int(time.time())), "type": "text", "notify": push_name,
+        }, [Node("enc", {"v": "2", "type": "pkmsg"}, contact.encrypt_pkmsg(bundle, plaintext))])
+        conns[-1].send(node)
+        return message_id
+
+    def _handle_message(self, conn: _Connection, node: Node) -> None:
+        targets = []  # (device jid, enc node)
+        participants = node.child("participants")
+        for to in participants.children() if participants is not None else []:
+            for enc in to.children():
+                if enc.tag == "enc":
+                    targets.append((to.attrs.get("jid"), enc))
+        for enc in node.children():
+            if enc.tag == "enc":
+                targets.append((node.attrs.get("to"), enc))
+        recipient = node.attrs.get("to")
+        text = None
+        for device_jid, enc in targets:
+            if not isinstance(device_jid, JID) or device_jid.device != 0:
+                continue  # companion devices: the simulator does not hold their keys
+            if device_jid.user in (self.phone.phone_number, self.phone.lid_user):
+                continue  # the copy for the account's own phone
+            contact = self._contact(device_jid.user)
+            try:
+                decrypted = E2EMessage()
+                decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content)))
+                text = decrypted.conversation or decrypted.extendedTextMessage.text
+            except (SignalError, ValueError) as exc:
+                self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
+        with self._cond:
+            pn = node.attrs.get("peer_recipient_pn")
+            self.sent_messages.append(SentMessage(
+                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"), type=node.attrs.get("type"), text=text, node=node))
+        conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
+                               "t": str(int(time.time()))}))
+
+    def _handle_usync(self, conn: _Connection, node: Node) -> None:
+        usync = node.child("usync")
+        query = {q.tag for q in usync.child("query").children()}
+        users = []
+        for user in usync.child("list").children():
+            jid = user.attrs.get("jid")
+            if not isinstance(jid, JID):
+                continue
+            contact = self._contact(jid.user)
+            is_own = contact.identity is self.phone.identity
+            children = []
+            if "devices" in query:
+                ids = [0]
+                if is_own:
+                    ids += sorted(d.jid.device for d in self.devices.values()
+                                  if not d.removed and d.signed_prekey is not None)
+                children.append(Node("devices", {}, [Node("device-list", {}, [
+                    Node("device", {"id": str(i)}) for i in ids])]))
+            if "lid" in query:
+                children.append(Node("lid", {"val": JID.parse(contact.lid)}))
+            users.append(Node("user", {"jid": jid}, children))
+        self._result(conn, node, [Node("usync", dict(usync.attrs), [Node("list", {}, users)])])
+
+    def _handle_key_fetch(self, conn: _Connection, node: Node) -> None:
+        users = []
+        for user in node.child("key").children():
+            jid = user.attrs.get("jid")
+            if not isinstance(jid, JID):
+                continue
+            if jid.device == 0:
+                material = self._contact(jid.user).bundle_nodes_material()
+            else:
+                device = next((d for d in self.devices.values()
+                               if d.jid.device == jid.device and d.signed_prekey is not None), None)
+                if device is None:
+                    users.append(Node("user", {"jid": jid}, [Node("error", {"code": "404", "text": "item-not-found"})]))
+                    continue
+                prekey_id = min(device.prekeys) if device.prekeys else None
+                material = {
+                    "registration_id": device.registration_id,
+                    "identity": device.identity_pub,
+                    "skey": device.signed_prekey,
+                    "key": (prekey_id, device.prekeys.pop(prekey_id)) if prekey_id is not None else None,
+                }
+            children = [
+                Node("registration", {}, material["registration_id"].to_bytes(4, "big")),
+                Node("type", {}, b"\x05"),
+                Node("identity", {}, material["identity"]),
+                Node("skey", {}, [
+                    Node("id", {}, material["skey"][0].to_bytes(3, "big")),
+                    Node("value", {}, material["skey"][1]),
+                    Node("signature", {}, material["skey"][2]),
+                ]),
+            ]
+            if material["key"] is not None:
+                children.append(Node("key", {}, [
+                    Node("id", {}, material["key"][0].to_bytes(3, "big")),
+                    Node("value", {}, material["key"][1]),
+                ]))
+            users.append(Node("user", {"jid": jid}, children))
+        self._result(conn, node, [Node("list", {}, users)])
