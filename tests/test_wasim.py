@@ -175,8 +175,9 @@ def test_logout_while_connected_then_401_on_the_next_login(sim, start_client, tm
     sim.logout(jid)
     out = client.wait_event("logged_out")
     assert out["on_connect"] is False
+    # whatsmeow deletes the device itself, just after dispatching the event.
+    sim.wait_until(lambda: _device_rows(db_path) == [], 10, "the device row to be deleted")
     client.stop()
-    assert _device_rows(db_path) == []  # whatsmeow deleted the device itself
 
     restored = start_client(backup)  # e.g. an old snapshot restored after the logout
     out = restored.wait_event("logged_out")
@@ -234,3 +235,65 @@ def test_send_to_a_new_contact_fetches_keys_and_is_decrypted(sim, paired, start_
     sent = sim.wait_for_sent(after=before)
     assert sent.text == "first contact" and sent.recipient_pn == "33612345678@s.whatsapp.net"
     assert sent.node.child("participants") is not None
+
+
+# ---------------------------------------------------------------- the simulator's own parts
+
+
+def test_binary_xml_round_trip_covers_every_encoding():
+    from tests.wasim.binxml import JID, Node, marshal, unmarshal
+
+    node = Node("iq", {"id": "12.34-5", "type": "result", "x": "ABC0123F", "name": "plain text",
+                       "to": JID("", "s.whatsapp.net"), "jid": JID("15550001111", "s.whatsapp.net", 7),
+                       "lid": JID("999", "lid", 3)},
+                [Node("ref", {}, b"\x00" * 300_000), Node("conflict", {"type": "replaced"})])
+    data = marshal(node)
+    assert data[0] == 0 and unmarshal(data) == node
+
+
+def test_xeddsa_signatures_verify_and_tampering_is_caught():
+    from tests.wasim import xeddsa
+
+    key = xeddsa.KeyPair()
+    signature = key.sign(b"details")
+    assert xeddsa.verify(key.pub, b"details", signature)
+    assert not xeddsa.verify(key.pub, b"detailz", signature)
+    assert not xeddsa.verify(xeddsa.KeyPair().pub, b"details", signature)
+
+
+def test_signal_session_round_trip_between_two_simulated_users():
+    from tests.wasim.signalsession import Contact, PreKeyBundle, pad_v2, unpad_v2
+
+    alice, bob = Contact("1@s.whatsapp.net", "81@lid"), Contact("2@s.whatsapp.net", "82@lid")
+    material = bob.bundle_nodes_material()
+    bundle = PreKeyBundle(material["registration_id"], material["identity"], material["skey"][0],
+                          material["skey"][1], material["key"][0], material["key"][1])
+    pkmsg = alice.encrypt_pkmsg(bundle, pad_v2(b"secret"))
+    assert unpad_v2(bob.decrypt("pkmsg", pkmsg)) == b"secret"
+
+
+def test_patcher_replaces_exactly_one_root_key_and_leaves_the_source_alone(tmp_path):
+    from tests.wasim.patch import LIBRARY_NAME, WHATSAPP_ROOT_KEY, PatchError, make_patched_neonize
+
+    src = tmp_path / "neonize"
+    src.mkdir()
+    (src / "__init__.py").write_text("")
+    original = b"head" + WHATSAPP_ROOT_KEY + b"tail"
+    (src / LIBRARY_NAME).write_bytes(original)
+    new_key = bytes(range(32))
+    root = make_patched_neonize(str(tmp_path / "out"), new_key, str(src))
+    assert (tmp_path / "out" / "neonize" / LIBRARY_NAME).read_bytes() == b"head" + new_key + b"tail"
+    assert (src / LIBRARY_NAME).read_bytes() == original and root == str(tmp_path / "out")
+
+    (src / LIBRARY_NAME).write_bytes(original + WHATSAPP_ROOT_KEY)
+    with pytest.raises(PatchError, match="exactly once"):
+        make_patched_neonize(str(tmp_path / "out2"), new_key, str(src))
+
+
+def test_qr_payload_parsing_rejects_what_is_not_a_linking_qr():
+    from tests.wasim.phone import QRError, QRPayload
+
+    with pytest.raises(QRError):
+        QRPayload.parse("https://example.com/")
+    with pytest.raises(QRError):
+        QRPayload.parse("ref,bm90IGJhc2U2NA,!!,??")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import socket
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -92,8 +94,6 @@ class _Connection:
         if graceful:
             self.ws.close()
         try:
-            import socket
-
             self.ws.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -318,8 +318,6 @@ class WhatsAppSimulator:
         except HandshakeError as exc:
             self.errors.append(f"conn {conn.number}: {exc}")
         except Exception as exc:  # a simulator bug: keep it visible to the test
-            import traceback
-
             self.errors.append(f"conn {conn.number}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         finally:
             conn.closed.set()
