@@ -1,0 +1,299 @@
+"""The WhatsApp simulator against the real, unmodified neonize client in subprocesses.
+
+One account is paired once per module (QR scan by the simulated phone); each later test logs in
+from its own copy of that database, so tests stay independent of each other's side effects.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from tests.wasim import SimulatorError, WhatsAppSimulator
+from tests.wasim.clientproc import ClientProcess
+from tests.wasim.phone import QRPayload
+
+DB_NAME = "neonize.db"
+
+
+def _device_rows(db_path: str) -> list[tuple]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT jid, lid, platform FROM whatsmeow_device").fetchall()
+
+
+def _copy_session(src_dir: str, dst_dir: str) -> str:
+    os.makedirs(dst_dir, exist_ok=True)
+    for name in os.listdir(src_dir):
+        if name.startswith(DB_NAME):  # the db and any -wal/-shm beside it
+            shutil.copy2(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+    return os.path.join(dst_dir, DB_NAME)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    simulator = WhatsAppSimulator(str(tmp_path_factory.mktemp("wasim")))
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+    assert not simulator.errors, simulator.errors
+
+
+@pytest.fixture
+def start_client(sim, tmp_path):
+    clients = []
+
+    def start(db_path: str) -> ClientProcess:
+        client = ClientProcess(db_path, sim.client_env(), str(tmp_path / f"client{len(clients)}.log"))
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.stop()
+
+
+@pytest.fixture(scope="module")
+def paired(sim, tmp_path_factory):
+    """Pairs a fresh neonize database by QR; returns (session dir, device jid, pairing record)."""
+    session_dir = str(tmp_path_factory.mktemp("paired"))
+    db_path = os.path.join(session_dir, DB_NAME)
+    client = ClientProcess(db_path, sim.client_env(), os.path.join(session_dir, "client.log"))
+    try:
+        loaded = client.wait_event("loaded")
+        refs = sim.wait_for_qr(timeout=20)
+        qr = client.wait_event("qr")["code"]
+        jid = sim.scan_latest_qr(qr)
+        pair = client.wait_event("pair_status", timeout=20)
+        connected = client.wait_event("connected", timeout=20)
+        sim.wait_logged_in(jid, timeout=20)
+        record = {"loaded": loaded, "refs": refs, "qr": qr, "pair": pair, "connected": connected,
+                  "events": list(client.events)}
+    finally:
+        client.stop()
+    return session_dir, jid, record
+
+
+def test_client_runs_the_patched_copy_of_neonize(sim, paired):
+    _, _, record = paired
+    assert record["loaded"]["neonize_file"].startswith(sim.pythonpath + os.sep)
+
+
+def test_qr_pairing_lands_the_device_in_the_database(sim, paired):
+    session_dir, jid, record = paired
+    qr = QRPayload.parse(record["qr"])
+    assert qr.ref == record["refs"][0]  # the QR shows the first ref the simulator sent
+    assert record["pair"]["jid"] == jid and record["pair"]["error"] == ""
+    names = [e["event"] for e in record["events"]]
+    assert names.index("pair_status") < names.index("connected")
+    assert _device_rows(os.path.join(session_dir, DB_NAME)) == [
+        (jid, sim.devices[jid].lid.__str__(), "android")
+    ]
+    device = sim.devices[jid]
+    assert len(device.prekeys) >= 30 and device.signed_prekey is not None  # its post-login upload
+
+
+def test_scan_refuses_a_qr_it_never_sent(sim, paired):
+    _, _, record = paired
+    forged = record["qr"].replace(QRPayload.parse(record["qr"]).ref, "2@never-sent", 1)
+    with pytest.raises(SimulatorError):
+        sim.scan_qr(forged)
+    with pytest.raises(SimulatorError):
+        sim.scan_latest_qr(None)
+
+
+def test_restart_from_the_stored_database_logs_in_without_a_qr(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    logins = sim.login_count(jid)
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    assert "qr" not in client.names() and "pair_status" not in client.names()
+    assert sim.login_count(jid) == logins + 1
+
+
+def test_stream_replaced_is_reported_and_not_retried(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    logins = sim.login_count(jid)
+    sim.replace_stream(jid)
+    client.wait_event("stream_replaced")
+    # whatsmeow expects this disconnect and must not reconnect on its own.
+    with pytest.raises(TimeoutError):
+        sim.wait_logged_in(jid, timeout=2.5)
+    assert sim.login_count(jid) == logins
+    assert "logged_out" not in client.names()
+
+
+def test_dropped_connection_reconnects_by_itself(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    first = client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    logins = sim.login_count(jid)
+    after = len(client.events)
+    sim.drop(jid)
+    client.wait_event("disconnected", after=after)
+    client.wait_event("connected", after=after, timeout=20)
+    sim.wait_logged_in(jid)
+    assert sim.login_count(jid) == logins + 1
+    assert first is not None and "logged_out" not in client.names()
+
+
+def test_temporary_ban_on_login(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    sim.temp_ban(3600, code=101)
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    ban = client.wait_event("temporary_ban")
+    # Wire code 101 is whatsmeow's TempBanSentToTooManyPeople, neonize's enum value 1.
+    assert ban["code"] == 1 and ban["expire"] == 3600, ban
+    assert "connected" not in client.names()
+
+
+def test_logout_while_connected_then_401_on_the_next_login(sim, start_client, tmp_path):
+    # Its own pairing: logging a device out is for good.
+    db_path = str(tmp_path / "a" / DB_NAME)
+    os.makedirs(os.path.dirname(db_path))
+    client = start_client(db_path)
+    after = len(sim.qr_refs)
+    sim.wait_for_qr(after=after, timeout=20)
+    jid = sim.scan_latest_qr(client.wait_event("qr")["code"])
+    client.wait_event("connected", timeout=20)
+    sim.wait_logged_in(jid)
+    client.stop()
+    backup = _copy_session(os.path.dirname(db_path), str(tmp_path / "b"))
+
+    client = start_client(db_path)
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    sim.logout(jid)
+    out = client.wait_event("logged_out")
+    assert out["on_connect"] is False
+    # whatsmeow deletes the device itself, just after dispatching the event.
+    sim.wait_until(lambda: _device_rows(db_path) == [], 10, "the device row to be deleted")
+    client.stop()
+
+    restored = start_client(backup)  # e.g. an old snapshot restored after the logout
+    out = restored.wait_event("logged_out")
+    # Wire reason 401 is whatsmeow's ConnectFailureLoggedOut, neonize's enum LOGGED_OUT = 2.
+    assert out["on_connect"] is True and out["reason"] == 2, out
+    assert "connected" not in restored.names()
+
+
+def test_pairing_by_phone_code(sim, start_client, tmp_path):
+    db_path = str(tmp_path / DB_NAME)
+    client = start_client(db_path)
+    client.wait_event("qr", timeout=20)  # connected and waiting to be linked
+    requests_before = len(sim.pair_code_requests)
+    client.command("pair_phone", phone="+1 555 000 1111")
+    code = client.wait_event("pair_code")["code"]
+    assert len(code) == 9 and code[4] == "-"
+    request = sim.pair_code_requests[requests_before]
+    assert request["phone"] == "15550001111" and request["show_push_notification"] is True
+    sim.enter_pair_code(code)  # the user types the code on the phone
+    pair = client.wait_event("pair_status", timeout=20)
+    client.wait_event("connected", timeout=20)
+    sim.wait_logged_in(pair["jid"])
+    assert pair["error"] == "" and [r[0] for r in _device_rows(db_path)] == [pair["jid"]]
+
+
+def test_incoming_text_reaches_the_client_and_its_reply_reaches_the_simulator(
+    sim, paired, start_client, tmp_path
+):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+
+    message_id = sim.deliver_text(jid, "4915112345678", "hello from the simulator")
+    got = client.wait_event("message")
+    assert got["id"] == message_id and got["text"] == "hello from the simulator"
+    assert got["sender"] == "4915112345678@s.whatsapp.net"
+
+    before = len(sim.sent_messages)
+    client.command("send", to="4915112345678@s.whatsapp.net", text="reply from neonize")
+    sent_id = client.wait_event("sent")["id"]  # neonize got the server's ack
+    sent = sim.wait_for_sent(after=before)
+    assert sent.id == sent_id and sent.text == "reply from neonize"
+    assert sent.recipient_pn == "4915112345678@s.whatsapp.net"
+
+
+def test_send_to_a_new_contact_fetches_keys_and_is_decrypted(sim, paired, start_client, tmp_path):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, str(tmp_path / "s")))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    before = len(sim.sent_messages)
+    client.command("send", to="33612345678@s.whatsapp.net", text="first contact")
+    client.wait_event("sent")
+    sent = sim.wait_for_sent(after=before)
+    assert sent.text == "first contact" and sent.recipient_pn == "33612345678@s.whatsapp.net"
+    assert sent.node.child("participants") is not None
+
+
+# ---------------------------------------------------------------- the simulator's own parts
+
+
+def test_binary_xml_round_trip_covers_every_encoding():
+    from tests.wasim.binxml import JID, Node, marshal, unmarshal
+
+    node = Node("iq", {"id": "12.34-5", "type": "result", "x": "ABC0123F", "name": "plain text",
+                       "to": JID("", "s.whatsapp.net"), "jid": JID("15550001111", "s.whatsapp.net", 7),
+                       "lid": JID("999", "lid", 3)},
+                [Node("ref", {}, b"\x00" * 300_000), Node("conflict", {"type": "replaced"})])
+    data = marshal(node)
+    assert data[0] == 0 and unmarshal(data) == node
+
+
+def test_xeddsa_signatures_verify_and_tampering_is_caught():
+    from tests.wasim import xeddsa
+
+    key = xeddsa.KeyPair()
+    signature = key.sign(b"details")
+    assert xeddsa.verify(key.pub, b"details", signature)
+    assert not xeddsa.verify(key.pub, b"detailz", signature)
+    assert not xeddsa.verify(xeddsa.KeyPair().pub, b"details", signature)
+
+
+def test_signal_session_round_trip_between_two_simulated_users():
+    from tests.wasim.signalsession import Contact, PreKeyBundle, pad_v2, unpad_v2
+
+    alice, bob = Contact("1@s.whatsapp.net", "81@lid"), Contact("2@s.whatsapp.net", "82@lid")
+    material = bob.bundle_nodes_material()
+    bundle = PreKeyBundle(material["registration_id"], material["identity"], material["skey"][0],
+                          material["skey"][1], material["key"][0], material["key"][1])
+    pkmsg = alice.encrypt_pkmsg(bundle, pad_v2(b"secret"))
+    assert unpad_v2(bob.decrypt("pkmsg", pkmsg)) == b"secret"
+
+
+def test_patcher_replaces_exactly_one_root_key_and_leaves_the_source_alone(tmp_path):
+    from tests.wasim.patch import LIBRARY_NAME, WHATSAPP_ROOT_KEY, PatchError, make_patched_neonize
+
+    src = tmp_path / "neonize"
+    src.mkdir()
+    (src / "__init__.py").write_text("")
+    original = b"head" + WHATSAPP_ROOT_KEY + b"tail"
+    (src / LIBRARY_NAME).write_bytes(original)
+    new_key = bytes(range(32))
+    root = make_patched_neonize(str(tmp_path / "out"), new_key, str(src))
+    assert (tmp_path / "out" / "neonize" / LIBRARY_NAME).read_bytes() == b"head" + new_key + b"tail"
+    assert (src / LIBRARY_NAME).read_bytes() == original and root == str(tmp_path / "out")
+
+    (src / LIBRARY_NAME).write_bytes(original + WHATSAPP_ROOT_KEY)
+    with pytest.raises(PatchError, match="exactly once"):
+        make_patched_neonize(str(tmp_path / "out2"), new_key, str(src))
+
+
+def test_qr_payload_parsing_rejects_what_is_not_a_linking_qr():
+    from tests.wasim.phone import QRError, QRPayload
+
+    with pytest.raises(QRError):
+        QRPayload.parse("https://example.com/")
+    with pytest.raises(QRError):
+        QRPayload.parse("ref,bm90IGJhc2U2NA,!!,??")

@@ -1,0 +1,125 @@
+"""A raw neonize client for the simulator's own tests: events out as JSON lines, commands in.
+
+Run as `python -m tests.wasim.driver DB_PATH` (or by path) with the simulator's client_env().
+stdout: one JSON object per line, {"event": name, ...}. stdin: JSON commands, one per line:
+{"cmd": "send", "to": "<jid>", "text": "..."} · {"cmd": "pair_phone", "phone": "..."} ·
+{"cmd": "stop"}. It exits after "stop", or when stdin closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import traceback
+
+_print_lock = threading.Lock()
+
+
+def emit(event: str, **fields) -> None:
+    with _print_lock:
+        sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+        sys.stdout.flush()
+
+
+def main(db_path: str) -> int:
+    import neonize
+    from neonize.client import NewClient
+    from neonize.events import (
+        ConnectedEv,
+        ConnectFailureEv,
+        DisconnectedEv,
+        LoggedOutEv,
+        MessageEv,
+        PairStatusEv,
+        StreamErrorEv,
+        StreamReplacedEv,
+        TemporaryBanEv,
+    )
+    from neonize.utils.jid import Jid2String, build_jid
+
+    emit("loaded", neonize_file=neonize.__file__)
+    client = NewClient(db_path)
+
+    @client.qr
+    def on_qr(_client, data: bytes) -> None:
+        emit("qr", code=data.decode())
+
+    @client.event(PairStatusEv)
+    def on_pair(_client, ev) -> None:
+        emit("pair_status", jid=Jid2String(ev.ID), status=int(ev.Status), error=ev.Error)
+
+    @client.event(ConnectedEv)
+    def on_connected(_client, ev) -> None:
+        emit("connected")
+
+    @client.event(LoggedOutEv)
+    def on_logged_out(_client, ev) -> None:
+        emit("logged_out", on_connect=bool(ev.OnConnect), reason=int(ev.Reason))
+
+    @client.event(StreamReplacedEv)
+    def on_replaced(_client, ev) -> None:
+        emit("stream_replaced")
+
+    @client.event(StreamErrorEv)
+    def on_stream_error(_client, ev) -> None:
+        emit("stream_error", code=ev.Code)
+
+    @client.event(TemporaryBanEv)
+    def on_ban(_client, ev) -> None:
+        emit("temporary_ban", code=int(ev.Code), expire=int(ev.Expire))
+
+    @client.event(ConnectFailureEv)
+    def on_failure(_client, ev) -> None:
+        emit("connect_failure", reason=int(ev.Reason), message=ev.Message)
+
+    @client.event(DisconnectedEv)
+    def on_disconnected(_client, ev) -> None:
+        emit("disconnected")
+
+    @client.event(MessageEv)
+    def on_message(_client, ev) -> None:
+        msg = ev.Message
+        text = msg.conversation or msg.extendedTextMessage.text
+        emit(
+            "message",
+            id=ev.Info.ID,
+            chat=Jid2String(ev.Info.MessageSource.Chat),
+            sender=Jid2String(ev.Info.MessageSource.Sender),
+            text=text,
+        )
+
+    def connect() -> None:
+        try:
+            client.connect()
+            emit("connect_returned")
+        except Exception as exc:  # reported, not raised: the test reads stdout
+            emit("connect_error", error=f"{type(exc).__name__}: {exc}")
+
+    threading.Thread(target=connect, name="connect", daemon=True).start()
+
+    for line in sys.stdin:
+        try:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "stop":
+                break
+            if cmd["cmd"] == "send":
+                user, server = cmd["to"].split("@")
+                resp = client.send_message(build_jid(user, server), cmd["text"])
+                emit("sent", id=resp.ID)
+            elif cmd["cmd"] == "pair_phone":
+                code = client.PairPhone(cmd["phone"], True)
+                emit("pair_code", code=code)
+        except Exception as exc:
+            emit("command_error", error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+    emit("stopping")
+    try:
+        client.stop()
+    except Exception:
+        pass
+    os._exit(0)  # the Go runtime keeps threads; nothing left to flush
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
