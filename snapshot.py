@@ -627,7 +627,10 @@ def _parse(text) -> _Parsed:
                     raise InvalidSnapshot(f"unsupported entry type in the snapshot: {member.name[:100]!r}")
                 declared += member.size
                 if declared > MAX_UNCOMPRESSED_BYTES:
-                    raise InvalidSnapshot("the snapshot's files are larger than the size cap")
+                    raise InvalidSnapshot(
+                        f"the snapshot's files add up to more than {MAX_UNCOMPRESSED_BYTES // 2**20} MiB "
+                        "(a decompression bomb, or not a session)"
+                    )
                 if path in seen:
                     raise InvalidSnapshot(f"the snapshot holds {path[:100]!r} twice")
                 seen.add(path)
