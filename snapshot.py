@@ -216,12 +216,17 @@ def pack(session_dir, budget: int = DEFAULT_BUDGET, tier: str | None = None) -> 
             return text
         # Walk up from the smallest tier and stop at the first that does not fit: tiers are nested,
         # so a bigger one cannot fit either, and the big tiers of a big account are never built.
-        best = None
+        # A tier that adds no rows to the one below keeps the smaller name, so the same database
+        # always gets the same label (repacking a restored "core" session gives the same text).
+        best = previous_db = None
         for name in reversed(TIERS):
-            text = _encode_tier(copy, name, limit=budget)
+            db = _build_tier(copy, name)
+            if db == previous_db:
+                continue
+            text = _encode(db, name, limit=budget)
             if text is None:
                 break
-            best = text
+            best, previous_db = text, db
         if best is None:
             sizes = {name: len(_encode_tier(copy, name)) for name in TIERS}
             raise SnapshotTooLarge(sizes, budget)
@@ -260,6 +265,16 @@ def unpack(text: str, session_dir) -> SnapshotInfo:
     """
     parsed = _parse(text)  # every structural check, in memory, before anything touches the disk
     session_dir = os.path.realpath(os.fspath(session_dir))
+    try:
+        return _restore(parsed, session_dir)
+    except OSError as exc:
+        raise SnapshotError(
+            f"cannot restore the session into {session_dir}: {exc.strerror or exc}"
+            " (is the parent directory writable, is the disk full?)"
+        ) from exc
+
+
+def _restore(parsed, session_dir: str) -> SnapshotInfo:
     parent, name = os.path.split(session_dir)
     if os.path.lexists(session_dir) and not os.path.isdir(session_dir):
         raise SnapshotError(f"{session_dir} exists and is not a directory")
@@ -471,8 +486,18 @@ def _gzip_comment(data: bytes) -> bytes | None:
     return None
 
 
+def _build_tier(copy: _Copy, tier: str) -> bytes:
+    try:
+        return _build_tier_db(copy, tier)
+    except sqlite3.Error as exc:
+        raise SnapshotError(f"cannot compact the session database to tier {tier!r}: {exc}") from exc
+
+
 def _encode_tier(copy: _Copy, tier: str, limit: int | None = None) -> str | None:
-    db = _build_tier_db(copy, tier)
+    return _encode(_build_tier(copy, tier), tier, limit)
+
+
+def _encode(db: bytes, tier: str, limit: int | None) -> str | None:
     manifest = json.dumps({"format": FORMAT_ID, "tier": tier}, sort_keys=True, separators=(",", ":"))
     raw = _tar_bytes([(DB_NAME, db)])
     limit_bytes = None if limit is None else limit * 3 // 4
@@ -564,7 +589,7 @@ class _GunzipReader(io.RawIOBase):
             pass
 
 
-def _decode_text(text) -> bytes:
+def _decode_text(text) -> tuple:
     if isinstance(text, (bytes, bytearray)):
         try:
             text = bytes(text).decode("ascii")
@@ -585,7 +610,7 @@ def _decode_text(text) -> bytes:
         if data[257:262] == b"ustar":
             raise InvalidSnapshot("the snapshot is an uncompressed tar; make it with `tar czf` (gzip)")
         raise InvalidSnapshot("the snapshot is not gzip data (expected base64 of a .tar.gz)")
-    return data
+    return data, len(compact)
 
 
 def _member_path(name: str) -> str:
@@ -599,7 +624,7 @@ def _member_path(name: str) -> str:
 
 
 def _parse(text) -> _Parsed:
-    compressed = _decode_text(text)
+    compressed, encoded_chars = _decode_text(text)
     reader = _GunzipReader(compressed)
     wanted = {DB_NAME} | {DB_NAME + s for s in _SIDE_SUFFIXES}
     found: dict = {}
@@ -668,7 +693,7 @@ def _parse(text) -> _Parsed:
         db=db,
         side_files={s: found[DB_NAME + s] for s in _SIDE_SUFFIXES if DB_NAME + s in found},
         manifest=manifest,
-        encoded_chars=len("".join(text.split())) if isinstance(text, str) else len(compressed) * 4 // 3,
+        encoded_chars=encoded_chars,
         compressed_bytes=len(compressed),
         raw_bytes=reader.total,
         db_mtime=db_mtime,
@@ -692,8 +717,12 @@ def _open_extracted(parsed: _Parsed, directory: str) -> sqlite3.Connection:
         conn = sqlite3.connect(_file_uri(db_path, "rw"), uri=True, isolation_level=None)
     except sqlite3.Error as exc:
         raise InvalidSnapshot(f"{DB_NAME} in the snapshot cannot be opened ({exc})") from None
-    conn.execute("PRAGMA trusted_schema = OFF")  # no SQL functions with side effects from its schema
-    conn.execute("PRAGMA temp_store = MEMORY")  # VACUUM's scratch copy must not land in /tmp
+    try:
+        conn.execute("PRAGMA trusted_schema = OFF")  # no SQL functions with side effects from its schema
+        conn.execute("PRAGMA temp_store = MEMORY")  # VACUUM's scratch copy must not land in /tmp
+    except sqlite3.Error as exc:
+        conn.close()
+        raise InvalidSnapshot(f"{DB_NAME} in the snapshot cannot be opened ({exc})") from None
     return conn
 
 
@@ -909,7 +938,7 @@ def _fsync_path(path: str):
 # CLI
 # ---------------------------------------------------------------------------------------------
 
-_USAGE = f"""usage:
+_USAGE = f"""%(prog)s COMMAND ...
   pack DIR [--budget N] [--tier T]   snapshot of the session in DIR to stdout
   unpack DIR < snapshot              restore a snapshot (ours or `tar czf - -C DIR . | base64`)
   inspect < snapshot                 describe a snapshot as JSON (no key material)
@@ -919,7 +948,7 @@ tiers, most complete first: {', '.join(TIERS)}; default budget {DEFAULT_BUDGET} 
 def _cli_args(argv):
     import argparse
 
-    parser = argparse.ArgumentParser(prog="session_manager.py", usage=_USAGE, add_help=True)
+    parser = argparse.ArgumentParser(prog=os.path.basename(sys.argv[0] or "snapshot.py"), usage=_USAGE)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
     p.add_argument("dir")

@@ -136,7 +136,10 @@ def test_default_picks_the_most_complete_tier_that_fits(fresh):
     full = snapshot.pack(fresh.session_dir, budget=10**9, tier="full")
     assert snapshot.pack(fresh.session_dir, budget=len(full)) == full
     below = snapshot.pack(fresh.session_dir, budget=len(full) - 1)
-    assert snapshot.inspect(below).tier == "crypto"
+    # A fresh pairing has no ratchets or message secrets, so "crypto" holds exactly what "peers"
+    # holds and the snapshot carries the smaller name.
+    assert snapshot.inspect(below).tier == "peers"
+    assert below == snapshot.pack(fresh.session_dir, budget=10**9, tier="peers")
 
 
 def test_core_tier_keeps_the_next_prekeys_and_the_id_high_water_mark(used, tmp_path):
@@ -240,6 +243,39 @@ def test_interrupted_swap_is_finished_on_next_look(fresh, tmp_path):
     os.rename(fresh.session_dir, tmp_path / ".session.snapshot-old")
     assert snapshot.has_valid_session(fresh.session_dir)
     assert sorted(os.listdir(tmp_path)) == ["session"]
+
+
+def test_swap_without_rename_exchange_still_replaces_the_session(fresh, tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshot, "_exchange", lambda a, b: False)  # e.g. a filesystem without it
+    other = wadb.make_session(str(tmp_path / "other"), "fresh", seed=42)
+    snapshot.unpack(snapshot.pack(other.session_dir), fresh.session_dir)
+    assert snapshot.device_jid(fresh.session_dir) == other.jid
+    assert sorted(os.listdir(tmp_path)) == ["other", "session"]
+
+
+def test_repacking_a_restored_session_gives_the_same_text(used, tmp_path):
+    text = snapshot.pack(used.session_dir)
+    snapshot.unpack(text, str(tmp_path / "restored"))
+    assert snapshot.pack(str(tmp_path / "restored")) == text
+
+
+def test_pack_reads_committed_rows_of_a_live_wal_database(used, tmp_path):
+    writer = sqlite3.connect(used.db_path, isolation_level=None)
+    try:
+        assert writer.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("UPDATE whatsmeow_device SET push_name = 'committed to the WAL'")
+        writer.execute("BEGIN")
+        writer.execute("UPDATE whatsmeow_device SET push_name = 'not committed'")
+        text = snapshot.pack(used.session_dir)
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    assert [m[0] for m in members_of(text)] == [wadb.DB_NAME]
+    snapshot.unpack(text, str(tmp_path / "restored"))
+    conn = sqlite3.connect(tmp_path / "restored" / wadb.DB_NAME)
+    assert conn.execute("SELECT push_name FROM whatsmeow_device").fetchone()[0] == "committed to the WAL"
+    conn.close()
 
 
 def test_inspect_never_shows_key_material(used):
@@ -422,6 +458,8 @@ HOSTILE = {
         lambda s: b64_targz([reg("neonize.db", _sqlite_bytes("CREATE TABLE t(x); INSERT INTO t VALUES (1);"))]),
         "not a whatsmeow database"),
     "no device": (lambda s: b64_targz([reg("neonize.db", _db_with(wadb.template_db()))]), "no logged-in device"),
+    "sqlite header, garbage body": (
+        lambda s: b64_targz([reg("neonize.db", b"SQLite format 3\x00" + os.urandom(5000))]), "database"),
     "corrupt sqlite": (lambda s: b64_targz([reg("neonize.db", _corrupt_db(_db_with(s.db_path)))]), "database"),
 }
 
