@@ -13,7 +13,7 @@ config vars of a Heroku app share 64 KB. Each tier drops what whatsmeow can refe
 recover from peers; the smallest one still logs in as the same device. See `_TABLE_RULES`.
 
 Pipeline of `pack`: consistent copy with SQLite's backup API (neonize may be writing meanwhile; the
-live file and its -journal/-wal are never read directly) -> a fresh database with 512-byte pages
+live file and its -journal/-wal are never read directly) -> a fresh database with 1024-byte pages
 holding only the tier's rows, inserted in primary-key order -> deterministic tar (fixed order, zero
 mtimes/ids) -> gzip (mtime 0) -> base64. The same database content gives the same text, so "did
 anything change" is a string compare.
@@ -109,9 +109,10 @@ ALL, NONE = "1", None
 # whatsmeow reissue ids the server still hands out, with different keys (undecryptable messages).
 _MAX_PREKEY = "t.key_id = (SELECT MAX(p.key_id) FROM src.whatsmeow_pre_keys p WHERE p.jid = t.jid)"
 _UPLOADED_PREKEYS = f"t.uploaded OR {_MAX_PREKEY}"
-# The server hands out the oldest (lowest-id) keys first, so the lowest uploaded ids are the ones
-# peers will use next; keys a peer used after the snapshot are already gone from the live table.
-# A peer whose key we lack gets a retry receipt carrying a fresh key (retry.go), so it recovers.
+# We assume the server hands out the oldest (lowest-id) keys first, as Signal's server does (not
+# verified for WhatsApp; under any other order keeping the lowest is no worse than another pick),
+# so the lowest uploaded ids are the ones peers will use next. A peer whose key we lack gets a
+# retry receipt carrying a fresh key (retry.go sendRetryReceipt), so it recovers.
 _NEXT_PREKEYS = (
     f"(t.uploaded AND t.key_id IN (SELECT p.key_id FROM src.whatsmeow_pre_keys p WHERE p.jid = t.jid"
     f" AND p.uploaded ORDER BY p.key_id LIMIT {CORE_PREKEYS})) OR {_MAX_PREKEY}"
@@ -303,7 +304,9 @@ def _restore(parsed, session_dir: str) -> SnapshotInfo:
 
 
 def has_valid_session(session_dir) -> bool:
-    """True when `session_dir` holds a database with a device row that passes a quick check."""
+    """True when `session_dir` holds a database with a device row that passes a quick check.
+    Like `device_jid`, it first finishes a directory swap a crash interrupted (see
+    `_swap_into_place`), so the previous session is found again."""
     return device_jid(session_dir) is not None
 
 

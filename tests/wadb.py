@@ -17,6 +17,7 @@ of 50 is generated and uploaded whenever the server's stock drops below 5. So a 
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
@@ -76,6 +77,7 @@ def template_db() -> str:
     global _template_path
     if _template_path is None or not os.path.exists(_template_path):
         tmp = tempfile.mkdtemp(prefix="wadb-template-")
+        atexit.register(shutil.rmtree, tmp, True)
         path = os.path.join(tmp, DB_NAME)
         make_schema_db(path)
         _template_path = path
