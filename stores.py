@@ -221,8 +221,11 @@ class SnapshotStore(abc.ABC):
         """The stored snapshot, or None when there is none."""
 
     @abc.abstractmethod
-    def save(self, text: str) -> SaveResult:
-        """Store `text`; writes nothing when it equals the stored value."""
+    def save(self, text: str, *, force: bool = False, budget: Budget | None = None) -> SaveResult:
+        """Store `text`; writes nothing when it equals the stored value, unless `force`.
+
+        `budget`: one the caller just fetched (to pick the snapshot's tier), so it is not fetched
+        a second time for the same save."""
 
     @abc.abstractmethod
     def clear(self) -> bool:
@@ -384,21 +387,23 @@ class HerokuConfigVarStore(SnapshotStore):
             vars_ = self._request("GET", None, action="read the config vars of")
             return self._budget_from(vars_)
 
-    def save(self, text: str) -> SaveResult:
+    def save(self, text: str, *, force: bool = False, budget: Budget | None = None) -> SaveResult:
         text = _check_snapshot_text(text)
         with self._lock:
-            if text == self._value:
+            if text == self._value and not force:
                 return SaveResult(False, _size(text), reason="unchanged")
             self._pending = text
             try:
-                return self._save_changed(text)
+                return self._save_changed(text, force=force, budget=budget)
             finally:
                 self._pending = None
 
-    def _save_changed(self, text: str) -> SaveResult:
-        """save() of a value that differs from the known one; runs with the lock held."""
-        budget = self.budget()  # also refreshes the known value from the platform
-        if text == self._value:
+    def _save_changed(self, text: str, *, force: bool, budget: Budget | None) -> SaveResult:
+        """save() of a value that differs from the known one (or forced); runs with the lock held."""
+        if budget is None:
+            budget = self.budget()  # also refreshes the known value from the platform
+        changed = text != self._value
+        if not changed and not force:
             return SaveResult(False, _size(text), budget=budget, reason="unchanged")
         try:
             self._refuse_over_budget(text, budget)
@@ -415,7 +420,7 @@ class HerokuConfigVarStore(SnapshotStore):
         self._restart_expected = True
         self._last_saved_at = _now_iso()
         self._last_error = None
-        return SaveResult(True, _size(text), restart_expected=True, budget=budget,
+        return SaveResult(changed, _size(text), restart_expected=True, budget=budget,
                           saved_at=self._last_saved_at)
 
     def clear(self) -> bool:
@@ -573,12 +578,13 @@ class LocalFileStore(SnapshotStore):
     def budget(self) -> Budget:
         return Budget.compute(self.limit, 0, self.key, _size(self._cached or ""))
 
-    def save(self, text: str) -> SaveResult:
+    def save(self, text: str, *, force: bool = False, budget: Budget | None = None) -> SaveResult:
         text = _check_snapshot_text(text)
         with self._lock:
-            if text == self.load():
+            changed = text != self.load()
+            if not changed and not force:
                 return SaveResult(False, _size(text), reason="unchanged")
-            budget = self.budget()
+            budget = budget or self.budget()
             try:
                 self._refuse_over_budget(text, budget)
                 self._write_atomically(text)
@@ -588,7 +594,7 @@ class LocalFileStore(SnapshotStore):
             self._last_saved_at = _now_iso()
             self._last_error = None
             log.info("Saved %s (%d bytes) to %s", self.key, _size(text), self.path)
-            return SaveResult(True, _size(text), restart_expected=False, budget=budget,
+            return SaveResult(changed, _size(text), restart_expected=False, budget=budget,
                               saved_at=self._last_saved_at)
 
     def clear(self) -> bool:
@@ -689,3 +695,16 @@ def create_store(*, heroku_api_key: str | None, heroku_app_name: str | None, fil
             hint=f"set {missing} (or unset both to keep the session in a local file)")
     return HerokuConfigVarStore(heroku_app_name, heroku_api_key, initial_value=session_value,
                                 api_url=api_url, limit=limit)
+
+
+def make_store(cfg) -> SnapshotStore:
+    """The store the configuration asks for (config.Config; SESSION_STORE already validated)."""
+    return create_store(
+        heroku_api_key=cfg.heroku_api_key,
+        heroku_app_name=cfg.heroku_app_name,
+        file_path=cfg.snapshot_file,
+        session_value=cfg.session_value,
+        kind=cfg.session_store,
+        api_url=cfg.heroku_api_url,
+        limit=cfg.config_vars_limit,
+    )

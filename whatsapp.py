@@ -1,33 +1,511 @@
-"""The one WhatsApp connection of this worker (placeholder until the connection lands).
+"""The one WhatsApp connection of this worker: a neonize client driven from a background thread.
 
-gunicorn starts it from `post_worker_init` and stops it from `worker_exit`; until then it reports
-"not started".
+neonize's `connect()` blocks for the whole life of the connection (it returns only after `stop()`),
+and raises at once when WhatsApp cannot be reached. So one thread runs a loop: restore the session,
+`connect()`, and when that returns or raises decide what comes next — retry with backoff, wipe after
+a logout, wait out a ban — until the worker exits.
+
+What each whatsmeow event means (read from whatsmeow's connectionevents.go and neonize's main.go):
+- Connected: logged in. whatsmeow reconnects by itself after Disconnected/keep-alive timeouts.
+- LoggedOut: the device was removed (stream error 401 device_removed, or connect failure 401/403/406).
+  whatsmeow already deleted the device from its store; we wipe the snapshot too and show a new QR.
+- StreamReplaced: another client logged in with the same device — during a Heroku restart that is our
+  own next dyno. Not a logout: back off for long and retry, never fight, never wipe.
+- TemporaryBan: refused until `Expire` seconds from now; wait that long, keep the session.
+- ClientOutdated: WhatsApp refuses this whatsmeow version; only upgrading neonize helps. Retry slowly.
+- ConnectFailure (others): whatsmeow does not reconnect by itself; we retry with backoff.
+Calling into neonize's Go side with no live client panics the whole process (it looks the client up
+in a map and dereferences it), so sends, logout and pairing are allowed only in the states that have
+one, under the lock that `stop()` also takes.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import mimetypes
+import os
+import random
+import sys
 import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from qrterminal import qr_block
 
 log = logging.getLogger("whatsapp")
 
+# States the API reports.
+STARTING = "starting"
+RESTORING = "restoring"
+CONNECTING = "connecting"
+WAITING_FOR_QR = "waiting_for_qr"
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+LOGGED_OUT = "logged_out"
+TEMPORARILY_BANNED = "temporarily_banned"
+CLIENT_OUTDATED = "client_outdated"
+STOPPED = "stopped"
+NOT_STARTED = "not_started"
+
+# whatsmeow shows a QR for 60 s, then five more for 20 s each, then gives up and disconnects. If no
+# new code came for this long, the round is over: start another so the owner always has a fresh one.
+QR_ROUND_TIMEOUT = 90.0
+# After StreamReplaced the other instance owns the session (often our own next dyno); wait this long
+# before trying again, so two instances never kick each other off in a loop.
+STREAM_REPLACED_DELAY = 60.0
+CLIENT_OUTDATED_DELAY = 3600.0
+
+
+class NotConnected(RuntimeError):
+    """The action needs a live WhatsApp connection and there is none right now."""
+
+
+class Backoff:
+    """Exponential backoff with full jitter, about 1 s doubling up to 60 s."""
+
+    def __init__(self, first: float = 1.0, cap: float = 60.0, rng: random.Random | None = None):
+        self.first, self.cap = first, cap
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.first * 2**self.failures)
+        self.failures += 1
+        # Half fixed, half random: never 0 (no hammering), never in lockstep with another instance.
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class _Next:
+    """What the run loop does once `connect()` has returned."""
+
+    reason: str
+    delay: float | None = None  # None: take the next backoff delay
+    wipe: bool = False
+    state: str = RECONNECTING
+
+
+def default_client_factory(database: str):
+    from neonize.client import NewClient
+
+    return NewClient(database)
+
+
+def load_client_factory(spec: str | None) -> Callable[[str], object]:
+    """`module:callable` from WHATSAPP_CLIENT_FACTORY (a test seam), or neonize's NewClient."""
+    if not spec:
+        return default_client_factory
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr or "factory")
+
 
 class Connection:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.state = "not started"
+    def __init__(
+        self,
+        manager,
+        *,
+        client_factory: Callable[[str], object] = default_client_factory,
+        webhook=None,
+        pair_phone: str | None = None,
+        backoff: Backoff | None = None,
+        out=None,
+    ) -> None:
+        self.manager = manager
+        self._factory = client_factory
+        self._webhook = webhook
+        self._pair_phone = pair_phone
+        self._backoff = backoff or Backoff()
+        self._out = out or sys.stdout
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._wakeup = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = None
+        self._in_connect = False
+        self._next: _Next | None = None
+        self._qr_timer: threading.Timer | None = None
+        self._save_timer: threading.Timer | None = None
+        self.state = NOT_STARTED
+        self.last_error: str | None = None
+        self.last_qr: str | None = None
+        self.qr_count = 0
+        self.connected_since: float | None = None
+        self.banned_until: float | None = None
+        self.pair_code: str | None = None
         self.starts = 0
 
+    # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
+            if self._thread is not None:
+                return
             self.starts += 1
-            self.state = "starting"
-        log.info("connection start requested (placeholder: no WhatsApp client yet)")
+            self._set_state(STARTING)
+            log.info("WhatsApp connection starting in worker pid %d", os.getpid())
+            self._thread = threading.Thread(target=self._run, name="whatsapp-connection", daemon=True)
+            self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self.state = "stopped"
+    def stop(self, timeout: float = 8.0) -> None:
+        """Disconnect and let the thread end; no save, no wipe (a SIGTERM is not a logout)."""
+        self._stopping.set()
+        self._wakeup.set()
+        for timer in (self._qr_timer, self._save_timer):
+            if timer:
+                timer.cancel()
+        self._stop_client()
+        thread = self._thread
+        if thread and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("connection thread still busy after %.0fs; exiting anyway", timeout)
+        if self._webhook:
+            self._webhook.stop()
+        self._set_state(STOPPED)
         log.info("connection stopped")
 
+    # -- the loop ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._set_state(RESTORING)
+            self.manager.restore_on_boot()
+        except Exception as exc:  # a broken store or snapshot must not kill the worker
+            self.last_error = f"restore failed: {exc}"
+            log.exception("restoring the session failed; continuing without it")
+        try:
+            self._client = self._factory(self.manager.database())
+            self._register_handlers(self._client)
+        except Exception as exc:
+            self.last_error = f"cannot create the WhatsApp client: {exc}"
+            log.exception("cannot create the WhatsApp client")
+            self._set_state(STOPPED)
+            return
+        while not self._stopping.is_set():
+            self._next = None
+            self._set_state(CONNECTING)
+            log.info("connecting to WhatsApp")
+            error = None
+            with self._lock:
+                if self._stopping.is_set():
+                    break
+                self._in_connect = True
+            try:
+                self._client.connect()
+            except Exception as exc:  # neonize raises NeonizeError at once when WhatsApp is unreachable
+                error = exc
+            finally:
+                with self._lock:
+                    self._in_connect = False
+                self._cancel_qr_timer()
+            if self._stopping.is_set():
+                break
+            step = self._next or _Next(reason=f"connection failed: {error}" if error else "connection ended")
+            if error is not None:
+                self.last_error = str(error)
+            self.connected_since = None
+            if step.wipe:
+                self._wipe(step.reason)
+                self._backoff.reset()
+                continue
+            delay = self._backoff.next_delay() if step.delay is None else step.delay
+            self._set_state(step.state)
+            log.warning("%s; retrying in %.1fs", step.reason, delay)
+            self._wakeup.wait(delay)
+            self._wakeup.clear()
+        self._set_state(STOPPED)
+
+    def _restart(self, step: _Next) -> None:
+        """Called from event handlers: end the current connect() so the loop takes `step`."""
+        self._next = step
+        # Not from this thread: it is neonize's event thread, and Stop() waits for that very thread.
+        threading.Thread(target=self._stop_client, name="whatsapp-restart", daemon=True).start()
+
+    def _stop_client(self) -> None:
+        with self._lock:
+            if self._client is not None and self._in_connect:
+                try:
+                    self._client.stop()
+                except Exception:
+                    log.exception("stopping the WhatsApp client failed")
+
+    def _wipe(self, reason: str) -> None:
+        self._set_state(LOGGED_OUT)
+        log.warning("device logged out (%s): wiping the session and showing a new QR code", reason)
+        try:
+            self.manager.wipe(reason)
+        except Exception as exc:
+            self.last_error = f"wipe failed: {exc}"
+            log.exception("wiping the session failed")
+
+    # -- events -----------------------------------------------------------------------------------
+    def _register_handlers(self, client) -> None:
+        from neonize.events import (
+            ClientOutdatedEv,
+            ConnectedEv,
+            ConnectFailureEv,
+            DisconnectedEv,
+            KeepAliveRestoredEv,
+            KeepAliveTimeoutEv,
+            LoggedOutEv,
+            MessageEv,
+            PairStatusEv,
+            StreamErrorEv,
+            StreamReplacedEv,
+            TemporaryBanEv,
+        )
+
+        client.qr(self._on_qr)
+        # neonize keeps bound methods as weak references; `self` lives as long as the worker.
+        handlers = {
+            PairStatusEv: self._on_pair_status,
+            ConnectedEv: self._on_connected,
+            LoggedOutEv: self._on_logged_out,
+            StreamReplacedEv: self._on_stream_replaced,
+            TemporaryBanEv: self._on_temporary_ban,
+            ConnectFailureEv: self._on_connect_failure,
+            ClientOutdatedEv: self._on_client_outdated,
+            StreamErrorEv: self._on_stream_error,
+            DisconnectedEv: self._on_disconnected,
+            KeepAliveTimeoutEv: self._on_keepalive_timeout,
+            KeepAliveRestoredEv: self._on_keepalive_restored,
+            MessageEv: self._on_message,
+        }
+        for event_type, handler in handlers.items():
+            client.event(event_type)(handler)
+
+    def _on_qr(self, client, data: bytes) -> None:
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        self.last_qr = text
+        self.qr_count += 1
+        self._set_state(WAITING_FOR_QR)
+        lines = qr_block(text)
+        # One write per line, flushed: each is its own line in `heroku logs`.
+        for line in lines:
+            print(line, file=self._out, flush=True)
+        log.info("QR code %d printed above; also at GET /qr", self.qr_count)
+        self._arm_qr_timer()
+        if self._pair_phone and self.qr_count == 1:
+            threading.Thread(target=self._pair_from_env, name="pair-phone", daemon=True).start()
+
+    def _pair_from_env(self) -> None:
+        try:
+            code = self.request_pair_code(self._pair_phone)
+            log.info("pairing code for PAIR_PHONE: %s (WhatsApp > Linked devices > Link with phone number)", code)
+        except Exception as exc:
+            log.error("could not get a pairing code for PAIR_PHONE: %s", exc)
+
+    def _arm_qr_timer(self) -> None:
+        self._cancel_qr_timer()
+        timer = threading.Timer(QR_ROUND_TIMEOUT, self._qr_round_over)
+        timer.daemon = True
+        self._qr_timer = timer
+        timer.start()
+
+    def _cancel_qr_timer(self) -> None:
+        if self._qr_timer:
+            self._qr_timer.cancel()
+
+    def _qr_round_over(self) -> None:
+        if self.state == WAITING_FOR_QR and not self._stopping.is_set():
+            log.info("no QR code scanned in this round; starting a new one")
+            self._restart(_Next(reason="QR codes expired", delay=0, state=CONNECTING))
+
+    def _on_pair_status(self, client, ev) -> None:
+        if ev.Status == 2:  # SUCCESS
+            self._cancel_qr_timer()
+            jid = _jid_text(ev.ID)
+            log.info("paired as %s; WhatsApp will reconnect the new device", jid)
+            self._set_state(CONNECTING)
+        else:
+            self.last_error = f"pairing failed: {ev.Error}"
+            log.error("pairing failed: %s", ev.Error)
+
+    def _on_connected(self, client, ev) -> None:
+        self._cancel_qr_timer()
+        self._backoff.reset()
+        self.connected_since = time.time()
+        self.banned_until = None
+        self.pair_code = None
+        self._set_state(CONNECTED)
+        jid = self.manager.device_jid()
+        log.info("connected as %s", jid or "(unknown device)")
+        if self.manager.should_save_after_connect():
+            self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        delay = self.manager.save_delay
+        log.info("new pairing: saving the session in %.0fs, once connected and settled", delay)
+        if self._save_timer:
+            self._save_timer.cancel()
+        timer = threading.Timer(delay, self._save_after_pairing)
+        timer.daemon = True
+        self._save_timer = timer
+        timer.start()
+
+    def _save_after_pairing(self) -> None:
+        if self.state != CONNECTED or self._stopping.is_set():
+            log.info("not saving: the connection is %s", self.state)
+            return
+        try:
+            self.manager.save(reason="new pairing")
+        except Exception as exc:
+            # The local session keeps working; the status endpoint shows what went wrong.
+            self.last_error = f"saving the session failed: {exc}"
+            log.error("saving the session failed: %s", exc)
+
+    def _on_logged_out(self, client, ev) -> None:
+        reason = _enum_name(ev, "Reason") or "logged out"
+        self.last_error = f"logged out by WhatsApp ({reason})"
+        self._restart(_Next(reason=f"logged out by WhatsApp ({reason}, on_connect={ev.OnConnect})", wipe=True))
+
+    def _on_stream_replaced(self, client, ev) -> None:
+        self.last_error = "stream replaced: another client is using this session"
+        self._restart(
+            _Next(
+                reason="stream replaced by another client with this session (during a restart: the new dyno)",
+                delay=STREAM_REPLACED_DELAY,
+            )
+        )
+
+    def _on_temporary_ban(self, client, ev) -> None:
+        seconds = max(int(ev.Expire), 60)
+        self.banned_until = time.time() + seconds
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.banned_until))
+        code = _enum_name(ev, "Code") or "unknown reason"
+        self.last_error = f"temporarily banned ({code}) until {until}"
+        log.error("WhatsApp temporarily banned this number (%s) until %s; waiting, the session is kept", code, until)
+        self._restart(_Next(reason=f"temporarily banned until {until}", delay=seconds, state=TEMPORARILY_BANNED))
+
+    def _on_connect_failure(self, client, ev) -> None:
+        reason = _enum_name(ev, "Reason") or "unknown"
+        self.last_error = f"connect failure: {reason} {ev.Message}".strip()
+        if reason in ("LOGGED_OUT", "MAIN_DEVICE_GONE", "UNKNOWN_LOGOUT"):
+            # whatsmeow sends LoggedOut for these itself; this covers a build that sends only this.
+            self._restart(_Next(reason=f"connect failure {reason}", wipe=True))
+        else:
+            self._restart(_Next(reason=f"connect failure {reason}"))
+
+    def _on_client_outdated(self, client, ev) -> None:
+        self.last_error = "WhatsApp refuses this client version: upgrade neonize in requirements.txt"
+        log.error("client outdated: WhatsApp refuses this whatsmeow version; upgrade neonize and redeploy")
+        self._restart(_Next(reason="client outdated", delay=CLIENT_OUTDATED_DELAY, state=CLIENT_OUTDATED))
+
+    def _on_stream_error(self, client, ev) -> None:
+        log.warning("stream error %s from WhatsApp", ev.Code)
+
+    def _on_disconnected(self, client, ev) -> None:
+        if self.state == CONNECTED:
+            self._set_state(RECONNECTING)
+        log.info("disconnected; whatsmeow reconnects by itself")
+
+    def _on_keepalive_timeout(self, client, ev) -> None:
+        log.warning("keep-alive timeout (%d errors); whatsmeow keeps trying", ev.ErrorCount)
+
+    def _on_keepalive_restored(self, client, ev) -> None:
+        log.info("keep-alive restored")
+
+    def _on_message(self, client, ev) -> None:
+        if not self._webhook:
+            return
+        from webhook import message_payload
+
+        try:
+            payload = message_payload(ev)
+        except Exception:
+            log.exception("could not read an incoming message")
+            return
+        if payload:
+            self._webhook.enqueue(payload)
+
+    # -- actions for the API ------------------------------------------------------------------------
+    def _live_client(self, *states: str):
+        if self._client is None or not self._in_connect or self.state not in states:
+            raise NotConnected(f"WhatsApp is {self.state.replace('_', ' ')}, not {' or '.join(states)}")
+        return self._client
+
+    def send_text(self, to: str, text: str) -> dict:
+        with self._lock:
+            client = self._live_client(CONNECTED)
+            response = client.send_message(_to_jid(to), text)
+        return {"id": response.ID, "timestamp": int(response.Timestamp)}
+
+    def send_document(self, to: str, data: bytes, filename: str, caption: str | None, mimetype: str | None) -> dict:
+        mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        with self._lock:
+            client = self._live_client(CONNECTED)
+            response = client.send_document(
+                _to_jid(to), data, caption=caption or None, filename=filename, mimetype=mimetype
+            )
+        return {"id": response.ID, "timestamp": int(response.Timestamp)}
+
+    def request_pair_code(self, phone_digits: str) -> str:
+        phone_digits = phone_digits.lstrip("+")
+        with self._lock:
+            client = self._live_client(WAITING_FOR_QR)
+            code = client.PairPhone(phone_digits, True)
+        self.pair_code = code
+        return code
+
+    def logout_and_wipe(self) -> bool:
+        """For /api/clear-session: tell WhatsApp we leave (when connected), then wipe and show a QR."""
+        logged_out = False
+        with self._lock:
+            if self._client is not None and self._in_connect and self.state == CONNECTED:
+                try:
+                    self._client.logout()
+                    logged_out = True
+                except Exception as exc:
+                    log.warning("logout from WhatsApp failed (%s); wiping locally anyway", exc)
+            running = self._in_connect
+        if running:
+            self._restart(_Next(reason="session cleared through the API", wipe=True))
+        else:
+            self._wipe("session cleared through the API")
+            self._wakeup.set()  # skip any backoff wait: connect now, to show a QR
+        return logged_out
+
+    # -- status -----------------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.debug("state %s -> %s", self.state, state)
+        self.state = state
+
     def status(self) -> dict:
-        return {"state": self.state}
+        return {
+            "state": self.state,
+            "lastError": self.last_error,
+            "connectedSince": _iso(self.connected_since),
+            "bannedUntil": _iso(self.banned_until),
+            "qrAvailable": self.state == WAITING_FOR_QR and self.last_qr is not None,
+        }
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _enum_name(ev, field: str) -> str | None:
+    try:
+        value = getattr(ev, field)
+        return ev.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[value].name
+    except (AttributeError, KeyError):
+        return None
+
+
+def _jid_text(jid) -> str:
+    device = f":{jid.Device}" if jid.Device else ""
+    return f"{jid.User}{device}@{jid.Server}"
+
+
+def _to_jid(to: str):
+    """A validated recipient (see recipients.py) as neonize's JID."""
+    from neonize.utils.jid import build_jid
+
+    user, _, server = to.partition("@")
+    return build_jid(user, server or "s.whatsapp.net")

@@ -197,7 +197,7 @@ class BotProcess:
         return wait_for(reached, timeout, f"state {state!r} (output so far:\n{self.output()[-3000:]})")
 
     def process_tree(self) -> list[int]:
-        """PIDs of the master and all its descendants (from /proc)."""
+        """PIDs of the master and all its live descendants (from /proc)."""
         children: dict[int, list[int]] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -206,8 +206,11 @@ class BotProcess:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            # Zombies are not running processes: neonize's import leaves one `sh` (os.popen("uname -a")
+            # never closed, neonize/utils/platform.py).
+            if state != "Z":
+                children.setdefault(int(ppid), []).append(int(entry.name))
         tree, todo = [], [self.proc.pid]
         while todo:
             pid = todo.pop()

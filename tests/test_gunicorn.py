@@ -4,7 +4,7 @@ import subprocess
 
 from tests.harness import BotProcess, base_env, wait_for
 
-HOOK_LINE = "connection start requested"
+HOOK_LINE = "WhatsApp connection starting in worker pid"
 
 
 def test_one_worker_even_when_web_concurrency_asks_for_four(start_bot):
