@@ -224,13 +224,20 @@ class Connection:
         # Not from this thread: it is neonize's event thread, and Stop() waits for that very thread.
         threading.Thread(target=self._stop_client, name="whatsapp-restart", daemon=True).start()
 
-    def _stop_client(self) -> None:
-        with self._lock:
+    def _stop_client(self, wait: float = 5.0) -> None:
+        # The lock is held during sends; a send stuck on the network must not hold a SIGTERM past
+        # Heroku's 30 s. After `wait` we go on without stopping neonize: the process is exiting, and
+        # gunicorn's graceful timeout ends the worker if neonize's own thread still holds it.
+        if not self._lock.acquire(timeout=wait):
+            log.warning("a WhatsApp call is still running after %.0fs; not waiting for it", wait)
+            return
+        try:
             if self._client is not None and self._in_connect:
-                try:
-                    self._client.stop()
-                except Exception:
-                    log.exception("stopping the WhatsApp client failed")
+                self._client.stop()
+        except Exception:
+            log.exception("stopping the WhatsApp client failed")
+        finally:
+            self._lock.release()
 
     def _wipe(self, reason: str) -> None:
         self._set_state(LOGGED_OUT)

@@ -439,6 +439,8 @@ def test_missing_credentials_are_a_config_error(app_name, api_key):
 
 def test_no_secret_in_any_error_text_or_log_line(heroku, caplog):
     caplog.set_level(logging.DEBUG)  # urllib3 and requests included
+    # The bot's logging setup (run by other tests in this process) pins urllib3 at INFO; lift it here.
+    caplog.set_level(logging.DEBUG, logger="urllib3")
     heroku.preset({**OTHERS, KEY: SNAP1})
     errors: list[BaseException] = []
     stores_seen = []
