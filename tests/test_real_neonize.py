@@ -1,0 +1,46 @@
+"""The real neonize client, offline: a restored session survives failed connects (issue 6).
+
+WhatsApp is unreachable here (the harness points HTTPS_PROXY at a dead port), which is what a
+dyno sees during a WhatsApp or network outage: `connect()` raises at once, again and again.
+"""
+
+import sqlite3
+
+import snapshot
+import stores
+from tests import wadb
+from tests.harness import wait_for
+
+
+def test_restored_session_is_kept_while_connects_fail_and_back_off(start_bot, tmp_path):
+    made = wadb.make_session(str(tmp_path / "laptop"), "50", seed=61)
+    text = snapshot.pack(made.session_dir, 16384)
+    session_dir = tmp_path / "session"
+    stores.LocalFileStore(tmp_path / "session.snapshot").save(text)
+
+    bot = start_bot(SESSION_DIR=str(session_dir))
+    bot.wait_healthy()
+    bot.wait_for_line("restored session for " + made.jid)
+    # Three failed dials, each followed by a backoff wait: the loop retries and never crashes.
+    bot.wait_for_line("retrying in", occurrences=3, timeout=30)
+    assert "failed to dial" in bot.output() or "connection failed" in bot.output()
+    status = bot.request("GET", "/api/session-status")[1]
+    assert status["hasLocalSession"] is True and status["lastError"]
+    assert status["state"] in ("reconnecting", "connecting")
+
+    code = bot.stop()
+    assert code == 0
+    # Nothing wiped: neonize opened the restored database and left the device in it.
+    with sqlite3.connect(session_dir / snapshot.DB_NAME) as db:
+        assert db.execute("SELECT jid FROM whatsmeow_device").fetchall() == [(made.jid,)]
+    assert (tmp_path / "session.snapshot").read_text() == text
+    assert "wiping" not in bot.output() and "WHATSAPP QR" not in bot.output()
+
+
+def test_backoff_delays_grow_between_failed_dials(start_bot, tmp_path):
+    bot = start_bot()
+    bot.wait_for_line("retrying in", occurrences=4, timeout=40)
+    delays = [float(line.rsplit("retrying in ", 1)[1].rstrip("s")) for line in bot.output().splitlines()
+              if "retrying in" in line][:4]
+    assert delays[3] > delays[0], delays
+    wait_for(lambda: bot.request("GET", "/api/health")[0] == 200, 5, "health during backoff")
