@@ -40,6 +40,8 @@ import tempfile
 import uuid
 import zlib
 
+from fsutil import fsync_path
+
 DB_NAME = "neonize.db"
 FORMAT_ID = "neonize-session-snapshot/1"
 
@@ -292,11 +294,11 @@ def _restore(parsed, session_dir: str) -> SnapshotInfo:
         for leftover in os.listdir(tmp):
             if leftover != DB_NAME:  # -shm, an emptied -wal: nothing of value is left in them
                 os.remove(os.path.join(tmp, leftover))
-        _fsync_path(os.path.join(tmp, DB_NAME))
-        _fsync_path(tmp)
+        fsync_path(os.path.join(tmp, DB_NAME))
+        fsync_path(tmp)
         old = _swap_into_place(tmp, session_dir)
         tmp = old  # the replaced session (or nothing) is what remains to delete
-        _fsync_path(parent)
+        fsync_path(parent)
         return _describe(parsed, facts)
     finally:
         if tmp and os.path.lexists(tmp):
@@ -922,19 +924,6 @@ def _finish_interrupted_swap(session_dir: str):
     backup = _backup_name(session_dir)
     if not os.path.lexists(session_dir) and os.path.isdir(backup):
         os.rename(backup, session_dir)
-
-
-def _fsync_path(path: str):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

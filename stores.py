@@ -34,6 +34,8 @@ from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectio
                                 ReadTimeoutError)
 from urllib3.util.retry import Retry
 
+from fsutil import fsync_path
+
 __version__ = "0.1.0"
 USER_AGENT = f"whatsapp-heroku-bot/{__version__}"
 
@@ -607,7 +609,7 @@ class LocalFileStore(SnapshotStore):
             except OSError as exc:
                 raise self._failed(LocalStoreError(
                     f"Could not remove snapshot file {self.path}: {_os_reason(exc)}")) from None
-            _fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
             self._cached = None
             self._last_saved_at = _now_iso()
             self._last_error = None
@@ -638,7 +640,7 @@ class LocalFileStore(SnapshotStore):
                 os.fsync(tmp.fileno())
             os.replace(tmp_name, self.path)
             tmp_name = None
-            _fsync_dir(parent)
+            fsync_path(parent)
         except OSError as exc:
             raise LocalStoreError(
                 f"Could not write snapshot file {self.path}: {_os_reason(exc)}; the previous "
@@ -655,20 +657,6 @@ def _os_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{errno.errorcode.get(exc.errno, exc.errno)} ({exc.strerror})"
     return type(exc).__name__
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every filesystem allows opening a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------
