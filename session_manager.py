@@ -320,10 +320,10 @@ def _without_device(info: dict) -> dict:
 
 
 def _public_snapshot_info(info: dict | None) -> dict | None:
-    """Sizes and tier only: the device JID is a phone number, shown to key holders only."""
+    """Sizes and tier only: the device's JID (a phone number) and LID are shown to key holders only."""
     if not info:
         return None
-    return {k: v for k, v in info.items() if k not in ("device_jid", "deviceJid", "jid")}
+    return {k: v for k, v in info.items() if not any(part in k.lower() for part in ("jid", "lid"))}
 
 
 def _now() -> str:

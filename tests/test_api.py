@@ -61,11 +61,13 @@ def test_health_and_status_need_no_key_and_show_no_phone_number(bot):
     client = make_client(bot)
     assert client.get("/api/health").json["ok"] is True
     bot.pair(seed=11)
+    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
     body = client.get("/api/session-status").json
     for field in ("hasLocalSession", "hasEnvSession", "timestamp", "state", "store", "storeKind", "lastSave"):
         assert field in body
     assert body["hasLocalSession"] is True and body["state"] == "connected"
     assert "deviceJid" not in body
+    assert body["storedSnapshot"]["tier"] and not any("jid" in k or "lid" in k for k in body["storedSnapshot"])
     jid = bot.control.events("paired")[-1]["jid"]
     assert jid.split(":")[0].split("@")[0] not in client.get("/api/session-status").get_data(as_text=True)
     with_key = client.get("/api/session-status", headers={"X-Api-Key": KEY}).json
