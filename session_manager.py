@@ -283,9 +283,10 @@ class LiveDatabaseSessionManager(SessionManager):
     def save(self, *, force: bool = False, reason: str = "requested") -> dict:
         if not self.has_local_session():
             raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
+        # Not "message": app.py's /api/save-session passes its own `message` next to these keys.
         self.last_save = {
             "at": _now(), "reason": reason, "changed": False, "live": True, "restartExpected": False,
-            "message": "the session is live in PostgreSQL: every change is already stored",
+            "detail": "the session is live in PostgreSQL: every change is already stored",
         }
         return dict(self.last_save)
 
