@@ -344,6 +344,17 @@ def build_manager(cfg) -> SessionManager:
     return SessionManager(cfg.session_dir, stores.make_store(cfg), save_delay=cfg.session_save_delay)
 
 
+def _budget_option(args: list[str], default: int = 16384) -> int:
+    """`--budget N` of pg-export: the most characters the snapshot may have."""
+    if "--budget" not in args:
+        return default
+    position = args.index("--budget") + 1
+    text = args[position] if position < len(args) else ""
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"--budget needs a positive number of characters, got {text or 'nothing'!r}")
+    return int(text)
+
+
 def main(argv: list[str]) -> int:
     """Snapshot commands (see snapshot.main), plus moving a session in and out of PostgreSQL."""
     if argv and argv[0] in ("pg-export", "pg-import"):
@@ -355,10 +366,11 @@ def main(argv: list[str]) -> int:
         if not url:
             print("error: set DATABASE_URL (heroku config:get DATABASE_URL)", file=sys.stderr)
             return 1
-        manager = LiveDatabaseSessionManager(PostgresSession(url))
         try:
+            # Inside the try: a malformed DATABASE_URL is a one-line error with a hint, not a traceback.
+            manager = LiveDatabaseSessionManager(PostgresSession(url))
             if argv[0] == "pg-export":
-                budget = int(argv[argv.index("--budget") + 1]) if "--budget" in argv else 16384
+                budget = _budget_option(argv[1:])
                 sys.stdout.write(manager.export_snapshot(budget) + "\n")
             else:
                 jid = manager.import_snapshot(sys.stdin.read())
