@@ -513,4 +513,10 @@ def test_cli_needs_database_url_and_a_device(database_url):
     assert empty.returncode == 1 and "error:" in empty.stderr and not empty.stdout.strip()
     garbage = run_cli("pg-import", url=database_url, stdin="not a snapshot")
     assert garbage.returncode == 1 and "error:" in garbage.stderr
-    assert "Traceback" not in missing.stderr + empty.stderr + garbage.stderr
+    not_postgres = run_cli("pg-export", url="mysql://user:s3cretpw@db.example/app")
+    assert not_postgres.returncode == 1 and "postgres://" in not_postgres.stderr
+    assert "s3cretpw" not in not_postgres.stderr
+    no_budget = run_cli("pg-export", "--budget", url=database_url)
+    assert no_budget.returncode == 1 and "--budget" in no_budget.stderr
+    outputs = [missing, empty, garbage, not_postgres, no_budget]
+    assert not any("Traceback" in done.stderr for done in outputs), [done.stderr for done in outputs]
