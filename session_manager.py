@@ -261,7 +261,8 @@ class LiveDatabaseSessionManager(SessionManager):
         """Unpack a snapshot into a scratch directory and copy its device into the database."""
         import tempfile
 
-        self.pg.ensure_schema()
+        # No ensure_schema() here: import_from_sqlite has neonize make the schema itself (each call is
+        # a neonize subprocess, and this runs on every boot that imports).
         with tempfile.TemporaryDirectory(prefix="session-import-") as scratch:
             directory = Path(scratch) / "session"
             snapshot.unpack(text, directory)
