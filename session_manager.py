@@ -301,6 +301,13 @@ class LiveDatabaseSessionManager(SessionManager):
                 log.error("could not delete the device from PostgreSQL: %s", exc)
                 return
             log.info("session wiped (%s)%s", reason, "; device deleted from PostgreSQL" if removed else "")
+            if self._snapshot_value:
+                # This manager cannot unset a config var; left set, the snapshot is imported into the
+                # now empty database at the next boot, and the wiped device comes back.
+                log.warning(
+                    "WHATSAPP_SESSION is still set: the next boot imports it again; run "
+                    "`heroku config:unset WHATSAPP_SESSION` to make this wipe stick",
+                )
 
     def status(self) -> dict:
         return {
