@@ -228,12 +228,14 @@ def test_status_says_postgres_without_password_or_phone_number(pg_server, databa
     assert manager.device_jid() == jid
 
 
-def test_wipe_deletes_the_device_and_its_keys(database_url, device):
+def test_wipe_deletes_the_device_and_its_keys(database_url, device, caplog):
     _, jid, text = device
+    caplog.set_level(logging.INFO)
     manager = boot(database_url, text)
     manager.restore_on_boot()
     assert manager.has_local_session()
 
+    caplog.clear()
     manager.wipe("logged out")
     assert manager.has_local_session() is False
     assert PostgresSession(database_url).has_device() is False
@@ -242,9 +244,19 @@ def test_wipe_deletes_the_device_and_its_keys(database_url, device):
     assert manager.last_wipe is not None and manager.last_save_error is None
     manager.wipe("again")  # nothing left to delete: harmless
     assert manager.last_save_error is None
-    # The next boot, with the old snapshot still in the config var, imports it again: the way back
-    # after a mistaken clear (WhatsApp itself refuses the device if it was really logged out).
+    # The manager cannot unset the config var, so it says so: the next boot would import the snapshot
+    # again (WhatsApp refuses that device if it was really logged out, and the bot wipes it again).
+    assert UNSET_HINT in caplog.text and "imports it again" in caplog.text
     assert boot(database_url, text).restore_on_boot() == "snapshot"
+
+
+def test_wipe_without_a_boot_snapshot_does_not_mention_the_config_var(database_url, device, caplog):
+    _, _, text = device
+    boot(database_url, text).restore_on_boot()
+    caplog.set_level(logging.INFO)
+    boot(database_url).wipe("logged out")  # a boot after `heroku config:unset WHATSAPP_SESSION`
+    assert not PostgresSession(database_url).has_device()
+    assert "session wiped" in caplog.text and "WHATSAPP_SESSION" not in caplog.text
 
 
 def test_wipe_on_an_unreachable_database_reports_without_raising(pg_server):
