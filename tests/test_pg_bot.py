@@ -114,6 +114,33 @@ def boot(url: str, snapshot_value: str | None = None) -> LiveDatabaseSessionMana
     return LiveDatabaseSessionManager(PostgresSession(url), snapshot_value=snapshot_value, save_delay=0.05)
 
 
+# =========================================================================== configuration (no server)
+@pytest.mark.parametrize("url", [
+    "postgres://u:s3cretpw@[::1/db",         # unbalanced IPv6 bracket: urlsplit raises
+    "postgres://u:s3cretpw@host:port/db",    # not a port
+    "postgres://u:s3cr#tpw@host/db",         # an unencoded '#' cuts the URL short
+    "postgres://u:s3cretpw@host/db?sslmode=bogus",
+])
+def test_a_database_url_the_store_would_refuse_stops_the_start_with_one_line(url):
+    import config
+
+    with pytest.raises(config.ConfigError) as refused:
+        config.load_config({"DATABASE_URL": url})
+    assert "DATABASE_URL" in str(refused.value)
+    assert "s3cret" not in str(refused.value) and "tpw" not in str(refused.value)
+
+
+def test_the_url_as_heroku_gives_it_chooses_the_postgres_store():
+    import config
+
+    cfg = config.load_config({"DATABASE_URL": "postgres://u1:p4ssw0rd@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d5f"})
+    assert cfg.session_store == "postgres"
+    assert "p4ssw0rd" in cfg.secrets()  # the log filter masks it
+    kept = config.load_config({"DATABASE_URL": "postgres://u1:p4ssw0rd@h:5432/d5f", "SESSION_STORE": "heroku",
+                               "HEROKU_API_KEY": "t0ken-abcdef", "HEROKU_APP_NAME": "bot"})
+    assert kept.session_store == "heroku"
+
+
 # =========================================================================== boot: import once, then live
 def test_boot_imports_the_snapshot_into_an_empty_database_once(database_url, device, caplog, tmp_path):
     _, jid, text = device
