@@ -281,6 +281,7 @@ def test_wipe_without_a_boot_snapshot_does_not_mention_the_config_var(database_u
     _, _, text = device
     boot(database_url, text).restore_on_boot()
     caplog.set_level(logging.INFO)
+    caplog.clear()
     boot(database_url).wipe("logged out")  # a boot after `heroku config:unset WHATSAPP_SESSION`
     assert not PostgresSession(database_url).has_device()
     assert "session wiped" in caplog.text and "WHATSAPP_SESSION" not in caplog.text
