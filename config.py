@@ -130,6 +130,18 @@ def _http_url(name: str, raw: str | None, *, allow_http: bool = True) -> str | N
     return raw
 
 
+def _check_database_url(url: str) -> None:
+    """Refuse at start what the session store would refuse later (with a traceback, in the worker)."""
+    if url.partition("://")[0].lower() not in ("postgres", "postgresql"):
+        raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgres://user:password@host:port/db)")
+    from pgsession import DatabaseUrlError, neonize_database_url  # stdlib only at import time
+
+    try:
+        neonize_database_url(url)
+    except DatabaseUrlError as exc:  # its text shows the URL with the password as ***
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate every setting; raises ConfigError naming the first bad variable."""
     env = os.environ if environ is None else environ
@@ -146,8 +158,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         )
 
     database_url = _text(env, "DATABASE_URL")
-    if database_url and urlsplit(database_url).scheme not in ("postgres", "postgresql"):
-        raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgres://user:password@host:port/db)")
+    if database_url:
+        _check_database_url(database_url)
 
     store = (_text(env, "SESSION_STORE") or "").lower()
     if not store:

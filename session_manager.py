@@ -261,7 +261,8 @@ class LiveDatabaseSessionManager(SessionManager):
         """Unpack a snapshot into a scratch directory and copy its device into the database."""
         import tempfile
 
-        self.pg.ensure_schema()
+        # No ensure_schema() here: import_from_sqlite has neonize make the schema itself (each call is
+        # a neonize subprocess, and this runs on every boot that imports).
         with tempfile.TemporaryDirectory(prefix="session-import-") as scratch:
             directory = Path(scratch) / "session"
             snapshot.unpack(text, directory)
@@ -283,9 +284,10 @@ class LiveDatabaseSessionManager(SessionManager):
     def save(self, *, force: bool = False, reason: str = "requested") -> dict:
         if not self.has_local_session():
             raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
+        # Not "message": app.py's /api/save-session passes its own `message` next to these keys.
         self.last_save = {
             "at": _now(), "reason": reason, "changed": False, "live": True, "restartExpected": False,
-            "message": "the session is live in PostgreSQL: every change is already stored",
+            "detail": "the session is live in PostgreSQL: every change is already stored",
         }
         return dict(self.last_save)
 
@@ -299,6 +301,13 @@ class LiveDatabaseSessionManager(SessionManager):
                 log.error("could not delete the device from PostgreSQL: %s", exc)
                 return
             log.info("session wiped (%s)%s", reason, "; device deleted from PostgreSQL" if removed else "")
+            if self._snapshot_value:
+                # This manager cannot unset a config var; left set, the snapshot is imported into the
+                # now empty database at the next boot, and the wiped device comes back.
+                log.warning(
+                    "WHATSAPP_SESSION is still set: the next boot imports it again; run "
+                    "`heroku config:unset WHATSAPP_SESSION` to make this wipe stick",
+                )
 
     def status(self) -> dict:
         return {
@@ -343,6 +352,17 @@ def build_manager(cfg) -> SessionManager:
     return SessionManager(cfg.session_dir, stores.make_store(cfg), save_delay=cfg.session_save_delay)
 
 
+def _budget_option(args: list[str], default: int = 16384) -> int:
+    """`--budget N` of pg-export: the most characters the snapshot may have."""
+    if "--budget" not in args:
+        return default
+    position = args.index("--budget") + 1
+    text = args[position] if position < len(args) else ""
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"--budget needs a positive number of characters, got {text or 'nothing'!r}")
+    return int(text)
+
+
 def main(argv: list[str]) -> int:
     """Snapshot commands (see snapshot.main), plus moving a session in and out of PostgreSQL."""
     if argv and argv[0] in ("pg-export", "pg-import"):
@@ -354,10 +374,11 @@ def main(argv: list[str]) -> int:
         if not url:
             print("error: set DATABASE_URL (heroku config:get DATABASE_URL)", file=sys.stderr)
             return 1
-        manager = LiveDatabaseSessionManager(PostgresSession(url))
         try:
+            # Inside the try: a malformed DATABASE_URL is a one-line error with a hint, not a traceback.
+            manager = LiveDatabaseSessionManager(PostgresSession(url))
             if argv[0] == "pg-export":
-                budget = int(argv[argv.index("--budget") + 1]) if "--budget" in argv else 16384
+                budget = _budget_option(argv[1:])
                 sys.stdout.write(manager.export_snapshot(budget) + "\n")
             else:
                 jid = manager.import_snapshot(sys.stdin.read())
