@@ -22,6 +22,7 @@ import config as config_module
 import recipients
 import snapshot
 import stores
+import whatsapp
 from logsetup import configure_logging
 from qrterminal import qr_svg
 from session_manager import SessionManager, build_manager
@@ -65,6 +66,8 @@ def create_app(
             client_factory=load_client_factory(cfg.client_factory),
             webhook=webhook,
             pair_phone=cfg.pair_phone,
+            max_connects=cfg.max_connects_per_worker
+            or whatsapp.DEFAULT_MAX_CONNECTS["postgres" if cfg.session_store == "postgres" else "sqlite"],
         )
 
     app = Flask(__name__)
@@ -134,7 +137,7 @@ def _register_views(app: Flask, cfg: config_module.Config, manager: SessionManag
             return error(409, "no_session", str(exc))
         except stores.StoreError as exc:
             return error(502, _store_error_code(exc), str(exc), hint=exc.hint)
-        message = (
+        message = result.get("detail") or (
             "saved; Heroku will restart the dyno to apply the new config var"
             if result["restartExpected"]
             else ("saved" if result["changed"] else "unchanged: the stored session is already this one")

@@ -43,6 +43,7 @@ class Config:
     config_vars_limit: int = DEFAULT_CONFIG_VARS_LIMIT
     session_save_delay: float = 5.0
     max_upload_bytes: int = 16 * 1024 * 1024
+    max_connects_per_worker: int | None = None  # None: chosen by store (whatsapp.DEFAULT_MAX_CONNECTS)
     log_level: str = "INFO"
     # Test seam: "module:callable" that builds the WhatsApp client instead of neonize's NewClient.
     # The end-to-end tests use it to drive a scripted client inside a real gunicorn worker.
@@ -208,6 +209,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         ),
         session_save_delay=_seconds(env, "SESSION_SAVE_DELAY", 5.0, high=600),
         max_upload_bytes=_integer(env, "MAX_UPLOAD_BYTES", 16 * 1024 * 1024, low=1024, high=100 * 1024 * 1024),
+        max_connects_per_worker=(
+            _integer(env, "MAX_CONNECTS_PER_WORKER", 0, low=1, high=1_000_000)
+            if _text(env, "MAX_CONNECTS_PER_WORKER") else None
+        ),
         log_level=log_level,
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),
     )

@@ -90,7 +90,14 @@ def post_worker_init(worker):
     for name in ("gunicorn.error", "gunicorn.access"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(secret_filter)
-    worker.wsgi.extensions["whatsapp"].start()
+    connection = worker.wsgi.extensions["whatsapp"]
+
+    def recycle():
+        # Ends this worker's loop as a graceful exit would; the master then starts a fresh worker.
+        worker.alive = False
+
+    connection.on_recycle = recycle
+    connection.start()
 
 
 def worker_exit(server, worker):

@@ -56,6 +56,11 @@ QR_ROUND_TIMEOUT = 90.0
 # before trying again, so two instances never kick each other off in a loop.
 STREAM_REPLACED_DELAY = 60.0
 CLIENT_OUTDATED_DELAY = 3600.0
+# neonize opens a new whatsmeow database container on every connect() and never closes the old one
+# (goneonize/main.go, Neonize → getDB): one file handle with SQLite, one server connection with
+# PostgreSQL (Heroku's smallest plan allows 20). A worker that had to connect this many times hands
+# over to a fresh one (gunicorn starts it at once; the session on disk or in the database stays).
+DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 
 
 class NotConnected(RuntimeError):
@@ -114,6 +119,7 @@ class Connection:
         pair_phone: str | None = None,
         backoff: Backoff | None = None,
         out=None,
+        max_connects: int | None = None,
     ) -> None:
         self.manager = manager
         self._factory = client_factory
@@ -138,6 +144,10 @@ class Connection:
         self.banned_until: float | None = None
         self.pair_code: str | None = None
         self.starts = 0
+        self.connects = 0
+        self.max_connects = max_connects
+        # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
+        self.on_recycle: Callable[[], None] | None = None
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:
@@ -185,6 +195,14 @@ class Connection:
             self._set_state(STOPPED)
             return
         while not self._stopping.is_set():
+            if self.max_connects and self.connects >= self.max_connects and self.on_recycle:
+                log.warning(
+                    "%d connects in this worker: handing over to a fresh worker (neonize keeps one database "
+                    "handle open per connect)", self.connects,
+                )
+                self.on_recycle()
+                break
+            self.connects += 1
             self._next = None
             self._set_state(CONNECTING)
             log.info("connecting to WhatsApp")

@@ -250,3 +250,16 @@ def test_webhook_queue_is_bounded_and_never_blocks():
     for n in range(5):
         sender.enqueue({"id": n})
     assert sender.pending() == 3 and sender.dropped == 2
+
+
+def test_a_worker_that_connected_too_often_hands_over(make_bot):
+    bot = make_bot()
+    bot.connection.max_connects = 3
+    recycled = threading.Event()
+    bot.connection.on_recycle = recycled.set
+    bot.control.update_world(fail_connects=10)
+    bot.start()
+    wait_for(recycled.is_set, 10, "the hand-over")
+    bot.connection._thread.join(5)
+    assert not bot.connection._thread.is_alive() and bot.connection.connects == 3
+    assert len(bot.control.events("connect_failed")) == 3

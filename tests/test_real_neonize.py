@@ -44,3 +44,14 @@ def test_backoff_delays_grow_between_failed_dials(start_bot, tmp_path):
               if "retrying in" in line][:4]
     assert delays[3] > delays[0], delays
     wait_for(lambda: bot.request("GET", "/api/health")[0] == 200, 5, "health during backoff")
+
+
+def test_the_worker_is_replaced_after_too_many_connects(start_bot):
+    # neonize leaks one database handle per connect(); the worker hands over before that hurts.
+    bot = start_bot(MAX_CONNECTS_PER_WORKER="2")
+    bot.wait_for_line("handing over to a fresh worker", timeout=30)
+    bot.wait_for_line("Booting worker with pid", occurrences=2, timeout=30)
+    bot.wait_for_line("WhatsApp connection starting in worker pid", occurrences=2, timeout=30)
+    bot.wait_healthy()
+    assert bot.proc.poll() is None, "the master keeps running"
+    wait_for(lambda: len(bot.process_tree()) == 2, 10, "master + one new worker")
