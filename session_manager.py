@@ -17,8 +17,10 @@ CLI (to move a session between Heroku and a laptop):
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +29,8 @@ from pathlib import Path
 import snapshot
 
 log = logging.getLogger("session")
+
+_SNAPSHOT_SCRIPT = Path(snapshot.__file__).resolve()
 
 
 class SessionManager:
@@ -44,6 +48,7 @@ class SessionManager:
         self.last_wipe: str | None = None
         self._stored_jid: str | None = None
         self._stored_info: dict | None = None
+        self._local_jid: str | None = None
         self._read_stored_snapshot()
 
     # -- what neonize opens -----------------------------------------------------------------------
@@ -57,10 +62,49 @@ class SessionManager:
         return str(self.db_path)
 
     def has_local_session(self) -> bool:
-        return snapshot.has_valid_session(self.session_dir)
+        return self.device_jid() is not None
 
     def device_jid(self) -> str | None:
-        return snapshot.device_jid(self.session_dir)
+        """The logged-in device of the session directory, as last read (no disk access: the status
+        endpoint asks often). Read at boot, after each connect, and after saves and wipes."""
+        return self._local_jid
+
+    def refresh_local(self) -> str | None:
+        """Read the device from the database neonize may have open, in a separate process."""
+        self._local_jid = json.loads(self._snapshot_cli("probe", str(self.session_dir)))["jid"]
+        return self._local_jid
+
+    def wait_until_device_gone(self, timeout: float = 5.0) -> bool:
+        """After a logout whatsmeow deletes the device itself, while it reports the logout; wiping the
+        files before that commits makes its delete (and the next database) fail. Bounded wait."""
+        deadline = time.monotonic() + timeout
+        while self.refresh_local() is not None:
+            if time.monotonic() > deadline:
+                log.warning("whatsmeow did not delete the logged-out device within %.0fs; wiping anyway", timeout)
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _snapshot_cli(self, *args: str) -> str:
+        """Run snapshot.py's CLI in a child process and return its stdout.
+
+        neonize's Go library carries its own SQLite, and Python's sqlite3 is another copy. POSIX locks
+        belong to the process, so two SQLite copies in one process cannot see each other's locks, and
+        one closing the file drops the other's (sqlite.org/howtocorrupt.html, "multiple copies of SQLite
+        linked into the same application"). Once neonize has the database open, this process reads it
+        only through a child process, whose locks SQLite coordinates properly.
+        """
+        proc = subprocess.run(
+            [sys.executable, str(_SNAPSHOT_SCRIPT), *args],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode == snapshot.EXIT_TOO_LARGE:
+            figures = json.loads(proc.stderr.strip().splitlines()[-1])
+            raise snapshot.SnapshotTooLarge(figures["sizes"], figures["budget"])
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            raise snapshot.SnapshotError(lines[-1].removeprefix("error: "))
+        return proc.stdout
 
     # -- boot -------------------------------------------------------------------------------------
     def _read_stored_snapshot(self) -> None:
@@ -78,7 +122,10 @@ class SessionManager:
         self._stored_info = {"valid": True, **info.as_dict()}
 
     def restore_on_boot(self) -> str:
-        """Unpack the stored snapshot when there is no valid local session. Never raises for bad data."""
+        """Unpack the stored snapshot when there is no valid local session. Never raises for bad data.
+
+        Runs before neonize opens the database, so it may read it in this process."""
+        self._local_jid = snapshot.device_jid(self.session_dir)
         if self.has_local_session():
             self.restored_from = "local"
             log.info("local session present for %s; not restoring", self.device_jid())
@@ -98,6 +145,7 @@ class SessionManager:
             )
             return "failed"
         self.restored_from = "store"
+        self._local_jid = info.device_jid
         log.info(
             "restored session for %s from %s (tier=%s, %d chars)",
             info.device_jid, self.store.key, info.tier, info.encoded_chars,
@@ -107,7 +155,7 @@ class SessionManager:
     # -- saving -----------------------------------------------------------------------------------
     def should_save_after_connect(self) -> bool:
         """After a pairing the local device differs from the stored one; after a restore it does not."""
-        local = self.device_jid()
+        local = self.refresh_local()
         if not local:
             return False
         if local == self._stored_jid:
@@ -118,7 +166,7 @@ class SessionManager:
     def save(self, *, force: bool = False, reason: str = "requested") -> dict:
         """Pack and store the session. Raises snapshot.SnapshotError or stores.StoreError on failure."""
         with self._lock:
-            if not self.has_local_session():
+            if not self.refresh_local():
                 raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
             try:
                 budget = self.store.budget()
@@ -150,7 +198,7 @@ class SessionManager:
     def _pack_within(self, budget) -> str:
         """The most complete tier under the target (a quarter of the limit); else under the hard ceiling."""
         try:
-            return snapshot.pack(self.session_dir, min(budget.target, budget.ceiling))
+            return self._pack(min(budget.target, budget.ceiling))
         except snapshot.SnapshotTooLarge:
             if budget.ceiling <= budget.target:
                 raise
@@ -158,13 +206,17 @@ class SessionManager:
             "the session does not fit the %d-char target; using up to %d of the room the other config vars "
             "leave (the next `heroku config:set` may then fail)", budget.target, budget.ceiling,
         )
-        return snapshot.pack(self.session_dir, budget.ceiling)
+        return self._pack(budget.ceiling)
+
+    def _pack(self, budget: int) -> str:
+        return self._snapshot_cli("pack", str(self.session_dir), "--budget", str(budget))
 
     # -- wiping -----------------------------------------------------------------------------------
     def wipe(self, reason: str) -> None:
         """Delete the local session and the stored snapshot (one API call). Only for a real logout."""
         with self._lock:
             self._wipe_local()
+            self._local_jid = None
             self.last_wipe = _now()
             self._stored_jid, self._stored_info = None, None
             try:
@@ -233,6 +285,10 @@ class LiveDatabaseSessionManager(SessionManager):
             return self.pg.device_jid()
         except Exception:
             return None
+
+    def refresh_local(self) -> str | None:
+        # PostgreSQL coordinates its clients itself: reading it from this process is safe.
+        return self.device_jid()
 
     def restore_on_boot(self) -> str:
         if self.has_local_session():

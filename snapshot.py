@@ -930,10 +930,16 @@ def _finish_interrupted_swap(session_dir: str):
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+# Exit status of the CLI for SnapshotTooLarge, so a caller running it as a subprocess can tell it apart
+# (argparse uses 2 for usage errors).
+EXIT_TOO_LARGE = 3
+
 _USAGE = f"""%(prog)s COMMAND ...
   pack DIR [--budget N] [--tier T]   snapshot of the session in DIR to stdout
   unpack DIR < snapshot              restore a snapshot (ours or `tar czf - -C DIR . | base64`)
   inspect < snapshot                 describe a snapshot as JSON (no key material)
+  probe DIR                          {{"jid": ...}} of the logged-in device in DIR (null: none)
+exit status: 0 done, 1 error, {EXIT_TOO_LARGE} snapshot over the budget even at its smallest tier
 tiers, most complete first: {', '.join(TIERS)}; default budget {DEFAULT_BUDGET} characters"""
 
 
@@ -949,6 +955,7 @@ def _cli_args(argv):
     u = sub.add_parser("unpack")
     u.add_argument("dir")
     sub.add_parser("inspect")
+    sub.add_parser("probe").add_argument("dir")
     return parser.parse_args(argv)
 
 
@@ -958,12 +965,19 @@ def main(argv=None) -> int:
         if args.command == "pack":
             sys.stdout.write(pack(args.dir, args.budget, args.tier))
             sys.stdout.flush()
+        elif args.command == "probe":
+            print(json.dumps({"jid": device_jid(args.dir)}))
         elif args.command == "unpack":
             info = unpack(sys.stdin.read(), args.dir)
             print(f"restored {info.device_jid} ({info.format}, tier {info.tier or 'all'}) into {args.dir}",
                   file=sys.stderr)
         else:
             print(json.dumps(inspect(sys.stdin.read()).as_dict(), indent=2))
+    except SnapshotTooLarge as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        # The figures again, as JSON on the last line, for a caller that runs this as a subprocess.
+        print(json.dumps({"sizes": exc.sizes, "budget": exc.budget}), file=sys.stderr)
+        return EXIT_TOO_LARGE
     except SnapshotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -145,6 +145,7 @@ class Connection:
         self.pair_code: str | None = None
         self.starts = 0
         self.connects = 0
+        self.after_connect_checks = 0  # how many times the save decision after Connected was taken
         self.max_connects = max_connects
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
@@ -236,11 +237,17 @@ class Connection:
             self._wakeup.clear()
         self._set_state(STOPPED)
 
-    def _restart(self, step: _Next) -> None:
+    def _restart(self, step: _Next, *, first: Callable[[], object] | None = None) -> None:
         """Called from event handlers: end the current connect() so the loop takes `step`."""
         self._next = step
+
+        def stop() -> None:
+            if first is not None:
+                first()
+            self._stop_client()
+
         # Not from this thread: it is neonize's event thread, and Stop() waits for that very thread.
-        threading.Thread(target=self._stop_client, name="whatsapp-restart", daemon=True).start()
+        threading.Thread(target=stop, name="whatsapp-restart", daemon=True).start()
 
     def _stop_client(self, wait: float = 5.0) -> None:
         # The lock is held during sends; a send stuck on the network must not hold a SIGTERM past
@@ -356,10 +363,21 @@ class Connection:
         self.banned_until = None
         self.pair_code = None
         self._set_state(CONNECTED)
-        jid = self.manager.device_jid()
-        log.info("connected as %s", jid or "(unknown device)")
-        if self.manager.should_save_after_connect():
+        # Reading the device takes a child process (see SessionManager._snapshot_cli): not on
+        # neonize's event thread, which must stay free for whatsmeow's own events.
+        threading.Thread(target=self._after_connected, name="whatsapp-connected", daemon=True).start()
+
+    def _after_connected(self) -> None:
+        try:
+            save = self.manager.should_save_after_connect()
+        except Exception as exc:
+            self.last_error = f"could not read the session after connecting: {exc}"
+            log.error("could not read the session after connecting: %s", exc)
+            return
+        log.info("connected as %s", self.manager.device_jid() or "(unknown device)")
+        if save:
             self._schedule_save()
+        self.after_connect_checks += 1
 
     def _schedule_save(self) -> None:
         delay = self.manager.save_delay
@@ -385,7 +403,10 @@ class Connection:
     def _on_logged_out(self, client, ev) -> None:
         reason = _enum_name(ev, "Reason") or "logged out"
         self.last_error = f"logged out by WhatsApp ({reason})"
-        self._restart(_Next(reason=f"logged out by WhatsApp ({reason}, on_connect={ev.OnConnect})", wipe=True))
+        self._restart(
+            _Next(reason=f"logged out by WhatsApp ({reason}, on_connect={ev.OnConnect})", wipe=True),
+            first=self.manager.wait_until_device_gone,
+        )
 
     def _on_stream_replaced(self, client, ev) -> None:
         self.last_error = "stream replaced: another client is using this session"

@@ -67,7 +67,8 @@ def test_restored_session_reconnects_without_qr_and_saves_nothing(make_bot, tmp_
     assert bot.manager.restored_from == "store"
     assert bot.control.events("connected")[-1]["jid"] == jid
     assert "WHATSAPP QR" not in bot.out.getvalue()
-    # The save decision is taken synchronously on Connected: no timer was even armed.
+    # Once the save decision after Connected was taken, no timer was even armed.
+    wait_for(lambda: bot.connection.after_connect_checks == 1, 10, "the save decision")
     assert bot.connection._save_timer is None
     assert bot.store.saves == []
 

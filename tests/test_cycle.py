@@ -140,6 +140,7 @@ def test_web_concurrency_four_still_means_one_connection(cycle, tmp_path):
     c.preset_session(text)
     dyno = c.dynos.boot()
     dyno.wait_state("connected", timeout=30)
+    dyno.wait_for_line("nothing to save")  # the save decision's child process has come and gone
     assert len(dyno.process_tree()) == 2
     assert len({e["pid"] for e in c.control.events("connect")}) == 1
 

@@ -589,10 +589,18 @@ def test_cli_pack_inspect_unpack(used, tmp_path):
     assert snapshot.inspect(forced.stdout.decode()).tier == "login"
 
 
+def test_cli_too_large_has_its_own_exit_status_and_figures(used):
+    result = run_cli("pack", used.session_dir, "--budget", "100")
+    assert result.returncode == snapshot.EXIT_TOO_LARGE and result.stdout == b""
+    message, figures = result.stderr.decode().strip().splitlines()
+    assert message.startswith("error: ") and "does not fit" in message
+    parsed = json.loads(figures)
+    assert parsed["budget"] == 100 and parsed["sizes"] and all(n > 100 for n in parsed["sizes"].values())
+
+
 @pytest.mark.parametrize("args,stdin,expected", [
     (("unpack", "{dir}"), b"garbage!", "not valid base64"),
     (("inspect",), b"", "empty"),
-    (("pack", "{dir}", "--budget", "100"), b"", "does not fit"),
     (("pack", "{missing}"), b"", "no session database"),
 ])
 def test_cli_errors_are_one_line_and_exit_1(args, stdin, expected, used, tmp_path):
