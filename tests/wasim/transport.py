@@ -192,6 +192,11 @@ class InterceptingProxy:
     def stop(self) -> None:
         self._stopped.set()
         try:
+            # close() alone does not wake a thread blocked in accept() on Linux; shutdown() does.
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self._listener.close()
         except OSError:
             pass
