@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import warnings
+
 import pytest
 
 from tests.harness import BotProcess, base_env
+from tests.pgserver import PostgresServer, ServerUnavailable
 
 
 @pytest.fixture
@@ -21,3 +27,28 @@ def start_bot(tmp_path):
     yield start
     for bot in started:
         bot.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL on loopback for the whole run (tests/pgserver.py)."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        message = f"PostgreSQL tests did NOT run: no PostgreSQL server could be started here: {exc}"
+        if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
+            pytest.fail(message)
+        # A skip alone hides in "N skipped"; the warning lands in pytest's summary.
+        warnings.warn(UserWarning(message))
+        pytest.skip(message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_url(pg_server):
+    """A fresh, empty database (no whatsmeow tables yet); its URL says sslmode=disable."""
+    return pg_server.create_database("t_" + secrets.token_hex(6))

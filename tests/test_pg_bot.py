@@ -23,7 +23,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ from pgsession import PostgresSession
 from session_manager import LiveDatabaseSessionManager
 from tests import wadb
 from tests.harness import ROOT, wait_for
-from tests.pgserver import SSL_USER, PostgresServer, ServerUnavailable
+from tests.pgserver import SSL_USER
 from tests.scripted_client import Control, ScriptedClient
 from whatsapp import Backoff, Connection
 
@@ -41,29 +40,7 @@ UNSET_HINT = "heroku config:unset WHATSAPP_SESSION"
 LIVE_LINE = "is live in PostgreSQL"
 
 
-# --------------------------------------------------------------------------- the server
-@pytest.fixture(scope="module")
-def pg_server():
-    server = PostgresServer()
-    try:
-        server.start()
-    except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        message = f"PostgreSQL bot tests did NOT run: no PostgreSQL server could be started here: {exc}"
-        if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
-            pytest.fail(message)
-        # A skip alone hides in "N skipped"; the warning lands in pytest's summary.
-        warnings.warn(UserWarning(message))
-        pytest.skip(message)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def database_url(pg_server):
-    """A fresh, empty database (no whatsmeow tables yet); its URL says sslmode=disable."""
-    return pg_server.create_database("b_" + secrets.token_hex(6))
+# The server and a fresh database per test: the pg_server and database_url fixtures (conftest.py).
 
 
 @pytest.fixture(scope="module")

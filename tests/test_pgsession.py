@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-import warnings
 
 import pytest
 
@@ -26,7 +25,7 @@ from pgsession import (
     DatabaseError, DatabaseUrlError, DeviceAlreadyPresent, NoDevice, PostgresSession, SchemaError,
     SqliteSessionError, neonize_database_url, redact,
 )
-from tests.pgserver import SSL_USER, PostgresServer, ServerUnavailable
+from tests.pgserver import SSL_USER
 
 JID = "15551234567:3@s.whatsapp.net"
 LID = "123456789012345:3@lid"
@@ -36,29 +35,7 @@ OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1
            "NO_PROXY": "", "no_proxy": ""}
 
 
-# --------------------------------------------------------------------------- the server
-@pytest.fixture(scope="module")
-def pg_server():
-    server = PostgresServer()
-    try:
-        server.start()
-    except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        message = f"PostgreSQL tests did NOT run: no PostgreSQL server could be started here: {exc}"
-        if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
-            pytest.fail(message)
-        # A skip alone hides in "N skipped"; the warning lands in pytest's summary.
-        warnings.warn(UserWarning(message))
-        pytest.skip(message)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def database_url(pg_server):
-    """A fresh, empty database (no whatsmeow tables yet); its URL says sslmode=disable."""
-    return pg_server.create_database("t_" + secrets.token_hex(6))
+# The server and a fresh database per test: the pg_server and database_url fixtures (conftest.py).
 
 
 # --------------------------------------------------------------------------- neonize helpers

@@ -1,9 +1,5 @@
 """The QR code in the logs scans: printed text → image → QR reader → the payload WhatsApp sent."""
 
-import json
-
-import pytest
-
 from qrterminal import qr_block, qr_lines, qr_svg
 from tests.qrdecode import decode_qr_lines, printed_qr_blocks
 from tests.scripted_client import Control

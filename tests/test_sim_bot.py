@@ -25,7 +25,8 @@ from qrterminal import BEGIN_MARKER, END_MARKER
 from tests.dyno import DynoManager
 from tests.fake_heroku import FakeHeroku
 from tests.harness import wait_for
-from tests.simbot_fixtures import WebhookReceiver, printed_qr_blocks, printed_qr_texts, sim_overrides
+from tests.qrdecode import printed_qr_blocks, printed_qr_texts
+from tests.simbot_fixtures import WebhookReceiver, sim_overrides
 from tests.wasim import WhatsAppSimulator
 from tests.wasim.phone import QRPayload
 
