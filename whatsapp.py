@@ -242,8 +242,11 @@ class Connection:
         self._next = step
 
         def stop() -> None:
-            if first is not None:
-                first()
+            try:
+                if first is not None:
+                    first()
+            except Exception:
+                log.exception("preparing the restart failed; restarting anyway")
             self._stop_client()
 
         # Not from this thread: it is neonize's event thread, and Stop() waits for that very thread.
