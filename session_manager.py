@@ -366,8 +366,10 @@ class LiveDatabaseSessionManager(SessionManager):
                 )
 
     def status(self) -> dict:
+        # One database round trip per status request: describe() already says whether a device is there.
+        described = self.pg.describe()
         return {
-            "hasLocalSession": self.has_local_session(),
+            "hasLocalSession": bool(described.get("has_device")),
             "hasEnvSession": bool(self._snapshot_value),
             "restoredFrom": self.restored_from,
             "restoreError": self.restore_error,
@@ -375,7 +377,7 @@ class LiveDatabaseSessionManager(SessionManager):
             "lastSave": self.last_save,
             "lastSaveError": self.last_save_error,
             "lastWipe": self.last_wipe,
-            "store": {"kind": "postgres", "live": True, **_without_device(self.pg.describe())},
+            "store": {"kind": "postgres", "live": True, **_without_device(described)},
         }
 
 
