@@ -1,4 +1,7 @@
-"""The HTTP API: `create_app()` builds the bot and its thin JSON views; gunicorn loads `app`.
+"""The HTTP API: `create_app()` builds the bot and its thin JSON views; gunicorn calls it (Procfile).
+
+Importing this module builds nothing: no configuration is read and no store is created until
+`create_app()` runs.
 
 Creating the app starts nothing: the WhatsApp connection is started by gunicorn's `post_worker_init`
 hook (see gunicorn.conf.py), in the one worker, after the port is bound. So `/api/health` answers
@@ -11,7 +14,6 @@ import base64
 import hmac
 import html
 import logging
-import sys
 from datetime import datetime, timezone
 from functools import wraps
 
@@ -23,9 +25,11 @@ import recipients
 import snapshot
 import stores
 import whatsapp
+from clock import iso_now
 from logsetup import configure_logging
 from qrterminal import qr_svg
-from session_manager import SessionManager, build_manager
+from session_manager import Session, build_session, public_view
+from snapshot_session import SaveInProgress
 from whatsapp import CONNECTED, WAITING_FOR_QR, Connection, NotConnected, load_client_factory
 
 log = logging.getLogger("app")
@@ -45,15 +49,15 @@ def error(status: int, code: str, message: str, **extra):
 def create_app(
     cfg: config_module.Config | None = None,
     *,
-    manager: SessionManager | None = None,
+    session: Session | None = None,
     connection: Connection | None = None,
 ) -> Flask:
     cfg = cfg or config_module.load_config()
     configure_logging(cfg.log_level, cfg.secrets())
     log.info("starting: %s", cfg.features())
 
-    if manager is None:
-        manager = build_manager(cfg)
+    if session is None:
+        session = build_session(cfg)
     if connection is None:
         webhook = None
         if cfg.webhook_url:
@@ -62,7 +66,7 @@ def create_app(
             webhook = WebhookSender(cfg.webhook_url, cfg.webhook_secret)
             webhook.start()
         connection = Connection(
-            manager,
+            session,
             client_factory=load_client_factory(cfg.client_factory),
             webhook=webhook,
             pair_phone=cfg.pair_phone,
@@ -74,9 +78,9 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes
     app.config["BOT_CONFIG"] = cfg
     app.extensions["whatsapp"] = connection
-    app.extensions["session_manager"] = manager
+    app.extensions["session"] = session
     _register_errors(app)
-    _register_views(app, cfg, manager, connection)
+    _register_views(app, cfg, session, connection)
     return app
 
 
@@ -109,28 +113,34 @@ def _register_errors(app: Flask) -> None:
         return error(500, "internal_error", "the bot hit an unexpected error; see heroku logs")
 
 
-def _register_views(app: Flask, cfg: config_module.Config, manager: SessionManager, connection: Connection):
+def _register_views(app: Flask, cfg: config_module.Config, session: Session, connection: Connection):
     require_key = _key_checker(cfg.api_key)
 
     @app.get("/api/health")
     def health():
         # No store or WhatsApp call here: it must answer at once, also before the connection is up.
-        return jsonify(ok=True, state=connection.state, timestamp=_now())
+        return jsonify(ok=True, state=connection.state, timestamp=iso_now())
 
     @app.get("/api/session-status")
     def session_status():
-        body = {**manager.status(), **connection.status(), "timestamp": _now()}
+        with_key = bool(cfg.api_key and _has_key(cfg.api_key))
+        body = {**session.status(), **connection.status(), "timestamp": iso_now()}
         body["storeKind"] = cfg.session_store
-        if cfg.api_key and _has_key(cfg.api_key):
-            body["deviceJid"] = manager.device_jid()
-        return jsonify(body)
+        if with_key:
+            body["deviceJid"] = session.device_jid()
+        return jsonify(body if with_key else public_view(body))
 
     @app.post("/api/save-session")
     @require_key
     def save_session():
         force = request.args.get("force", "").lower() in ("1", "true", "yes")
         try:
-            result = manager.save(force=force, reason="API request" + (" (forced)" if force else ""))
+            result = session.save(force=force, reason="API request" + (" (forced)" if force else ""),
+                                  wait=None)
+        except SaveInProgress as exc:
+            # Heroku's router cuts a request at 30 s; the save goes on and status shows how it ends.
+            return jsonify(saved=False, pending=True, since=exc.flight.started_at,
+                           message="still trying: the save goes on; see GET /api/session-status"), 202
         except snapshot.SnapshotTooLarge as exc:
             return error(413, "snapshot_too_large", str(exc))
         except snapshot.SnapshotError as exc:
@@ -278,20 +288,3 @@ def _qr_html(connection: Connection) -> str:
         "background:#fff}</style></head>"
         f"<body><h1>Link your WhatsApp</h1>{body}</body></html>"
     )
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _load_app() -> Flask:
-    try:
-        return create_app()
-    except config_module.ConfigError as exc:
-        # One clear line (gunicorn would otherwise print a traceback); exit code 3 tells gunicorn's
-        # master the worker cannot boot, so it stops instead of restarting it in a loop.
-        print(f"configuration error: {exc}", file=sys.stdout, flush=True)
-        raise SystemExit(3) from None
-
-
-app = _load_app()

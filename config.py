@@ -16,8 +16,12 @@ from urllib.parse import urlsplit
 #: The config var that holds the snapshot; also what the local store calls its file.
 SESSION_VAR = "WHATSAPP_SESSION"
 
-#: Heroku's documented limit for all config vars of one app together (keys and values).
-DEFAULT_CONFIG_VARS_LIMIT = 64 * 1024
+#: Heroku's documented limit for all config vars of one app together (keys and values): "Config var
+#: data (the combination of all keys and values) cannot exceed 64kb for each app" (older pages: 32 KB).
+CONFIG_VARS_LIMIT = 64 * 1024
+
+#: The Platform API's base URL (HEROKU_API_URL points the bot at a stand-in, as the tests do).
+HEROKU_API_URL = "https://api.heroku.com"
 
 STORE_KINDS = ("heroku", "file", "postgres")
 
@@ -34,14 +38,17 @@ class Config:
     api_key: str | None = field(default=None, repr=False)
     heroku_api_key: str | None = field(default=None, repr=False)
     heroku_app_name: str | None = None
-    heroku_api_url: str = "https://api.heroku.com"
+    heroku_api_url: str = HEROKU_API_URL
     session_store: str = "file"
     database_url: str | None = field(default=None, repr=False)
     pair_phone: str | None = field(default=None, repr=False)
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
-    config_vars_limit: int = DEFAULT_CONFIG_VARS_LIMIT
+    config_vars_limit: int = CONFIG_VARS_LIMIT
     session_save_delay: float = 5.0
+    # One save (snapshot + Platform API calls and retries) ends within this; the API answers within
+    # it plus 2 s, under Heroku's 30 s router limit.
+    save_deadline: float = 20.0
     max_upload_bytes: int = 16 * 1024 * 1024
     max_connects_per_worker: int | None = None  # None: chosen by store (whatsapp.DEFAULT_MAX_CONNECTS)
     log_level: str = "INFO"
@@ -197,7 +204,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         heroku_api_key=heroku_api_key,
         heroku_app_name=heroku_app_name,
         heroku_api_url=(
-            _http_url("HEROKU_API_URL", _text(env, "HEROKU_API_URL")) or "https://api.heroku.com"
+            _http_url("HEROKU_API_URL", _text(env, "HEROKU_API_URL")) or HEROKU_API_URL
         ).rstrip("/"),
         session_store=store,
         database_url=database_url,
@@ -205,9 +212,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         config_vars_limit=_integer(
-            env, "CONFIG_VARS_LIMIT", DEFAULT_CONFIG_VARS_LIMIT, low=1024, high=16 * 1024 * 1024
+            env, "CONFIG_VARS_LIMIT", CONFIG_VARS_LIMIT, low=1024, high=16 * 1024 * 1024
         ),
         session_save_delay=_seconds(env, "SESSION_SAVE_DELAY", 5.0, high=600),
+        save_deadline=_seconds(env, "SAVE_DEADLINE", 20.0, high=25),
         max_upload_bytes=_integer(env, "MAX_UPLOAD_BYTES", 16 * 1024 * 1024, low=1024, high=100 * 1024 * 1024),
         max_connects_per_worker=(
             _integer(env, "MAX_CONNECTS_PER_WORKER", 0, low=1, high=1_000_000)

@@ -34,6 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
+from errors import BotError
+from redaction import mask, redact_url
+
 log = logging.getLogger(__name__)
 
 # lib/pq's accepted values (connector.go, sslModes).
@@ -56,7 +59,6 @@ SCHEMA_TIMEOUT = 90.0  # seconds for the neonize subprocess; it normally takes <
 CONNECT_TIMEOUT = 10  # seconds, libpq connect_timeout
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 _URL_HINT = ("DATABASE_URL must look like postgres://user:password@host:5432/dbname "
              "(Heroku Postgres sets it for you: heroku addons:create heroku-postgresql:essential-0)")
 
@@ -75,19 +77,8 @@ except Exception as exc:
 
 
 # --------------------------------------------------------------------------- errors
-class PostgresSessionError(Exception):
+class PostgresSessionError(BotError):
     """Base of this module's errors; `hint` says what the user can do about it."""
-
-    hint = ""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        if hint is not None:
-            self.hint = hint
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text} ({self.hint})" if self.hint else text
 
 
 class DatabaseUrlError(PostgresSessionError, ValueError):
@@ -158,23 +149,7 @@ def neonize_database_url(database_url: str) -> str:
     return url
 
 
-def redact(url: str) -> str:
-    """`url` fit for a log line: the password (in the authority or the query) is ***.
-
-    Parsed by hand rather than with urlsplit, because a password with an unencoded
-    '#', '?' or '/' makes urlsplit cut the authority short and leak the rest.
-    """
-    try:
-        scheme, sep, rest = str(url).strip().partition("://")
-        if not sep:
-            return "***"
-        userinfo, at, hostpart = rest.rpartition("@")  # the last '@' ends the userinfo
-        if at:
-            user = userinfo.split(":", 1)[0]
-            rest = f"{user}:***@{hostpart}" if ":" in userinfo else f"{user}@{hostpart}"
-        return f"{scheme}://" + _QUERY_PASSWORD.sub(r"\1***", rest)
-    except Exception:  # never let a log line raise, and never echo what we could not handle
-        return "postgres://***"
+redact = redact_url  # the one URL redactor (redaction.py), under the name this module uses
 
 
 def _password_of(url: str) -> str | None:
@@ -276,10 +251,8 @@ class PostgresSession:
 
     # -- connections ---------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        text = str(text)
-        if self._password:
-            text = text.replace(self._password, "***").replace(quote(self._password, safe=""), "***")
-        return text
+        secrets = (self._password, quote(self._password, safe="")) if self._password else ()
+        return mask(text, secrets)
 
     @contextmanager
     def _connect(self, **kwargs):

@@ -40,3 +40,11 @@ def recipient(text: str) -> str:
             raise InvalidRecipient(f"{text!r} is not a WhatsApp address (number@s.whatsapp.net or group@g.us)")
         return text.strip()
     return phone_digits(text)
+
+
+def jid_text(jid) -> str:
+    """neonize's JID message as text: `user[:device]@server`; empty for an empty JID."""
+    if not jid.User:
+        return ""
+    device = f":{jid.Device}" if jid.Device else ""
+    return f"{jid.User}{device}@{jid.Server}"

@@ -40,6 +40,7 @@ import tempfile
 import uuid
 import zlib
 
+from errors import BotError
 from fsutil import fsync_path
 
 DB_NAME = "neonize.db"
@@ -76,7 +77,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SIDE_SUFFIXES = ("-wal", "-journal")  # needed to recover a plain snapshot; -shm is rebuilt
 
 
-class SnapshotError(Exception):
+class SnapshotError(BotError):
     """Base class: a snapshot could not be made, read or restored."""
 
 
@@ -303,6 +304,20 @@ def _restore(parsed, session_dir: str) -> SnapshotInfo:
     finally:
         if tmp and os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pack_for_store(session_dir, target: int, ceiling: int) -> dict:
+    """What a save needs, in one pass: the most complete tier within `target` characters, else within
+    `ceiling` (the hard limit), with its description. Raises SnapshotTooLarge or SnapshotError."""
+    try:
+        text = pack(session_dir, min(target, ceiling))
+        over_target = False
+    except SnapshotTooLarge:
+        if ceiling <= target:
+            raise
+        text = pack(session_dir, ceiling)
+        over_target = True
+    return {"text": text, "overTarget": over_target, "info": inspect(text).as_dict()}
 
 
 def has_valid_session(session_dir) -> bool:
@@ -939,6 +954,7 @@ _USAGE = f"""%(prog)s COMMAND ...
   unpack DIR < snapshot              restore a snapshot (ours or `tar czf - -C DIR . | base64`)
   inspect < snapshot                 describe a snapshot as JSON (no key material)
   probe DIR                          {{"jid": ...}} of the logged-in device in DIR (null: none)
+  pack-json DIR --target N --ceiling N   for a save: {{"text", "overTarget", "info"}} or {{"error"}}
 exit status: 0 done, 1 error, {EXIT_TOO_LARGE} snapshot over the budget even at its smallest tier
 tiers, most complete first: {', '.join(TIERS)}; default budget {DEFAULT_BUDGET} characters"""
 
@@ -956,11 +972,25 @@ def _cli_args(argv):
     u.add_argument("dir")
     sub.add_parser("inspect")
     sub.add_parser("probe").add_argument("dir")
+    j = sub.add_parser("pack-json")
+    j.add_argument("dir")
+    j.add_argument("--target", type=int, required=True)
+    j.add_argument("--ceiling", type=int, required=True)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = _cli_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "pack-json":
+        # For the parent process of a save: everything it needs, or the typed error, as one JSON line.
+        try:
+            print(json.dumps(pack_for_store(args.dir, args.target, args.ceiling)))
+        except SnapshotError as exc:
+            error = {"type": type(exc).__name__, "message": str(exc)}
+            if isinstance(exc, SnapshotTooLarge):
+                error.update(sizes=exc.sizes, budget=exc.budget)
+            print(json.dumps({"error": error}))
+        return 0
     try:
         if args.command == "pack":
             sys.stdout.write(pack(args.dir, args.budget, args.tier))

@@ -18,6 +18,8 @@ import time
 
 import requests
 
+from recipients import jid_text
+
 log = logging.getLogger("webhook")
 
 SIGNATURE_HEADER = "X-Signature-256"
@@ -136,8 +138,8 @@ def message_payload(event) -> dict | None:
     )
     return {
         "id": info.ID,
-        "from": _jid(source.Sender),
-        "chat": _jid(source.Chat),
+        "from": jid_text(source.Sender),
+        "chat": jid_text(source.Chat),
         "isGroup": bool(source.IsGroup),
         "pushName": info.Pushname,
         "time": int(info.Timestamp),
@@ -146,10 +148,3 @@ def message_payload(event) -> dict | None:
         "text": text,
         "receivedAt": int(time.time()),
     }
-
-
-def _jid(jid) -> str:
-    if not jid.User:
-        return ""
-    device = f":{jid.Device}" if jid.Device else ""
-    return f"{jid.User}{device}@{jid.Server}"

@@ -32,7 +32,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from clock import iso_from_epoch
 from qrterminal import qr_block
+from recipients import jid_text
+from textsafe import printable
 
 log = logging.getLogger("whatsapp")
 
@@ -112,7 +115,7 @@ def load_client_factory(spec: str | None) -> Callable[[str], object]:
 class Connection:
     def __init__(
         self,
-        manager,
+        session,
         *,
         client_factory: Callable[[str], object] = default_client_factory,
         webhook=None,
@@ -121,7 +124,7 @@ class Connection:
         out=None,
         max_connects: int | None = None,
     ) -> None:
-        self.manager = manager
+        self.session = session  # session_manager.Session
         self._factory = client_factory
         self._webhook = webhook
         self._pair_phone = pair_phone
@@ -135,7 +138,6 @@ class Connection:
         self._in_connect = False
         self._next: _Next | None = None
         self._qr_timer: threading.Timer | None = None
-        self._save_timer: threading.Timer | None = None
         self.state = NOT_STARTED
         self.last_error: str | None = None
         self.last_qr: str | None = None
@@ -145,7 +147,6 @@ class Connection:
         self.pair_code: str | None = None
         self.starts = 0
         self.connects = 0
-        self.after_connect_checks = 0  # how many times the save decision after Connected was taken
         self.max_connects = max_connects
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
@@ -165,9 +166,9 @@ class Connection:
         """Disconnect and let the thread end; no save, no wipe (a SIGTERM is not a logout)."""
         self._stopping.set()
         self._wakeup.set()
-        for timer in (self._qr_timer, self._save_timer):
-            if timer:
-                timer.cancel()
+        if self._qr_timer:
+            self._qr_timer.cancel()
+        self.session.close()
         self._stop_client()
         thread = self._thread
         if thread and thread is not threading.current_thread():
@@ -183,12 +184,12 @@ class Connection:
     def _run(self) -> None:
         try:
             self._set_state(RESTORING)
-            self.manager.restore_on_boot()
+            self.session.restore_on_boot()
         except Exception as exc:  # a broken store or snapshot must not kill the worker
             self.last_error = f"restore failed: {exc}"
             log.exception("restoring the session failed; continuing without it")
         try:
-            self._client = self._factory(self.manager.database())
+            self._client = self._factory(self.session.database())
             self._register_handlers(self._client)
         except Exception as exc:
             self.last_error = f"cannot create the WhatsApp client: {exc}"
@@ -271,7 +272,7 @@ class Connection:
         self._set_state(LOGGED_OUT)
         log.warning("device logged out (%s): wiping the session and showing a new QR code", reason)
         try:
-            self.manager.wipe(reason)
+            self.session.wipe(reason)
         except Exception as exc:
             self.last_error = f"wipe failed: {exc}"
             log.exception("wiping the session failed")
@@ -352,7 +353,7 @@ class Connection:
     def _on_pair_status(self, client, ev) -> None:
         if ev.Status == 2:  # SUCCESS
             self._cancel_qr_timer()
-            jid = _jid_text(ev.ID)
+            jid = printable(jid_text(ev.ID))
             log.info("paired as %s; WhatsApp will reconnect the new device", jid)
             self._set_state(CONNECTING)
         else:
@@ -366,49 +367,15 @@ class Connection:
         self.banned_until = None
         self.pair_code = None
         self._set_state(CONNECTED)
-        # Reading the device takes a child process (see SessionManager._snapshot_cli): not on
-        # neonize's event thread, which must stay free for whatsmeow's own events.
-        threading.Thread(target=self._after_connected, name="whatsapp-connected", daemon=True).start()
-
-    def _after_connected(self) -> None:
-        try:
-            save = self.manager.should_save_after_connect()
-        except Exception as exc:
-            self.last_error = f"could not read the session after connecting: {exc}"
-            log.error("could not read the session after connecting: %s", exc)
-            return
-        log.info("connected as %s", self.manager.device_jid() or "(unknown device)")
-        if save:
-            self._schedule_save()
-        self.after_connect_checks += 1
-
-    def _schedule_save(self) -> None:
-        delay = self.manager.save_delay
-        log.info("new pairing: saving the session in %.0fs, once connected and settled", delay)
-        if self._save_timer:
-            self._save_timer.cancel()
-        timer = threading.Timer(delay, self._save_after_pairing)
-        timer.daemon = True
-        self._save_timer = timer
-        timer.start()
-
-    def _save_after_pairing(self) -> None:
-        if self.state != CONNECTED or self._stopping.is_set():
-            log.info("not saving: the connection is %s", self.state)
-            return
-        try:
-            self.manager.save(reason="new pairing")
-        except Exception as exc:
-            # The local session keeps working; the status endpoint shows what went wrong.
-            self.last_error = f"saving the session failed: {exc}"
-            log.error("saving the session failed: %s", exc)
+        # The session decides (off this thread) whether this is a new pairing to save once.
+        self.session.connected(lambda: self.state == CONNECTED and not self._stopping.is_set())
 
     def _on_logged_out(self, client, ev) -> None:
         reason = _enum_name(ev, "Reason") or "logged out"
         self.last_error = f"logged out by WhatsApp ({reason})"
         self._restart(
             _Next(reason=f"logged out by WhatsApp ({reason}, on_connect={ev.OnConnect})", wipe=True),
-            first=self.manager.wait_until_device_gone,
+            first=self.session.wait_until_device_gone,
         )
 
     def _on_stream_replaced(self, client, ev) -> None:
@@ -527,16 +494,10 @@ class Connection:
         return {
             "state": self.state,
             "lastError": self.last_error,
-            "connectedSince": _iso(self.connected_since),
-            "bannedUntil": _iso(self.banned_until),
+            "connectedSince": iso_from_epoch(self.connected_since),
+            "bannedUntil": iso_from_epoch(self.banned_until),
             "qrAvailable": self.state == WAITING_FOR_QR and self.last_qr is not None,
         }
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _enum_name(ev, field: str) -> str | None:
@@ -545,11 +506,6 @@ def _enum_name(ev, field: str) -> str | None:
         return ev.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[value].name
     except (AttributeError, KeyError):
         return None
-
-
-def _jid_text(jid) -> str:
-    device = f":{jid.Device}" if jid.Device else ""
-    return f"{jid.User}{device}@{jid.Server}"
 
 
 def _to_jid(to: str):

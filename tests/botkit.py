@@ -1,4 +1,4 @@
-"""An in-process bot for tests: real SessionManager, real store and snapshots, scripted WhatsApp client."""
+"""An in-process bot for tests: real SnapshotSession, real store and snapshots, scripted WhatsApp client."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import snapshot
 import stores
-from session_manager import SessionManager
+from snapshot_session import SnapshotSession
 from tests import wadb
 from tests.harness import wait_for
 from tests.scripted_client import Control, ScriptedClient
@@ -32,9 +32,9 @@ class CountingStore:
         self.writes += bool(result.changed)
         return result
 
-    def clear(self):
+    def clear(self, **kwargs):
         self.clears += 1
-        return self._store.clear()
+        return self._store.clear(**kwargs)
 
 
 class Bot:
@@ -43,11 +43,11 @@ class Bot:
         self.session_dir = root / "session"
         self.control = Control(root / "control")
         self.store = CountingStore(store or stores.LocalFileStore(root / "session.snapshot"))
-        self.manager = SessionManager(self.session_dir, self.store, save_delay=save_delay)
+        self.session = SnapshotSession(self.session_dir, self.store, save_delay=save_delay)
         self.out = io.StringIO()
         self.clients: list[ScriptedClient] = []
         self.connection = Connection(
-            self.manager,
+            self.session,
             client_factory=self._make_client,
             backoff=Backoff(first=0.01, cap=0.05),
             out=self.out,

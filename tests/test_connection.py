@@ -53,7 +53,7 @@ def test_first_start_shows_a_qr_and_saves_exactly_once_after_pairing(make_bot):
     wait_for(lambda: bot.store.writes == 1, 10, "the one save after pairing")
     stored = bot.store.load()
     assert snapshot.inspect(stored).device_jid == jid
-    assert bot.manager.status()["lastSave"]["reason"] == "new pairing"
+    assert bot.session.status()["lastSave"]["reason"] == "new pairing"
     # Still exactly one: the save does not trigger another.
     bot.control.send("drop")
     wait_for(lambda: len(bot.control.events("connected")) >= 2, 10, "the reconnect after the drop")
@@ -64,12 +64,12 @@ def test_restored_session_reconnects_without_qr_and_saves_nothing(make_bot, tmp_
     text, jid = stored_snapshot_for(tmp_path)
     bot = make_bot(store=preloaded_store(tmp_path, text)).start()
     bot.wait_state("connected")
-    assert bot.manager.restored_from == "store"
+    assert bot.session.restored_from == "store"
     assert bot.control.events("connected")[-1]["jid"] == jid
     assert "WHATSAPP QR" not in bot.out.getvalue()
     # Once the save decision after Connected was taken, no timer was even armed.
-    wait_for(lambda: bot.connection.after_connect_checks == 1, 10, "the save decision")
-    assert bot.connection._save_timer is None
+    wait_for(lambda: bot.session.connect_checks == 1, 10, "the save decision")
+    assert bot.session._save_timer is None
     assert bot.store.saves == []
 
 
@@ -81,7 +81,7 @@ def test_logout_on_connect_wipes_local_and_stored_session_then_shows_a_new_qr(ma
     bot.wait_state("waiting_for_qr")
     assert bot.store.load() is None
     assert bot.store.clears == 1
-    assert not bot.manager.has_local_session()
+    assert not bot.session.has_local_session()
     assert bot.control.events("logged_out")[0]["on_connect"] is True
 
 
@@ -91,7 +91,7 @@ def test_logout_while_connected_wipes_and_a_new_pairing_saves_again(make_bot):
     wait_for(lambda: bot.store.writes == 1, 10, "first save")
     bot.control.send("logout")
     bot.wait_state("waiting_for_qr")
-    assert bot.store.load() is None and not bot.manager.has_local_session()
+    assert bot.store.load() is None and not bot.session.has_local_session()
     second = bot.pair(seed=5)
     assert second != first
     wait_for(lambda: bot.store.writes == 2, 10, "the save of the new pairing")
@@ -108,7 +108,7 @@ def test_stream_replaced_is_not_a_logout(make_bot, tmp_path, monkeypatch):
     assert "stream replaced" in bot.connection.last_error
     bot.wait_state("connected")
     assert bot.store.load() == text and bot.store.clears == 0 and bot.store.saves == []
-    assert bot.manager.device_jid() == jid
+    assert bot.session.device_jid() == jid
 
 
 def test_connect_raising_backs_off_and_keeps_the_session(make_bot, tmp_path):
@@ -119,7 +119,7 @@ def test_connect_raising_backs_off_and_keeps_the_session(make_bot, tmp_path):
     bot.wait_state("connected")
     assert len(bot.control.events("connect_failed")) == 4
     assert bot.clients[0].connect_calls == 5, "one client, connect() retried"
-    assert bot.manager.device_jid() == jid and bot.store.clears == 0 and bot.store.saves == []
+    assert bot.session.device_jid() == jid and bot.store.clears == 0 and bot.store.saves == []
     assert bot.connection._backoff.failures == 0, "backoff resets once connected"
 
 
@@ -143,7 +143,7 @@ def test_temporary_ban_waits_and_keeps_the_session(make_bot, tmp_path):
     bot.wait_state("temporarily_banned")
     status = bot.connection.status()
     assert status["bannedUntil"] and "until" in status["lastError"]
-    assert bot.manager.has_local_session() and bot.store.load() == text and bot.store.clears == 0
+    assert bot.session.has_local_session() and bot.store.load() == text and bot.store.clears == 0
 
 
 def test_connect_failure_reasons(make_bot, tmp_path):
@@ -152,7 +152,7 @@ def test_connect_failure_reasons(make_bot, tmp_path):
     bot.wait_state("connected")
     bot.control.send("connect_failure", reason=8)  # INTERNAL_SERVER_ERROR: retry, keep
     wait_for(lambda: len(bot.control.events("connected")) >= 2, 10, "reconnect after a server error")
-    assert bot.store.clears == 0 and bot.manager.has_local_session()
+    assert bot.store.clears == 0 and bot.session.has_local_session()
     bot.control.send("connect_failure", reason=4)  # MAIN_DEVICE_GONE: a logout
     bot.wait_state("waiting_for_qr")
     assert bot.store.clears == 1 and bot.store.load() is None
@@ -162,7 +162,7 @@ def test_a_snapshot_that_cannot_be_restored_is_left_alone_until_a_new_pairing(ma
     broken = "H4sIAAAAAAAA/this-is-not-a-snapshot"
     bot = make_bot(store=preloaded_store(tmp_path, broken)).start()
     bot.wait_state("waiting_for_qr")
-    assert bot.manager.restore_error
+    assert bot.session.restore_error
     assert bot.store.load() == broken, "a bad snapshot is never deleted on boot"
     jid = bot.pair(seed=9)
     wait_for(lambda: bot.store.writes == 1, 10, "the save that replaces it")
@@ -176,7 +176,7 @@ def test_stop_disconnects_without_saving_or_wiping(make_bot, tmp_path):
     bot.connection.stop(timeout=5)
     assert bot.connection.state == "stopped"
     assert not bot.connection._thread.is_alive()
-    assert bot.store.saves == [] and bot.store.clears == 0 and bot.manager.has_local_session()
+    assert bot.store.saves == [] and bot.store.clears == 0 and bot.session.has_local_session()
 
 
 def test_clear_session_logs_out_wipes_and_offers_a_qr(make_bot, tmp_path):
@@ -186,7 +186,7 @@ def test_clear_session_logs_out_wipes_and_offers_a_qr(make_bot, tmp_path):
     assert bot.connection.logout_and_wipe() is True
     bot.wait_state("waiting_for_qr")
     assert bot.control.events("logout")[0]["jid"] == jid
-    assert bot.store.load() is None and not bot.manager.has_local_session()
+    assert bot.store.load() is None and not bot.session.has_local_session()
 
 
 def test_qr_rounds_restart_when_nobody_scans(make_bot, monkeypatch):

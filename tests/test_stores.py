@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import heroku_api
 import stores
 from stores import (AppNotFound, AuthenticationFailed, BudgetExceeded, HerokuConfigVarStore,
                     LocalFileStore, LocalStoreError, PermissionDenied, PlatformConnectionError,
@@ -208,7 +209,7 @@ def test_requests_carry_the_documented_headers_and_body(heroku):
         assert request.path == f"/apps/{APP}/config-vars"
         assert request.headers["Accept"] == HEROKU_ACCEPT
         assert request.headers["Content-Type"] == "application/json"
-        assert request.headers["User-Agent"] == f"whatsapp-heroku-bot/{stores.__version__}"
+        assert request.headers["User-Agent"] == f"whatsapp-heroku-bot/{heroku_api.__version__}"
         assert request.headers["Authorization"] == "<hidden>" and request.token_ok
     assert (get.method, patch.method) == ("GET", "PATCH")
     assert patch.body == {KEY: SNAP1}
@@ -572,21 +573,19 @@ def test_concurrent_saves_write_once(tmp_path, heroku):
 # ------------------------------------------------------------------------------------------
 
 
-def test_create_store_picks_by_credentials(tmp_path):
-    file_store = stores.create_store(heroku_api_key=None, heroku_app_name="", file_path=tmp_path / "s")
+def test_make_store_picks_by_credentials(tmp_path):
+    from config import load_config
+
+    base = {"SESSION_DIR": str(tmp_path / "s")}
+    file_store = stores.make_store(load_config(base))
     assert isinstance(file_store, LocalFileStore)
-    heroku = stores.create_store(heroku_api_key=TOKEN, heroku_app_name=APP, file_path=tmp_path / "s",
-                                 session_value=SNAP1)
+    heroku = stores.make_store(load_config({**base, "HEROKU_API_KEY": TOKEN, "HEROKU_APP_NAME": APP,
+                                            "WHATSAPP_SESSION": SNAP1}))
     assert isinstance(heroku, HerokuConfigVarStore) and heroku.load() == SNAP1
-    forced = stores.create_store(heroku_api_key=TOKEN, heroku_app_name=APP, file_path=tmp_path / "s",
-                                 kind="file")
+    forced = stores.make_store(load_config({**base, "HEROKU_API_KEY": TOKEN, "HEROKU_APP_NAME": APP,
+                                            "SESSION_STORE": "file"}))
     assert isinstance(forced, LocalFileStore)
-    with pytest.raises(StoreConfigError) as info:
-        stores.create_store(heroku_api_key=TOKEN, heroku_app_name=None, file_path=tmp_path / "s")
-    assert "HEROKU_APP_NAME" in str(info.value) and TOKEN not in str(info.value)
-    with pytest.raises(StoreConfigError) as info:
-        stores.create_store(heroku_api_key="", heroku_app_name=APP, file_path=tmp_path / "s")
-    assert "HEROKU_API_KEY" in str(info.value)
+    # Incomplete credentials are refused once, by config.py (tests/test_config.py), not again here.
 
 
 # ------------------------------------------------------------------------------------------

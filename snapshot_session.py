@@ -1,0 +1,376 @@
+"""The session as neonize's SQLite database on local disk, kept across restarts as a snapshot in a store.
+
+The whole policy of such a session lives here: restore on boot, the one save after a pairing, saves
+asked through the API, and the wipe after a logout. Every write to a Heroku config var creates a
+release and restarts the dyno, so the policy is about *not* saving: a restored session that reconnects
+saves nothing (its device is the one already stored), and a save never writes a value equal to the
+stored one (the store compares it with what the config var holds, forced or not).
+
+Saves are a single flight: one runs at a time, in its own thread, under one deadline (SAVE_DEADLINE)
+that bounds the snapshot child process and every Platform API call and retry together. A save asked
+while one runs joins it and gets its outcome; a caller that stops waiting leaves it running, visible in
+`status()`, and never starts a second one.
+
+A snapshot that fails to restore is left in the store untouched: the bot offers a QR code, and only a
+successful new pairing (whose save replaces it) or a logout removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import snapshot
+from clock import iso_now
+from errors import error_record
+from stores import SnapshotStore
+from textsafe import printable
+
+log = logging.getLogger("session")
+
+_SNAPSHOT_SCRIPT = Path(snapshot.__file__).resolve()
+
+#: One save (snapshot child + Platform API calls + retries) ends within this many seconds; the API
+#: answers within it plus a little, below Heroku's 30 s router limit.
+DEFAULT_SAVE_DEADLINE = 20.0
+#: Requests that may wait for a running save at once. Further ones answer at once with "in progress",
+#: so waiting saves can never take all of the worker's request threads (gunicorn.conf.py: threads = 8).
+MAX_SAVE_WAITERS = 3
+
+
+class SaveInProgress(Exception):
+    """The caller stopped waiting; the save goes on (see `SnapshotSession.status()['saveInProgress']`)."""
+
+    def __init__(self, flight: "_Flight") -> None:
+        super().__init__(f"a save ({flight.reason}) is still running since {flight.started_at}")
+        self.flight = flight
+
+
+class _Flight:
+    """One save: its thread, and the outcome every waiter gets."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.started_at = iso_now()
+        self.done = threading.Event()
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> dict:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return dict(self.result)
+
+
+class SnapshotSession:
+    """Joins the session directory (neonize's database), the snapshot format and the store."""
+
+    kind = "snapshot"
+
+    def __init__(self, session_dir: Path, store: SnapshotStore, *, save_delay: float = 5.0,
+                 save_deadline: float = DEFAULT_SAVE_DEADLINE) -> None:
+        self.session_dir = Path(session_dir)
+        self.store = store
+        self.save_delay = save_delay
+        self.save_deadline = save_deadline
+        self._wipe_lock = threading.Lock()
+        self._flight_lock = threading.Lock()
+        self._flight: _Flight | None = None
+        self._waiters = threading.BoundedSemaphore(MAX_SAVE_WAITERS)
+        self._save_timer: threading.Timer | None = None
+        self.restored_from: str | None = None  # "local" / "store" / None
+        self.restore_error: str | None = None
+        self.last_save: dict | None = None
+        self.last_save_error: dict | None = None  # BotError.as_dict() of the last failed save
+        self.last_wipe: str | None = None
+        self.connect_checks = 0  # how many times the save decision after Connected was taken
+        self._stored_jid: str | None = None
+        self._stored_info: dict | None = None
+        self._local_jid: str | None = None
+        self._read_stored_snapshot()
+
+    # -- what neonize opens -----------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.session_dir / snapshot.DB_NAME
+
+    def database(self) -> str:
+        """The name handed to neonize's NewClient: the SQLite file of the session."""
+        self.session_dir.mkdir(parents=True, exist_ok=True)
+        return str(self.db_path)
+
+    def has_local_session(self) -> bool:
+        return self.device_jid() is not None
+
+    def device_jid(self) -> str | None:
+        """The logged-in device of the session directory, as last read (no disk access: the status
+        endpoint asks often). Read at boot, after each connect, and after saves and wipes."""
+        return self._local_jid
+
+    def refresh_local(self) -> str | None:
+        """Read the device from the database neonize may have open, in a separate process."""
+        self._local_jid = json.loads(self._snapshot_child("probe", str(self.session_dir)))["jid"]
+        return self._local_jid
+
+    def wait_until_device_gone(self, timeout: float = 5.0) -> bool:
+        """After a logout whatsmeow deletes the device itself, while it reports the logout; wiping the
+        files before that commits makes its delete (and the next database) fail. Bounded wait."""
+        deadline = time.monotonic() + timeout
+        while self.refresh_local() is not None:
+            if time.monotonic() > deadline:
+                log.warning("whatsmeow did not delete the logged-out device within %.0fs; wiping anyway", timeout)
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _snapshot_child(self, *args: str, timeout: float = 120) -> str:
+        """Run snapshot.py's CLI in a child process and return its stdout.
+
+        neonize's Go library carries its own SQLite, and Python's sqlite3 is another copy. POSIX locks
+        belong to the process, so two SQLite copies in one process cannot see each other's locks, and
+        one closing the file drops the other's (sqlite.org/howtocorrupt.html, "multiple copies of SQLite
+        linked into the same application"). Once neonize has the database open, this process reads it
+        only through a child process, whose locks SQLite coordinates properly.
+        """
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(_SNAPSHOT_SCRIPT), *args],
+                capture_output=True, text=True, timeout=max(timeout, 1), stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise snapshot.SnapshotError(f"reading the session took longer than {timeout:.0f}s") from None
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            raise snapshot.SnapshotError(lines[-1].removeprefix("error: "))
+        return proc.stdout
+
+    # -- boot -------------------------------------------------------------------------------------
+    def _read_stored_snapshot(self) -> None:
+        """Remember which device the stored snapshot holds (no API call: the value came with the env)."""
+        text = self.store.load()
+        self._stored_jid, self._stored_info = None, None
+        if not text:
+            return
+        try:
+            info = snapshot.inspect(text)
+        except snapshot.SnapshotError as exc:
+            self._stored_info = {"valid": False, "error": str(exc), "encodedSize": len(text)}
+            return
+        self._stored_jid = info.device_jid
+        self._stored_info = {"valid": True, **info.as_dict()}
+
+    def restore_on_boot(self) -> str:
+        """Unpack the stored snapshot when there is no valid local session. Never raises for bad data.
+
+        Runs before neonize opens the database, so it may read it in this process."""
+        self._local_jid = snapshot.device_jid(self.session_dir)
+        if self.has_local_session():
+            self.restored_from = "local"
+            log.info("local session present for %s; not restoring", printable(self.device_jid()))
+            return "local"
+        text = self.store.load()
+        if not text:
+            log.info("no stored session: a QR code will be shown for pairing")
+            return "none"
+        try:
+            info = snapshot.unpack(text, self.session_dir)
+        except snapshot.SnapshotError as exc:
+            self.restore_error = str(exc)
+            log.error(
+                "the stored session could not be restored (%s); it is left untouched in the store, and a QR "
+                "code will be shown: a new pairing replaces it",
+                exc,
+            )
+            return "failed"
+        self.restored_from = "store"
+        self._local_jid = info.device_jid
+        log.info(
+            "restored session for %s from %s (tier=%s, %d chars)",
+            printable(info.device_jid), self.store.key, info.tier, info.encoded_chars,
+        )
+        return "store"
+
+    # -- what the connection reports ----------------------------------------------------------------
+    def connected(self, still_connected: Callable[[], bool]) -> None:
+        """WhatsApp logged in. Decide, off neonize's event thread (reading the device takes a child
+        process), whether this is a new pairing; if so save once, `save_delay` seconds later, provided
+        the connection is still up then."""
+        threading.Thread(target=self._after_connected, args=(still_connected,), name="session-connected",
+                         daemon=True).start()
+
+    def _after_connected(self, still_connected: Callable[[], bool]) -> None:
+        try:
+            local = self.refresh_local()
+        except Exception as exc:
+            log.error("could not read the session after connecting: %s", exc)
+            return
+        finally:
+            self.connect_checks += 1
+        log.info("connected as %s", printable(local) if local else "(unknown device)")
+        if not local:
+            return
+        if local == self._stored_jid:
+            log.info("device %s is the stored one: nothing to save", printable(local))
+            return
+        log.info("new pairing: saving the session in %.0fs, once connected and settled", self.save_delay)
+        self._cancel_save_timer()
+        timer = threading.Timer(self.save_delay, self._save_after_pairing, args=(still_connected,))
+        timer.daemon = True
+        self._save_timer = timer
+        timer.start()
+
+    def _save_after_pairing(self, still_connected: Callable[[], bool]) -> None:
+        if not still_connected():
+            log.info("not saving the new pairing: the connection is gone")
+            return
+        try:
+            self.save(reason="new pairing", wait=None)
+        except SaveInProgress:
+            pass  # the same single flight as an API save: it carries on and is shown in status()
+        except Exception:
+            pass  # logged and kept in last_save_error by the flight itself
+
+    def _cancel_save_timer(self) -> None:
+        if self._save_timer:
+            self._save_timer.cancel()
+
+    def close(self) -> None:
+        """The worker stops: no save starts any more (one already running finishes or times out)."""
+        self._cancel_save_timer()
+
+    # -- saving -----------------------------------------------------------------------------------
+    def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0) -> dict:
+        """Pack and store the session, as one single flight; returns the outcome of the save.
+
+        `wait`: seconds to wait for the flight (None: for as long as it takes, up to its deadline plus
+        a little). Raises SaveInProgress when the flight is still running after that, else what the save
+        raised (snapshot.SnapshotError, stores.StoreError)."""
+        with self._flight_lock:
+            flight = self._flight
+            if flight is None or flight.done.is_set():
+                flight = self._flight = _Flight(reason)
+                threading.Thread(target=self._fly, args=(flight, force), name="session-save",
+                                 daemon=True).start()
+            elif force or reason != flight.reason:
+                log.info("a save (%s) is already running: %s waits for it", flight.reason, reason)
+        limit = self.save_deadline + 2.0 if wait is None else wait
+        if not flight.done.is_set():
+            if not self._waiters.acquire(blocking=False):
+                raise SaveInProgress(flight)
+            try:
+                flight.done.wait(limit)
+            finally:
+                self._waiters.release()
+        if not flight.done.is_set():
+            raise SaveInProgress(flight)
+        return flight.outcome()
+
+    def _fly(self, flight: _Flight, force: bool) -> None:
+        try:
+            flight.result = self._save_now(force=force, reason=flight.reason,
+                                           deadline=time.monotonic() + self.save_deadline)
+            self.last_save_error = None
+        except BaseException as exc:  # every failure is the flight's outcome, never a dead thread
+            flight.error = exc
+            self.last_save_error = error_record(exc, flight.reason, iso_now())
+            log.error("saving the session failed (%s): %s: %s", flight.reason, type(exc).__name__, exc)
+        finally:
+            flight.done.set()
+
+    def _save_now(self, *, force: bool, reason: str, deadline: float) -> dict:
+        if self._local_jid is None:
+            raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
+        budget = self.store.budget(deadline=deadline)
+        packed = self._pack(budget, deadline)
+        if packed["overTarget"]:
+            log.warning(
+                "the session does not fit the %d-char target; using up to %d of the room the other config "
+                "vars leave (the next `heroku config:set` may then fail)", budget.target, budget.ceiling,
+            )
+        text, info = packed["text"], packed["info"]
+        result = self.store.save(text, force=force, budget=budget, deadline=deadline)
+        self._local_jid = info["device_jid"]
+        self._stored_jid = info["device_jid"]
+        self._stored_info = {"valid": True, **info}
+        self.last_save = {
+            "at": iso_now(),
+            "reason": reason,
+            "changed": result.changed,
+            "size": len(text),
+            "tier": info["tier"],
+            "budget": budget.ceiling,
+            "target": budget.target,
+            "restartExpected": result.restart_expected,
+        }
+        if result.changed:
+            log.info("session saved (%s): %d chars, tier=%s", reason, len(text), info["tier"])
+        else:
+            log.info("session unchanged (%s): the store already holds this snapshot; nothing written", reason)
+        return dict(self.last_save)
+
+    def _pack(self, budget, deadline: float) -> dict:
+        """The snapshot and its description from one child process (see _snapshot_child)."""
+        out = self._snapshot_child(
+            "pack-json", str(self.session_dir), "--target", str(budget.target), "--ceiling", str(budget.ceiling),
+            timeout=deadline - time.monotonic(),
+        )
+        packed = json.loads(out)
+        error = packed.get("error")
+        if error:
+            if error["type"] == "SnapshotTooLarge":
+                raise snapshot.SnapshotTooLarge(error["sizes"], error["budget"])
+            raise snapshot.SnapshotError(error["message"])
+        return packed
+
+    # -- wiping -----------------------------------------------------------------------------------
+    def wipe(self, reason: str) -> None:
+        """Delete the local session and the stored snapshot (one API call). Only for a real logout."""
+        self._cancel_save_timer()
+        with self._wipe_lock:
+            self._wipe_local()
+            self._local_jid = None
+            self.last_wipe = iso_now()
+            self._stored_jid, self._stored_info = None, None
+            try:
+                removed = self.store.clear(deadline=time.monotonic() + self.save_deadline)
+            except Exception as exc:
+                # The local session is gone either way; a stale snapshot left in the store is restored on
+                # the next boot, refused by WhatsApp as logged out, and wiped again then.
+                self.last_save_error = error_record(exc, f"wipe ({reason})", iso_now(),
+                                                    "could not remove the stored session")
+                log.error("could not remove the stored session: %s", exc)
+                return
+            log.info("session wiped (%s)%s", reason, "; stored snapshot removed" if removed else "")
+
+    def _wipe_local(self) -> None:
+        directory = self.session_dir
+        if directory.is_symlink():
+            directory.unlink()
+        elif directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict:
+        flight = self._flight
+        running = flight is not None and not flight.done.is_set()
+        return {
+            "hasLocalSession": self.has_local_session(),
+            "hasEnvSession": bool(self.store.load()),
+            "restoredFrom": self.restored_from,
+            "restoreError": self.restore_error,
+            "storedSnapshot": self._stored_info,
+            "lastSave": self.last_save,
+            "lastSaveError": self.last_save_error,
+            "saveInProgress": {"reason": flight.reason, "since": flight.started_at} if running else None,
+            "lastWipe": self.last_wipe,
+            "store": self.store.describe(),
+        }

@@ -1,0 +1,16 @@
+"""Text from outside (a snapshot, a request, an upstream answer) made safe to print or log."""
+
+from __future__ import annotations
+
+
+def printable(value: object, limit: int | None = None) -> str:
+    """`value` as one line with control characters escaped (`\\x1b`, `\\n`), cut to `limit` characters
+    with an ellipsis: a JID, push name or error text can never forge a log line or drive a terminal."""
+    text = "" if value is None else str(value)
+    cut = limit is not None and len(text) > limit
+    if cut:
+        text = text[:limit]
+    escaped = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+    return escaped + ("…" if cut else "")
