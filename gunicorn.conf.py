@@ -82,6 +82,14 @@ def nworkers_changed(server, new_value, old_value):
         _pin_one_worker(server, new_value)
 
 
+def post_fork(server, worker):
+    """Worker, right after fork and before the app is loaded: route the lines neonize's Go side prints
+    to stdout through the logger (stdout_bridge.py), before anything holds on to sys.stdout."""
+    import stdout_bridge
+
+    stdout_bridge.install()
+
+
 def post_worker_init(worker):
     """Worker, app loaded, port already bound by the master: start the WhatsApp connection."""
     from logsetup import secret_filter
@@ -105,3 +113,6 @@ def worker_exit(server, worker):
     connection = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("whatsapp")
     if connection is not None:
         connection.stop(timeout=graceful_timeout - 2)
+    import stdout_bridge
+
+    stdout_bridge.uninstall()  # drains what is left in the pipe, so the last lines are not lost

@@ -101,7 +101,29 @@ class _Next:
 def default_client_factory(database: str):
     from neonize.client import NewClient
 
-    return NewClient(database)
+    _say_once_what_ffmpeg_affects()
+    client = NewClient(database)
+    # neonize prints each login status code as a bare number on stdout; a log line says what it is.
+    client._NewClient__onLoginStatus = lambda uuid, status: log.debug("neonize login status %s", status)
+    return client
+
+
+def _say_once_what_ffmpeg_affects() -> None:
+    """neonize warns on every connect of a new process that media "will fail" without ffmpeg, which
+    reads as alarming for a bot that may never send any. Say once what it really affects."""
+    import shutil
+
+    from neonize.utils import ffmpeg
+
+    if ffmpeg._ffmpeg_checked:
+        return
+    ffmpeg._ffmpeg_checked = True  # neonize's own check stays quiet from now on
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        log.info(
+            "%s not installed: sending voice notes, videos, GIFs and stickers needs it; text, documents, "
+            "images and locations work without it", " and ".join(missing),
+        )
 
 
 def load_client_factory(spec: str | None) -> Callable[[str], object]:

@@ -155,6 +155,18 @@ def test_restart_on_an_empty_disk_logs_in_from_the_config_var_without_qr_or_save
     assert d.logins == 2, "one login per dyno, as the paired device"
 
 
+def test_every_log_line_says_where_it_comes_from(first_deploy):
+    """neonize's Go side prints 'Press Ctrl+C to exit' and 'Login event: ...' straight to stdout, and its
+    Python side the login status as a bare number: none of them may stand in the log as they are."""
+    d = first_deploy
+    for output in (d.first_output, d.second_output):
+        lines = output.splitlines()
+        assert not [line for line in lines if "Press Ctrl+C" in line or line.startswith("Login event")]
+        assert not [line for line in lines if re.fullmatch(r"\s*-?\d+\s*", line)]
+        assert "will fail" not in output  # neonize's ffmpeg warning; ours says what it affects
+    assert "whatsmeow login event: success" in d.first_output + d.second_output
+
+
 def test_restart_from_the_local_store_logs_in_without_qr_and_leaves_the_snapshot(
     sim, first_deploy, start_bot, tmp_path
 ):
