@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from tests.harness import BotProcess, base_env
-from tests.pgserver import PostgresServer, ServerUnavailable
+from tests.support.postgres import PostgresServer, ServerUnavailable
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def start_bot(tmp_path):
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """One real PostgreSQL on loopback for the whole run (tests/pgserver.py)."""
+    """One real PostgreSQL on loopback for the whole run (tests/support/postgres.py)."""
     server = PostgresServer()
     try:
         server.start()

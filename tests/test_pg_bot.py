@@ -32,7 +32,7 @@ from pgsession import PostgresSession
 from session_manager import LiveDatabaseSessionManager
 from tests import wadb
 from tests.harness import ROOT, wait_for
-from tests.pgserver import SSL_USER
+from tests.support.postgres import SSL_USER
 from tests.scripted_client import Control, ScriptedClient
 from whatsapp import Backoff, Connection
 
