@@ -10,7 +10,30 @@ import warnings
 import pytest
 
 from tests.harness import BotProcess, base_env
-from tests.pgserver import PostgresServer, ServerUnavailable
+from tests.support import leftovers
+from tests.support.postgres import TEMP_DIRS, PostgresServer, ServerUnavailable
+
+_TEMP_ROOTS = []  # pytest's basetemp, once known
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remember_basetemp(tmp_path_factory):
+    _TEMP_ROOTS.append(tmp_path_factory.getbasetemp())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a process it started outlives it (killed here, so the next run starts clean)."""
+    left = leftovers.kill_and_describe(_TEMP_ROOTS + TEMP_DIRS)
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = "processes started by the tests were still running at the end (killed now):\n  " + "\n  ".join(left)
+    if reporter:
+        reporter.write_sep("=", "LEFTOVER PROCESSES", red=True)
+        reporter.write_line(message)
+    else:
+        print(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -29,19 +52,44 @@ def start_bot(tmp_path):
         bot.stop()
 
 
+def _unavailable(what: str, require_var: str, reason) -> None:
+    """Fail when `require_var`=1 (CI), else skip with a warning (a skip alone hides in "N skipped")."""
+    message = f"{what} did NOT run: {reason}"
+    if os.environ.get(require_var) == "1":
+        pytest.fail(message)
+    warnings.warn(UserWarning(message))
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole run, driven by Playwright (tests/support/browser.py)."""
+    try:
+        from playwright.sync_api import sync_playwright
+
+        from tests.support.browser import BrowserUnavailable, launch
+    except ImportError as exc:
+        _unavailable("Browser tests", "REQUIRE_BROWSER_TESTS", f"playwright is not installed ({exc})")
+    with sync_playwright() as playwright:
+        try:
+            chromium = launch(playwright)
+        except BrowserUnavailable as exc:
+            _unavailable("Browser tests", "REQUIRE_BROWSER_TESTS", exc)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
 @pytest.fixture(scope="session")
 def pg_server():
-    """One real PostgreSQL on loopback for the whole run (tests/pgserver.py)."""
+    """One real PostgreSQL on loopback for the whole run (tests/support/postgres.py)."""
     server = PostgresServer()
     try:
         server.start()
     except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        message = f"PostgreSQL tests did NOT run: no PostgreSQL server could be started here: {exc}"
-        if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
-            pytest.fail(message)
-        # A skip alone hides in "N skipped"; the warning lands in pytest's summary.
-        warnings.warn(UserWarning(message))
-        pytest.skip(message)
+        _unavailable("PostgreSQL tests", "REQUIRE_POSTGRES_TESTS",
+                     f"no PostgreSQL server could be started here: {exc}")
     try:
         yield server
     finally:

@@ -32,6 +32,7 @@ class DynoManager:
         self.before_stopping_old = None
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        self._closed = False  # set by stop_all(): a release that arrives later boots nothing
         heroku.on_release = self._on_release
 
     def boot(self) -> BotProcess:
@@ -46,8 +47,10 @@ class DynoManager:
         self.current = dyno
         return dyno
 
-    def restart(self) -> BotProcess:
+    def restart(self) -> BotProcess | None:
         with self._lock:
+            if self._closed:
+                return None
             old = self.current
             if self.overlap:
                 new = self.boot()
@@ -65,8 +68,13 @@ class DynoManager:
         self.restart()
 
     def stop_all(self) -> None:
+        """Stop every dyno. Taking the lock waits for a restart already under way (a release the fake
+        Platform API is still handling), so the dyno it boots is in the list; later ones boot nothing."""
         self.heroku.on_release = None
-        for dyno in self.dynos:
+        with self._lock:
+            self._closed = True
+            dynos = list(self.dynos)
+        for dyno in dynos:
             dyno.stop(timeout=SIGKILL_AFTER)
 
     def all_output(self) -> str:

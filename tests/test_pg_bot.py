@@ -33,7 +33,7 @@ from live_session import LiveDatabaseSession
 from session_manager import public_view
 from tests import wadb
 from tests.harness import ROOT, wait_for
-from tests.pgserver import SSL_USER
+from tests.support.postgres import SSL_USER
 from tests.scripted_client import Control, ScriptedClient
 from whatsapp import Backoff, Connection
 

@@ -25,7 +25,7 @@ from pgsession import (
     DatabaseError, DatabaseUrlError, DeviceAlreadyPresent, NoDevice, PostgresSession, SchemaError,
     SqliteSessionError, neonize_database_url, redact,
 )
-from tests.pgserver import SSL_USER
+from tests.support.postgres import SSL_USER
 
 JID = "15551234567:3@s.whatsapp.net"
 LID = "123456789012345:3@lid"
@@ -241,7 +241,7 @@ def test_neonize_creates_the_schema_in_postgres(database_url, tmp_path):
 
 def test_heroku_form_url_uses_tls(pg_server, database_url):
     if not pg_server.ssl:
-        pytest.skip("TLS test did NOT run: openssl is missing, the test server has no certificate")
+        pytest.skip("TLS test did NOT run: the test server's PostgreSQL build has no TLS (the pgserver wheel)")
     db = database_url.rsplit("/", 1)[1].split("?")[0]
     # This role is rejected without TLS, like every Heroku Postgres user: the URL as
     # Heroku gives it (no sslmode) must still work, because we add sslmode=require.
