@@ -45,9 +45,14 @@ class Config:
     max_upload_bytes: int = 16 * 1024 * 1024
     max_connects_per_worker: int | None = None  # None: chosen by store (whatsapp.DEFAULT_MAX_CONNECTS)
     log_level: str = "INFO"
+    dyno: str | None = None  # DYNO, which Heroku sets on every dyno ("web.1"): tells Heroku from a laptop
     # Test seam: "module:callable" that builds the WhatsApp client instead of neonize's NewClient.
     # The end-to-end tests use it to drive a scripted client inside a real gunicorn worker.
     client_factory: str | None = None
+
+    @property
+    def on_heroku(self) -> bool:
+        return bool(self.dyno)
 
     @property
     def snapshot_file(self) -> Path:
@@ -214,5 +219,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             if _text(env, "MAX_CONNECTS_PER_WORKER") else None
         ),
         log_level=log_level,
+        dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),
     )

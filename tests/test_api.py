@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import logging
 
 import pytest
 
@@ -54,7 +56,8 @@ def test_protected_endpoints_refuse_a_missing_or_wrong_key(bot, method, path, he
     response = make_client(bot).open(path, method=method, headers=headers)
     assert response.status_code == 401
     assert response.json["error"] == "unauthorized"
-    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    # Only the page a browser opens invites HTTP Basic; the others name the header they take.
+    assert response.headers["WWW-Authenticate"].startswith("Basic" if path == "/qr" else "Bearer")
 
 
 def test_health_and_status_need_no_key_and_show_no_phone_number(bot):
@@ -180,3 +183,110 @@ def test_send_document(bot):
     )
     assert big.status_code == 413 and big.json["error"] == "request_entity_too_large"
     assert "MAX_UPLOAD_BYTES" in big.json["message"]
+
+
+# -- hostile requests (issue 12) -------------------------------------------------------------------
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"anyone:{KEY}".encode()).decode()}
+
+
+@pytest.mark.parametrize("method, path", [p for p in PROTECTED if p != ("GET", "/qr")])
+def test_http_basic_is_for_the_qr_page_only(bot, method, path):
+    # A browser that once opened /qr resends these credentials by itself, whichever site's page
+    # makes the request: a form on any site could otherwise wipe the session.
+    response = make_client(bot).open(path, method=method, headers=BASIC)
+    assert response.status_code == 401 and response.json["error"] == "unauthorized"
+
+
+def test_a_cross_site_form_cannot_clear_the_session(bot):
+    client = make_client(bot)
+    bot.pair(seed=14)
+    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    form = {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
+    response = client.post("/api/clear-session", data="x=1", headers={**form, **BASIC})
+    assert response.status_code in (401, 403)
+    # Even with the key in a header (a page cannot set one cross-site, but a leaked key in a script
+    # run from another origin could): the Origin is not this app's.
+    response = client.post("/api/clear-session", headers={"Origin": "https://evil.example", **AUTH})
+    assert response.status_code == 403 and response.json["error"] == "cross_origin"
+    response = client.post("/api/clear-session", headers={"Origin": "null", **AUTH})
+    assert response.status_code == 403
+    assert bot.manager.has_local_session() and bot.connection.state == "connected"
+
+
+@pytest.mark.parametrize(
+    "origin, host, forwarded",
+    [
+        ("http://localhost", "localhost", {}),
+        ("http://localhost:8000", "localhost:8000", {}),
+        ("https://my-bot.herokuapp.com", "my-bot.herokuapp.com", {"X-Forwarded-Proto": "https"}),
+        ("https://bot.example.com", "internal:5000", {"X-Forwarded-Host": "bot.example.com"}),
+    ],
+)
+def test_requests_from_the_apps_own_pages_pass_the_origin_check(bot, origin, host, forwarded):
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    headers = {"Origin": origin, "Host": host, **forwarded, **AUTH}
+    response = client.post("/api/save-session", headers=headers)
+    assert response.status_code == 409 and response.json["error"] == "no_session"  # past the checks
+    other_site = client.post("/api/save-session", headers={**headers, "Origin": "https://other.example"})
+    assert other_site.status_code == 403
+    if ":" in host:  # an explicit port is part of the address
+        other_port = client.post("/api/save-session", headers={**headers, "Origin": origin + "1"})
+        assert other_port.status_code == 403
+
+
+def test_json_nested_100000_deep_is_a_400_without_a_traceback(bot, caplog):
+    client = make_client(bot, max_upload=1024 * 1024)
+    deep = "[" * 100_000 + "]" * 100_000
+    with caplog.at_level(logging.ERROR):
+        response = client.post("/api/send", data=deep, headers={**AUTH, "Content-Type": "application/json"})
+        nested = client.post(
+            "/api/send", data='{"to": ' + "{\"a\": " * 100_000 + "1" + "}" * 100_001,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+    assert response.status_code == 400 and response.json["error"] == "bad_request"
+    assert nested.status_code == 400
+    assert "nested too deeply" in response.json["message"]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_error_messages_quote_only_a_short_escaped_prefix_of_the_input(bot):
+    client = make_client(bot, max_upload=4 * 1024 * 1024)
+    bot.pair()
+    huge = "+1" + "5" * 2_000_000
+    for body, path in [
+        ({"to": huge, "text": "hi"}, "/api/send"),
+        ({"to": "x" * 1_000_000 + "@s.whatsapp.net", "text": "hi"}, "/api/send"),
+        ({"phone": huge}, "/api/pair"),
+        ({"to": "+14155552671", "text": "hi", "f" * 1_000_000: 1}, "/api/send"),
+    ]:
+        response = client.post(path, json=body, headers=AUTH)
+        assert response.status_code == 400
+        assert len(response.get_data()) < 500, response.get_data()[:200]
+    response = client.post("/api/send", json={"to": "\u202enot\x00a number", "text": "hi"}, headers=AUTH)
+    message = response.json["message"]
+    assert "\u202e" not in message and "\x00" not in message and "\\x00" in message
+    form = client.post("/api/send-document", data={"to": "5" * 100_000, "file": (io.BytesIO(b"x"), "a.txt")},
+                       headers=AUTH)
+    assert form.status_code == 400 and len(form.get_data()) < 500
+
+
+def test_a_chunked_json_body_over_the_limit_is_413(bot):
+    client = make_client(bot, max_upload=4096)
+    bot.pair()
+    body = json.dumps({"to": "+14155552671", "text": "x" * 10_000}).encode()
+    response = client.post(
+        "/api/send", input_stream=io.BytesIO(body),
+        headers={**AUTH, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        # What gunicorn sets for a chunked request: the body ends where the chunks end.
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413 and "MAX_UPLOAD_BYTES" in response.json["message"]
+    small = json.dumps({"to": "+14155552671", "text": "hello"}).encode()
+    response = client.post(
+        "/api/send", input_stream=io.BytesIO(small),
+        headers={**AUTH, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200, response.json
