@@ -25,7 +25,7 @@ import recipients
 import snapshot
 import stores
 import whatsapp
-from logsetup import configure_logging
+from logsetup import configure_logging, secret_filter
 from qrterminal import qr_svg
 from session_manager import SessionManager, build_manager
 from whatsapp import CONNECTED, WAITING_FOR_QR, Connection, NotConnected, load_client_factory
@@ -33,6 +33,7 @@ from whatsapp import CONNECTED, WAITING_FOR_QR, Connection, NotConnected, load_c
 log = logging.getLogger("app")
 
 MAX_TEXT_CHARS = 65536  # WhatsApp's own limit for a text message
+SAVE_FAILED = "saving the session failed"  # whatsapp.py's words too (the automatic save's log and lastError)
 
 
 class BadRequest(ValueError):
@@ -121,10 +122,18 @@ def _register_views(app: Flask, cfg: config_module.Config, manager: SessionManag
 
     @app.get("/api/session-status")
     def session_status():
-        body = {**manager.status(), **connection.status(), "timestamp": _now()}
+        # Anyone may ask; only a key holder gets the device and the upstream error texts (redacted).
+        full = bool(cfg.api_key) and _has_key(cfg.api_key) and _same_origin()
+        body = {**manager.status(full=full), **connection.status(), "timestamp": _now()}
         body["storeKind"] = cfg.session_store
-        if cfg.api_key and _has_key(cfg.api_key):
+        if full:
             body["deviceJid"] = manager.device_jid()
+            for name in ("lastSaveError", "lastError", "restoreError"):
+                if body.get(name):
+                    body[name] = secret_filter.mask(body[name])
+        elif (body.get("lastError") or "").startswith(SAVE_FAILED):
+            # The connection keeps the save's full error text; the public gets our own words for it.
+            body["lastError"] = f"{SAVE_FAILED}: {manager.public_save_error or 'see the status with the key'}"
         return jsonify(body)
 
     @app.post("/api/save-session")
@@ -134,10 +143,17 @@ def _register_views(app: Flask, cfg: config_module.Config, manager: SessionManag
         try:
             result = manager.save(force=force, reason="API request" + (" (forced)" if force else ""))
         except snapshot.SnapshotTooLarge as exc:
+            log.error("%s (POST /api/save-session): %s", SAVE_FAILED, exc)
             return error(413, "snapshot_too_large", str(exc))
         except snapshot.SnapshotError as exc:
             return error(409, "no_session", str(exc))
         except stores.StoreError as exc:
+            # One line with the cause and what to do (the store's texts never hold the token or snapshot;
+            # the log filter masks them anyway).
+            log.error(
+                "%s (POST /api/save-session): %s%s: %s (hint: %s)", SAVE_FAILED, type(exc).__name__,
+                f", HTTP {exc.status}" if exc.status else "", exc.message, exc.hint,
+            )
             return error(502, _store_error_code(exc), str(exc), hint=exc.hint)
         message = result.get("detail") or (
             "saved; Heroku will restart the dyno to apply the new config var"

@@ -45,6 +45,7 @@ class SessionManager:
         self.restore_error: str | None = None
         self.last_save: dict | None = None
         self.last_save_error: str | None = None
+        self.public_save_error: str | None = None  # the same in our own words, for the public status
         self.last_wipe: str | None = None
         self._stored_jid: str | None = None
         self._stored_info: dict | None = None
@@ -173,10 +174,10 @@ class SessionManager:
                 text = self._pack_within(budget)
                 result = self.store.save(text, force=force, budget=budget)
             except Exception as exc:
-                self.last_save_error = str(exc)
+                self.last_save_error, self.public_save_error = str(exc), _public_error(exc)
                 raise
             info = snapshot.inspect(text)
-            self.last_save_error = None
+            self.last_save_error = self.public_save_error = None
             self._stored_jid = info.device_jid
             self._stored_info = {"valid": True, **info.as_dict()}
             self.last_save = {
@@ -225,6 +226,7 @@ class SessionManager:
                 # The local session is gone either way; a stale snapshot left in the store is restored on
                 # the next boot, refused by WhatsApp as logged out, and wiped again then.
                 self.last_save_error = f"could not remove the stored session: {exc}"
+                self.public_save_error = f"could not remove the stored session: {_public_error(exc)}"
                 log.error("could not remove the stored session: %s", exc)
                 return
             log.info("session wiped (%s)%s", reason, "; stored snapshot removed" if removed else "")
@@ -238,7 +240,9 @@ class SessionManager:
         directory.mkdir(parents=True, exist_ok=True)
 
     # -- status -----------------------------------------------------------------------------------
-    def status(self) -> dict:
+    def status(self, *, full: bool = False) -> dict:
+        """For GET /api/session-status. Without `full` (a caller without the API key) errors are our
+        own fixed words: an upstream answer (Heroku's API, the database) can quote anything."""
         return {
             "hasLocalSession": self.has_local_session(),
             "hasEnvSession": bool(self.store.load()),
@@ -246,9 +250,9 @@ class SessionManager:
             "restoreError": self.restore_error,
             "storedSnapshot": _public_snapshot_info(self._stored_info),
             "lastSave": self.last_save,
-            "lastSaveError": self.last_save_error,
+            "lastSaveError": self.last_save_error if full else self.public_save_error,
             "lastWipe": self.last_wipe,
-            "store": self.store.describe(),
+            "store": self.store.describe(full=full),
         }
 
 
@@ -269,6 +273,7 @@ class LiveDatabaseSessionManager(SessionManager):
         self.restore_error = None
         self.last_save = None
         self.last_save_error = None
+        self.public_save_error = None
         self.last_wipe = None
 
     def database(self) -> str:
@@ -354,6 +359,7 @@ class LiveDatabaseSessionManager(SessionManager):
                 removed = self.pg.clear()
             except Exception as exc:
                 self.last_save_error = f"could not delete the device from PostgreSQL: {exc}"
+                self.public_save_error = f"could not delete the device from PostgreSQL ({type(exc).__name__})"
                 log.error("could not delete the device from PostgreSQL: %s", exc)
                 return
             log.info("session wiped (%s)%s", reason, "; device deleted from PostgreSQL" if removed else "")
@@ -365,9 +371,11 @@ class LiveDatabaseSessionManager(SessionManager):
                     "`heroku config:unset WHATSAPP_SESSION` to make this wipe stick",
                 )
 
-    def status(self) -> dict:
+    def status(self, *, full: bool = False) -> dict:
         # One database round trip per status request: describe() already says whether a device is there.
         described = self.pg.describe()
+        if described.get("error") and not full:
+            described["error"] = "the database could not be reached or read"  # the server's words: with the key
         return {
             "hasLocalSession": bool(described.get("has_device")),
             "hasEnvSession": bool(self._snapshot_value),
@@ -375,22 +383,37 @@ class LiveDatabaseSessionManager(SessionManager):
             "restoreError": self.restore_error,
             "storedSnapshot": None,
             "lastSave": self.last_save,
-            "lastSaveError": self.last_save_error,
+            "lastSaveError": self.last_save_error if full else self.public_save_error,
             "lastWipe": self.last_wipe,
             "store": {"kind": "postgres", "live": True, **_without_device(described)},
         }
 
 
+#: Fields that name the device: its JID (a phone number), LID and profile name. Named, not matched by
+#: substring: "valid" contains "lid" and is no identity.
+_DEVICE_FIELDS = frozenset({"device_jid", "device_lid", "push_name"})
+
+
 def _without_device(info: dict) -> dict:
     """The phone number and the profile name are shown to key holders only."""
-    return {k: v for k, v in info.items() if "jid" not in k.lower() and k != "push_name"}
+    return {k: v for k, v in info.items() if k not in _DEVICE_FIELDS}
 
 
 def _public_snapshot_info(info: dict | None) -> dict | None:
     """Sizes and tier only: the device's JID (a phone number) and LID are shown to key holders only."""
     if not info:
         return None
-    return {k: v for k, v in info.items() if not any(part in k.lower() for part in ("jid", "lid"))}
+    return {k: v for k, v in info.items() if k not in _DEVICE_FIELDS}
+
+
+def _public_error(exc: Exception) -> str:
+    """What failed, in our own words (stores.StoreError has them per class), never the server's text."""
+    public_text = getattr(exc, "public_text", None)
+    if callable(public_text):
+        return public_text()
+    if isinstance(exc, snapshot.SnapshotTooLarge):
+        return "the session does not fit the size budget"
+    return f"saving the session failed ({type(exc).__name__})"
 
 
 def _now() -> str:

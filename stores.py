@@ -21,6 +21,7 @@ import errno
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
@@ -52,6 +53,10 @@ TOKEN_HINT = (
 )
 
 log = logging.getLogger(__name__)
+
+# Pieces of a snapshot or token in a server's answer (see HerokuConfigVarStore._redact).
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{12,}")
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +107,8 @@ class StoreError(Exception):
     """A snapshot store failed. `str()` is safe to log: it never holds the token or a snapshot."""
 
     default_hint = "see the message above"
+    #: Fixed words for what went wrong, for readers without the API key (no upstream text in them).
+    summary = "the session store answered unexpectedly"
 
     def __init__(self, message: str, *, hint: str | None = None, status: int | None = None):
         super().__init__(message)
@@ -116,16 +123,26 @@ class StoreError(Exception):
         return {"type": type(self).__name__, "status": self.status, "message": self.message,
                 "hint": self.hint}
 
+    def public_text(self) -> str:
+        """Our own fixed words, the HTTP status and the class's hint: nothing the server wrote, no
+        app name. For the status endpoint without the key (the full text needs the key)."""
+        status = f" (HTTP {self.status})" if self.status else ""
+        return f"{self.summary}{status} (hint: {self.default_hint})"
+
 
 class StoreConfigError(StoreError):
     """The store's settings are incomplete or contradictory (a start error)."""
 
+    summary = "the session store's settings are incomplete"
+
 
 class AuthenticationFailed(StoreError):
+    summary = "Heroku's Platform API refused the token"
     default_hint = f"HEROKU_API_KEY is invalid or expired: {TOKEN_HINT}"
 
 
 class PermissionDenied(StoreError):
+    summary = "Heroku's Platform API denied access to the app's config vars"
     default_hint = (
         "the token may not read or write this app's config vars: it needs the read-protected and "
         "write-protected scopes (or global), and its user must have access to the app; "
@@ -134,10 +151,12 @@ class PermissionDenied(StoreError):
 
 
 class AppNotFound(StoreError):
+    summary = "Heroku's Platform API does not know the app"
     default_hint = "check HEROKU_APP_NAME (`heroku apps` lists the apps this account can see)"
 
 
 class ValueRejected(StoreError):
+    summary = "Heroku's Platform API refused the new value"
     default_hint = (
         "Heroku refused the value; if it is about size, remove config vars you no longer need "
         "(`heroku config`) or lower CONFIG_VARS_LIMIT so snapshots are built smaller"
@@ -145,6 +164,7 @@ class ValueRejected(StoreError):
 
 
 class RateLimited(StoreError):
+    summary = "Heroku's Platform API rate limit is used up"
     default_hint = (
         "the account's Platform API rate limit is used up (tokens refill within minutes); "
         "try again later and check no other tool is using the same account heavily"
@@ -156,18 +176,22 @@ class RateLimited(StoreError):
 
 
 class PlatformUnavailable(StoreError):
+    summary = "Heroku's Platform API failed"
     default_hint = "Heroku's API is having trouble; see https://status.heroku.com and try again later"
 
 
 class PlatformTimeout(StoreError):
+    summary = "Heroku's Platform API did not answer in time"
     default_hint = "Heroku's API did not answer in time; see https://status.heroku.com and try again later"
 
 
 class PlatformConnectionError(StoreError):
+    summary = "no connection to Heroku's Platform API"
     default_hint = "check the network, DNS and HEROKU_API_URL, then try again"
 
 
 class BudgetExceeded(StoreError):
+    summary = "the session is larger than the room the config vars leave"
     default_hint = (
         "remove config vars you no longer need (`heroku config`), or let the snapshot builder "
         "leave out optional data so the snapshot fits"
@@ -175,6 +199,7 @@ class BudgetExceeded(StoreError):
 
 
 class LocalStoreError(StoreError):
+    summary = "the local snapshot file could not be read or written"
     default_hint = "check that the snapshot file's directory exists, is writable and the disk is not full"
 
 
@@ -245,9 +270,15 @@ class SnapshotStore(abc.ABC):
     def _known_value(self) -> str | None:
         """The stored value as far as known without network calls."""
 
-    def describe(self) -> dict:
+    def describe(self, *, full: bool = True) -> dict:
+        """Where the snapshot is and how big; `full=False` (for readers without the API key) gives
+        the last error in our own fixed words only."""
         value = self._known_value()
         error = self._last_error
+        if error and not full:
+            error = {"type": type(error).__name__, "status": error.status, "message": error.public_text()}
+        elif error:
+            error = error.as_dict()
         return {
             "kind": self.kind,
             **self._where(),
@@ -256,7 +287,7 @@ class SnapshotStore(abc.ABC):
             "has_value": value is not None,
             "value_size": _size(value) if value is not None else 0,
             "last_saved_at": self._last_saved_at,
-            "last_error": error.as_dict() if error else None,
+            "last_error": error,
         }
 
     def _refuse_over_budget(self, text: str, budget: Budget) -> None:
@@ -487,10 +518,13 @@ class HerokuConfigVarStore(SnapshotStore):
         raise self._failed(self._http_error(response, what)) from None
 
     def _redact(self, text: str, *secrets: str | None) -> str:
-        for secret in (self._token, self._value, self._pending, *secrets):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "[redacted]")
-        return text
+        known = [s for s in (self._token, self._value, self._pending, *secrets) if s and len(s) >= 4]
+        for secret in known:
+            text = text.replace(secret, "[redacted]")
+        # A server that echoes the request may quote a piece of the snapshot: any run of base64 that
+        # occurs in a secret goes too (whole-value replacement above misses a piece).
+        return _BASE64_RUN.sub(
+            lambda m: "[redacted]" if any(m[0] in secret for secret in known) else m[0], text)
 
     def _transport_error(self, exc: Exception, what: str) -> StoreError:
         reason = exc.args[0] if exc.args else None
@@ -516,7 +550,9 @@ class HerokuConfigVarStore(SnapshotStore):
                 message = str(body.get("message") or "")
         except ValueError:
             pass
-        message = self._redact(message)[:300]
+        # The server's words: redacted, and no long base64 at all (it is never an explanation).
+        message = _LONG_RUN.sub("[redacted]", self._redact(message))[:300]
+        error_id = _LONG_RUN.sub("[redacted]", self._redact(error_id))[:60]
         text = f"Could not {what}: HTTP {status}" + (f" {error_id}" if error_id else "")
         if message:
             text += f": {message}"

@@ -11,7 +11,9 @@ import pytest
 
 from app import create_app
 from config import Config
+from stores import HerokuConfigVarStore
 from tests.botkit import Bot
+from tests.fake_heroku import FakeHeroku
 from tests.harness import wait_for
 
 KEY = "test-api-key-0123456789"
@@ -70,7 +72,9 @@ def test_health_and_status_need_no_key_and_show_no_phone_number(bot):
         assert field in body
     assert body["hasLocalSession"] is True and body["state"] == "connected"
     assert "deviceJid" not in body
-    assert body["storedSnapshot"]["tier"] and not any("jid" in k or "lid" in k for k in body["storedSnapshot"])
+    stored = body["storedSnapshot"]
+    assert stored["tier"] and "device_jid" not in stored and "device_lid" not in stored
+    assert stored["valid"] is True  # "valid" contains "lid" and is no identity
     jid = bot.control.events("paired")[-1]["jid"]
     assert jid.split(":")[0].split("@")[0] not in client.get("/api/session-status").get_data(as_text=True)
     with_key = client.get("/api/session-status", headers={"X-Api-Key": KEY}).json
@@ -290,3 +294,80 @@ def test_a_chunked_json_body_over_the_limit_is_413(bot):
         environ_overrides={"wsgi.input_terminated": True},
     )
     assert response.status_code == 200, response.json
+
+
+TOKEN = "HRKU-api-test-token-0123456789"
+
+
+class EchoingHeroku(FakeHeroku):
+    """A Platform API whose refusal quotes 200 characters of the value it was sent."""
+
+    def _handle(self, request, scopes, body):
+        if request.method == "PATCH" and isinstance(body, dict) and body.get("WHATSAPP_SESSION"):
+            piece = body["WHATSAPP_SESSION"][100:300]
+            return self._error(422, "invalid_params", f"upstream says: value {piece} is not allowed"), None
+        return super()._handle(request, scopes, body)
+
+
+@pytest.fixture
+def heroku_bot(tmp_path):
+    made = []
+
+    def make(fake_class=FakeHeroku, **store_options):
+        fake = fake_class(app_name="wa-bot", token=TOKEN).start()
+        store_options = {"timeout": (2, 2), "backoff_factor": 0, **store_options}
+        store = HerokuConfigVarStore("wa-bot", TOKEN, api_url=fake.url, **store_options)
+        bot = Bot(tmp_path, store=store).start()
+        made.append((bot, fake))
+        return bot, fake
+
+    yield make
+    for bot, fake in made:
+        bot.stop()
+        fake.stop()
+
+
+def test_public_status_gives_our_own_words_and_the_key_holder_the_redacted_upstream_text(heroku_bot):
+    bot, fake = heroku_bot(EchoingHeroku)
+    client = make_client(bot)
+    bot.pair(seed=21)
+    wait_for(lambda: (bot.connection.last_error or "").startswith("saving the session failed"), 20,
+             "the failed automatic save")
+    sent = fake.requests_with("PATCH")[-1].body["WHATSAPP_SESSION"]
+    pieces = [sent[i:i + 16] for i in range(100, 300, 16)]
+
+    public = client.get("/api/session-status")
+    text = public.get_data(as_text=True)
+    assert "upstream says" not in text and not any(p in text for p in pieces)
+    assert "HTTP 422" in public.json["lastSaveError"] and "refused the new value" in public.json["lastSaveError"]
+    assert public.json["lastError"].startswith("saving the session failed")
+    assert "wa-bot" not in public.json["lastSaveError"]
+
+    private = client.get("/api/session-status", headers=AUTH)
+    text = private.get_data(as_text=True)
+    assert "upstream says" in private.json["lastSaveError"] and "[redacted]" in private.json["lastSaveError"]
+    assert not any(p in text for p in pieces)
+
+
+@pytest.mark.parametrize(
+    "fault, cause",
+    [((401,), "AuthenticationFailed, HTTP 401"), ((403,), "PermissionDenied, HTTP 403"),
+     ((429,), "RateLimited, HTTP 429"), ((503,), "PlatformUnavailable, HTTP 503"), ("hang", "PlatformTimeout")],
+    ids=["401", "403", "429", "503", "timeout"],
+)
+def test_a_failed_save_through_the_api_logs_one_line_with_the_cause_and_the_hint(heroku_bot, caplog, fault, cause):
+    bot, fake = heroku_bot(max_retries=1, timeout=(1, 0.3))
+    client = make_client(bot)
+    bot.pair(seed=22)
+    wait_for(lambda: bot.store.writes == 1, 20, "the automatic save")
+    if fault == "hang":
+        fake.hang_next(count=4, seconds=2)
+    else:
+        fake.fail_next(*fault, count=4)
+    with caplog.at_level(logging.INFO):
+        response = client.post("/api/save-session?force=true", headers=AUTH)
+    assert response.status_code == 502
+    lines = [r.getMessage() for r in caplog.records if r.name == "app" and "saving the session failed" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert cause in lines[0] and "hint: " + response.json["hint"] in lines[0]
+    assert TOKEN not in caplog.text and KEY not in caplog.text
