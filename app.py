@@ -52,8 +52,18 @@ def create_app(
     connection: Connection | None = None,
 ) -> Flask:
     cfg = cfg or config_module.load_config()
-    configure_logging(cfg.log_level, cfg.secrets())
+    # On Heroku the log router stamps each line with the time; locally the bot's lines carry it.
+    configure_logging(cfg.log_level, cfg.secrets(), timestamps=not cfg.on_heroku)
     log.info("starting: %s", cfg.features())
+    for warning in cfg.warnings():
+        log.warning("%s", warning)
+    if cfg.generated_key_file:
+        log.info(
+            "API_KEY is not set: this local run uses a random key kept in %s; open http://localhost:%d/qr "
+            "in a browser with any user name and that file's content as password (`cat %s`), or send it as "
+            "X-Api-Key; set API_KEY to choose your own",
+            cfg.generated_key_file, cfg.port, cfg.generated_key_file.name,
+        )
 
     if manager is None:
         manager = build_manager(cfg)
@@ -386,7 +396,7 @@ def _now() -> str:
 
 def _load_app() -> Flask:
     try:
-        return create_app()
+        return create_app(config_module.with_local_api_key(config_module.load_config()))
     except config_module.ConfigError as exc:
         # One clear line (gunicorn would otherwise print a traceback); exit code 3 tells gunicorn's
         # master the worker cannot boot, so it stops instead of restarting it in a loop.

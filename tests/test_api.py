@@ -46,6 +46,20 @@ def test_protected_endpoints_refuse_when_no_api_key_is_configured(bot, method, p
     response = make_client(bot, api_key=None).open(path, method=method, headers=AUTH)
     assert response.status_code == 503
     assert response.json["error"] == "api_key_not_set" and "API_KEY" in response.json["message"]
+    # The hint fits where the bot runs: Heroku's command only on a dyno.
+    assert "heroku" not in response.json["message"]
+    on_heroku = make_client(bot, api_key=None, dyno="web.1").open(path, method=method, headers=AUTH)
+    assert "heroku config:set API_KEY" in on_heroku.json["message"]
+
+
+def test_start_warns_about_a_short_key_and_never_logs_it(bot, caplog):
+    with caplog.at_level(logging.INFO):
+        client = make_client(bot, api_key="sh0rt")
+        client.post("/api/save-session", headers={"X-Api-Key": "wrong"})
+    assert any(r.levelno == logging.WARNING and "API_KEY has 5 characters" in r.getMessage() for r in caplog.records)
+    from logsetup import secret_filter
+
+    assert secret_filter.mask("X-Api-Key: sh0rt") == "X-Api-Key: [redacted]"
 
 
 @pytest.mark.parametrize("method, path", PROTECTED)
