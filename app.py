@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import hmac
 import html
+import json
 import logging
-from datetime import datetime, timezone
 from functools import wraps
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -26,7 +27,7 @@ import snapshot
 import stores
 import whatsapp
 from clock import iso_now
-from logsetup import configure_logging
+from logsetup import configure_logging, secret_filter
 from qrterminal import qr_svg
 from session_manager import Session, build_session, public_view
 from snapshot_session import SaveInProgress
@@ -52,9 +53,20 @@ def create_app(
     session: Session | None = None,
     connection: Connection | None = None,
 ) -> Flask:
-    cfg = cfg or config_module.load_config()
-    configure_logging(cfg.log_level, cfg.secrets())
+    # A local run without API_KEY gets a generated key in a private file (config.with_local_api_key).
+    cfg = cfg or config_module.with_local_api_key(config_module.load_config())
+    # On Heroku the log router stamps each line with the time; locally the bot's lines carry it.
+    configure_logging(cfg.log_level, cfg.secrets(), timestamps=not cfg.on_heroku)
     log.info("starting: %s", cfg.features())
+    for warning in cfg.warnings():
+        log.warning("%s", warning)
+    if cfg.generated_key_file:
+        log.info(
+            "API_KEY is not set: this local run uses a random key kept in %s; open http://localhost:%d/qr "
+            "in a browser with any user name and that file's content as password (`cat %s`), or send it as "
+            "X-Api-Key; set API_KEY to choose your own",
+            cfg.generated_key_file, cfg.port, cfg.generated_key_file.name,
+        )
 
     if session is None:
         session = build_session(cfg)
@@ -114,7 +126,7 @@ def _register_errors(app: Flask) -> None:
 
 
 def _register_views(app: Flask, cfg: config_module.Config, session: Session, connection: Connection):
-    require_key = _key_checker(cfg.api_key)
+    require_key = _key_checker(cfg.api_key, on_heroku=cfg.on_heroku)
 
     @app.get("/api/health")
     def health():
@@ -123,12 +135,21 @@ def _register_views(app: Flask, cfg: config_module.Config, session: Session, con
 
     @app.get("/api/session-status")
     def session_status():
-        with_key = bool(cfg.api_key and _has_key(cfg.api_key))
+        # Anyone may ask; only a key holder (from the app's own origin) gets the device and the
+        # upstream error texts (masked); others get our own words and the HTTP status.
+        full = bool(cfg.api_key) and _has_key(cfg.api_key) and _same_origin()
         body = {**session.status(), **connection.status(), "timestamp": iso_now()}
         body["storeKind"] = cfg.session_store
-        if with_key:
-            body["deviceJid"] = session.device_jid()
-        return jsonify(body if with_key else public_view(body))
+        if not full:
+            return jsonify(public_view(body))
+        body["deviceJid"] = session.device_jid()
+        for name in ("lastError", "restoreError"):
+            if body.get(name):
+                body[name] = secret_filter.mask(body[name])
+        if body.get("lastSaveError"):
+            body["lastSaveError"] = {k: secret_filter.mask(v) if isinstance(v, str) else v
+                                     for k, v in body["lastSaveError"].items()}
+        return jsonify(body)
 
     @app.post("/api/save-session")
     @require_key
@@ -146,6 +167,7 @@ def _register_views(app: Flask, cfg: config_module.Config, session: Session, con
         except snapshot.SnapshotError as exc:
             return error(409, "no_session", str(exc))
         except stores.StoreError as exc:
+            # The save itself logged one line with the cause and the hint (snapshot_session._fly).
             return error(502, _store_error_code(exc), str(exc), hint=exc.hint)
         message = result.get("detail") or (
             "saved; Heroku will restart the dyno to apply the new config var"
@@ -165,7 +187,7 @@ def _register_views(app: Flask, cfg: config_module.Config, session: Session, con
         )
 
     @app.get("/qr")
-    @require_key
+    @require_key(basic=True)
     def qr_page():
         return Response(_qr_html(connection), mimetype="text/html", headers={"Cache-Control": "no-store"})
 
@@ -192,9 +214,9 @@ def _register_views(app: Flask, cfg: config_module.Config, session: Session, con
     @app.post("/api/send-document")
     @require_key
     def send_document():
-        unknown = set(request.form) - {"to", "caption", "filename"}
-        if unknown or set(request.files) - {"file"}:
-            raise BadRequest(f"unknown fields: {', '.join(sorted(unknown | (set(request.files) - {'file'})))}")
+        unknown = (set(request.form) - {"to", "caption", "filename"}) | (set(request.files) - {"file"})
+        if unknown:
+            raise BadRequest(f"unknown fields: {_names(unknown)}")
         upload = request.files.get("file")
         if upload is None or not upload.filename:
             raise BadRequest("a multipart field 'file' with the document is required")
@@ -209,23 +231,46 @@ def _register_views(app: Flask, cfg: config_module.Config, session: Session, con
         return jsonify(sent=True, to=to, size=len(data), filename=filename, **result)
 
 
-def _key_checker(api_key: str | None):
-    """Decorator for protected views: 503 when no API_KEY is configured, 401 for a wrong or missing key."""
+def _key_checker(api_key: str | None, *, on_heroku: bool = True):
+    """Decorator factory for protected views: 503 when no API_KEY is configured, 403 for a request
+    from another site's page, 401 for a wrong or missing key.
 
-    def require_key(view):
+    `require_key(view)` takes the key in `Authorization: Bearer` or `X-Api-Key` only: headers a page on
+    another site cannot make a browser send. `require_key(view, basic=True)` (for `GET /qr`, which a
+    person opens in a browser) also takes HTTP Basic with the key as password. A browser resends Basic
+    credentials on its own, to any request for this host, whoever's page makes it; so Basic never
+    authorizes a state-changing endpoint, and every protected endpoint refuses a request whose
+    `Origin` (set by browsers on cross-site requests) is not this app.
+    """
+
+    def require_key(view=None, *, basic: bool = False):
+        if view is None:
+            return lambda v: require_key(v, basic=basic)
+
         @wraps(view)
         def wrapper(*args, **kwargs):
             if not api_key:
+                how = (
+                    "heroku config:set API_KEY=$(openssl rand -hex 24)" if on_heroku
+                    else "API_KEY=$(openssl rand -hex 24) in the environment of gunicorn, then restart it"
+                )
+                return error(503, "api_key_not_set", f"set API_KEY to use this endpoint ({how})")
+            if not _same_origin():
                 return error(
-                    503, "api_key_not_set",
-                    "set the API_KEY config var to use this endpoint (heroku config:set API_KEY=...)",
+                    403, "cross_origin",
+                    "this endpoint refuses requests made by a page of another site (its Origin header is "
+                    "not this app's address)",
                 )
-            if not _has_key(api_key):
+            if not _has_key(api_key, basic=basic):
                 response, status = error(
-                    401, "unauthorized", "send the API key as 'Authorization: Bearer <API_KEY>' or 'X-Api-Key'"
+                    401, "unauthorized",
+                    "send the API key as 'Authorization: Bearer <API_KEY>' or 'X-Api-Key'"
+                    + (" (a browser: any user name, the key as password)" if basic else ""),
                 )
-                # Lets a browser on /qr ask for the key (any user name, the key as password).
-                response.headers["WWW-Authenticate"] = 'Basic realm="whatsapp bot", charset="UTF-8"'
+                # Basic only where it is accepted: it lets a browser on /qr ask for the key.
+                response.headers["WWW-Authenticate"] = (
+                    'Basic realm="whatsapp bot", charset="UTF-8"' if basic else 'Bearer realm="whatsapp bot"'
+                )
                 return response, status
             return view(*args, **kwargs)
 
@@ -234,14 +279,48 @@ def _key_checker(api_key: str | None):
     return require_key
 
 
-def _has_key(api_key: str) -> bool:
-    """Bearer, X-Api-Key or HTTP Basic (key as password); constant-time comparisons."""
+def _same_origin() -> bool:
+    """True without an `Origin` header (curl, scripts, same-site navigations) or when it names this app.
+
+    "This app" is the host (and port) the request was sent to: `Host`, or `X-Forwarded-Host` behind a
+    proxy that sets it (Heroku's router keeps `Host` as the client sent it). The scheme is not compared:
+    behind the router the bot sees http while the browser used https. A host without a port matches any
+    port of that host name; an explicit port must match the origin's (or its scheme's default).
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin.strip())
+        origin_host = (parts.hostname or "").lower()
+        origin_port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:  # a malformed port
+        return False
+    if not origin_host or parts.scheme.lower() not in ("http", "https"):
+        return False  # "null" (a sandboxed frame, a file:// page) and anything stranger
+    candidates = [request.headers.get("Host", "")]
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded:
+        candidates.append(forwarded.split(",")[0])
+    for candidate in candidates:
+        try:
+            target = urlsplit("//" + candidate.strip())
+            host, port = (target.hostname or "").lower(), target.port
+        except ValueError:
+            continue
+        if host and host == origin_host and (port is None or port == origin_port):
+            return True
+    return False
+
+
+def _has_key(api_key: str, *, basic: bool = False) -> bool:
+    """Bearer or X-Api-Key (and HTTP Basic with the key as password when `basic`); constant-time."""
     offered = []
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
         offered.append(value.strip())
-    elif scheme.lower() == "basic":
+    elif scheme.lower() == "basic" and basic:
         try:
             offered.append(base64.b64decode(value.strip(), validate=True).decode().partition(":")[2])
         except (ValueError, UnicodeDecodeError):
@@ -253,16 +332,41 @@ def _has_key(api_key: str) -> bool:
 
 
 def _json_body(allowed: set[str], required: set[str]) -> dict:
-    body = request.get_json(silent=True)
+    body = _parse_json()
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
     unknown = set(body) - allowed
     if unknown:
-        raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+        raise BadRequest(f"unknown fields: {_names(unknown)}; allowed: {', '.join(sorted(allowed))}")
     missing = required - set(body)
     if missing:
         raise BadRequest(f"missing fields: {', '.join(sorted(missing))}")
     return body
+
+
+def _parse_json():
+    """The request's JSON, or None when it is not JSON. 413 past MAX_UPLOAD_BYTES, chunked or not."""
+    if not request.is_json:
+        return None
+    data = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        # A chunked body has no Content-Length to refuse up front: Werkzeug stops reading at the limit
+        # and hands over the truncated part. One more read says whether the body went on.
+        request.stream.read(1)  # raises RequestEntityTooLarge when it did
+    try:
+        return json.loads(data)
+    except RecursionError:
+        # Python's JSON parser recurses once per nesting level; [[[[...]]]] 100,000 deep is not a message.
+        raise BadRequest("the JSON is nested too deeply") from None
+    except ValueError:  # malformed JSON, or bytes that are no Unicode text
+        return None
+
+
+def _names(names: set) -> str:
+    """Field names as the client sent them, each shortened: they are the client's text, not ours."""
+    shown = [recipients.quoted(name, limit=40) for name in sorted(names)[:10]]
+    return ", ".join(shown) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
 def _store_error_code(exc: Exception) -> str:

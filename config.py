@@ -7,7 +7,9 @@ is wrong with it (`ConfigError`), instead of a traceback from deep inside the bo
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import secrets as _secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +26,9 @@ CONFIG_VARS_LIMIT = 64 * 1024
 HEROKU_API_URL = "https://api.heroku.com"
 
 STORE_KINDS = ("heroku", "file", "postgres")
+
+#: An API_KEY shorter than this starts with a warning (it still works).
+MIN_API_KEY_CHARS = 16
 
 
 class ConfigError(ValueError):
@@ -52,15 +57,27 @@ class Config:
     max_upload_bytes: int = 16 * 1024 * 1024
     max_connects_per_worker: int | None = None  # None: chosen by store (whatsapp.DEFAULT_MAX_CONNECTS)
     log_level: str = "INFO"
+    dyno: str | None = None  # DYNO, which Heroku sets on every dyno ("web.1"): tells Heroku from a laptop
+    generated_key_file: Path | None = None  # set by with_local_api_key(): where the generated API key is
     # Test seam: "module:callable" that builds the WhatsApp client instead of neonize's NewClient.
     # The end-to-end tests use it to drive a scripted client inside a real gunicorn worker.
     client_factory: str | None = None
+
+    @property
+    def on_heroku(self) -> bool:
+        return bool(self.dyno)
 
     @property
     def snapshot_file(self) -> Path:
         """Where the local store keeps the snapshot: a file next to the session directory."""
         directory = self.session_dir.resolve()
         return directory.with_name(directory.name + ".snapshot")
+
+    @property
+    def api_key_file(self) -> Path:
+        """Where a local run without API_KEY keeps the key it generated: next to the session directory."""
+        directory = self.session_dir.resolve()
+        return directory.with_name(directory.name + ".api-key")
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line (the log filter masks them)."""
@@ -72,12 +89,32 @@ class Config:
                 values.append(password)
         return [v for v in values if v]
 
+    def warnings(self) -> list[str]:
+        """Settings that work but are risky or lose something; logged once at start."""
+        found = []
+        if self.api_key and len(self.api_key) < MIN_API_KEY_CHARS:
+            found.append(
+                f"API_KEY has {len(self.api_key)} characters, fewer than {MIN_API_KEY_CHARS}: anyone who guesses "
+                "it can send messages as this WhatsApp number, read its QR code and wipe its session; "
+                "use a random one (openssl rand -hex 24)"
+            )
+        if self.on_heroku and self.session_store == "file":
+            found.append(
+                "the session is kept in a file on the dyno's disk, which Heroku wipes at every restart (at "
+                "least daily): set HEROKU_API_KEY (with HEROKU_APP_NAME) to keep it in a config var, or "
+                "attach Heroku Postgres"
+            )
+        return found
+
     def features(self) -> str:
         """One log line saying what is switched on, without any secret value."""
         parts = [
             f"store={self.session_store}",
             f"session_dir={self.session_dir}",
-            f"api_key={'set' if self.api_key else 'NOT SET (protected endpoints refuse)'}",
+            "api_key=" + (
+                f"generated (in {self.generated_key_file})" if self.generated_key_file
+                else "set" if self.api_key else "NOT SET (protected endpoints refuse)"
+            ),
             f"webhook={'on' if self.webhook_url else 'off'}",
             f"webhook_signing={'on' if self.webhook_secret else 'off'}",
             f"pair_phone={'set' if self.pair_phone else 'off'}",
@@ -155,15 +192,21 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
 
     heroku_api_key = _text(env, "HEROKU_API_KEY")
+    # Also set by Heroku itself with runtime dyno metadata (heroku labs:enable runtime-dyno-metadata):
+    # alone it keeps the session in a local file (config.warnings() says what that means on Heroku).
     heroku_app_name = _text(env, "HEROKU_APP_NAME")
-    if bool(heroku_api_key) != bool(heroku_app_name):
-        missing, present = (
-            ("HEROKU_APP_NAME", "HEROKU_API_KEY") if heroku_api_key else ("HEROKU_API_KEY", "HEROKU_APP_NAME")
-        )
+    if heroku_api_key and not heroku_app_name:
         raise ConfigError(
-            f"{present} is set but {missing} is not: set both to keep the session in a Heroku config var, "
-            "or neither to keep it in a local file"
+            "HEROKU_API_KEY is set but HEROKU_APP_NAME is not: set HEROKU_APP_NAME to the app's name (or "
+            "enable `heroku labs:enable runtime-dyno-metadata`, which sets it), or unset HEROKU_API_KEY to "
+            "keep the session in a local file"
         )
+
+    api_key = _text(env, "API_KEY")
+    if api_key and not all(32 <= ord(ch) < 127 for ch in api_key):
+        # HTTP headers carry printable ASCII: such a key could never be sent as Bearer or X-Api-Key.
+        raise ConfigError("API_KEY contains non-ASCII or control characters, which no HTTP header can carry: "
+                          "use a key of letters and digits (openssl rand -hex 24)")
 
     database_url = _text(env, "DATABASE_URL")
     if database_url:
@@ -200,7 +243,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         port=_integer(env, "PORT", 8000, low=1, high=65535),
         session_dir=Path(_text(env, "SESSION_DIR") or "session"),
         session_value=_text(env, SESSION_VAR),
-        api_key=_text(env, "API_KEY"),
+        api_key=api_key,
         heroku_api_key=heroku_api_key,
         heroku_app_name=heroku_app_name,
         heroku_api_url=(
@@ -222,5 +265,35 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             if _text(env, "MAX_CONNECTS_PER_WORKER") else None
         ),
         log_level=log_level,
+        dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),
     )
+
+
+def with_local_api_key(cfg: Config) -> Config:
+    """A local run without API_KEY gets a random key, so /qr and the API work as the README says.
+
+    The key is kept in `cfg.api_key_file` (mode 0600, reused by the next start, so a browser's saved
+    login keeps working); the log says where, never the key. On Heroku (DYNO set) nothing is generated:
+    there API_KEY is a config var, and without it the protected endpoints answer 503 saying so.
+    """
+    if cfg.api_key or cfg.on_heroku:
+        return cfg
+    path = cfg.api_key_file
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    except OSError:
+        return cfg
+    if len(key) < MIN_API_KEY_CHARS or not all(32 < ord(ch) < 127 for ch in key):
+        key = _secrets.token_urlsafe(24)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(key + "\n")
+        except OSError:
+            return cfg  # a read-only directory: the endpoints answer 503 with how to set API_KEY
+    return dataclasses.replace(cfg, api_key=key, generated_key_file=path)

@@ -16,6 +16,8 @@ class BotError(Exception):
     HTTP status an upstream service answered, when there was one."""
 
     hint: str = ""
+    #: What went wrong in our own fixed words, for readers without the API key: no upstream text in it.
+    summary: str = "the bot hit an error"
 
     def __init__(self, message: str, hint: str | None = None, *, status: int | None = None):
         super().__init__(message)
@@ -27,9 +29,15 @@ class BotError(Exception):
     def __str__(self) -> str:
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
+    def public_text(self) -> str:
+        """Our own words, the HTTP status and the class's hint (an instance's hint may name the app)."""
+        status = f" (HTTP {self.status})" if self.status else ""
+        hint = type(self).hint
+        return f"{self.summary}{status}" + (f" (hint: {hint})" if hint else "")
+
     def as_dict(self) -> dict:
         return {"type": type(self).__name__, "status": self.status, "message": self.message,
-                "hint": self.hint or None}
+                "hint": self.hint or None, "summary": self.public_text()}
 
 
 def error_record(exc: BaseException, during: str, at: str, message: str | None = None) -> dict:

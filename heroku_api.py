@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,8 @@ TOKEN_HINT = (
     "--scope read-protected,write-protected` and set it with `heroku config:set HEROKU_API_KEY=<token>`"
 )
 
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
+
 # Answers that say "try again": rate limiting and the gateway errors of a platform having a moment.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -47,19 +50,23 @@ log = logging.getLogger(__name__)
 
 class StoreError(BotError):
     """A snapshot store failed. `str()` is safe to log: it never holds the token or a snapshot."""
+    summary = "the session store answered unexpectedly"
 
     hint = "see the message above"
 
 
 class StoreConfigError(StoreError):
     """The store's settings are incomplete or contradictory (a start error)."""
+    summary = "the session store's settings are incomplete"
 
 
 class AuthenticationFailed(StoreError):
+    summary = "Heroku's Platform API refused the token"
     hint = f"HEROKU_API_KEY is invalid or expired: {TOKEN_HINT}"
 
 
 class PermissionDenied(StoreError):
+    summary = "Heroku's Platform API denied access to the app's config vars"
     hint = (
         "the token may not read or write this app's config vars: it needs the read-protected and "
         "write-protected scopes (or global), and its user must have access to the app; " + TOKEN_HINT
@@ -67,10 +74,12 @@ class PermissionDenied(StoreError):
 
 
 class AppNotFound(StoreError):
+    summary = "Heroku's Platform API does not know the app"
     hint = "check HEROKU_APP_NAME (`heroku apps` lists the apps this account can see)"
 
 
 class ValueRejected(StoreError):
+    summary = "Heroku's Platform API refused the new value"
     hint = (
         "Heroku refused the value; if it is about size, remove config vars you no longer need "
         "(`heroku config`) or lower CONFIG_VARS_LIMIT so snapshots are built smaller"
@@ -78,6 +87,7 @@ class ValueRejected(StoreError):
 
 
 class RateLimited(StoreError):
+    summary = "Heroku's Platform API rate limit is used up"
     hint = (
         "the account's Platform API rate limit is used up (tokens refill within minutes); "
         "try again later and check no other tool is using the same account heavily"
@@ -89,14 +99,17 @@ class RateLimited(StoreError):
 
 
 class PlatformUnavailable(StoreError):
+    summary = "Heroku's Platform API failed"
     hint = "Heroku's API is having trouble; see https://status.heroku.com and try again later"
 
 
 class PlatformTimeout(StoreError):
+    summary = "Heroku's Platform API did not answer in time"
     hint = "Heroku's API did not answer in time; see https://status.heroku.com and try again later"
 
 
 class PlatformConnectionError(StoreError):
+    summary = "no connection to Heroku's Platform API"
     hint = "check the network, DNS and HEROKU_API_URL, then try again"
 
 
@@ -224,7 +237,9 @@ class ConfigVarsClient:
                 message = str(body.get("message") or "")
         except ValueError:
             pass
-        message = mask(message, hide)[:300]
+        # The server's words: masked, and no long token-like run at all (it is never an explanation).
+        message = _LONG_RUN.sub("[redacted]", mask(message, hide))[:300]
+        error_id = _LONG_RUN.sub("[redacted]", mask(error_id, hide))[:60]
         text = f"Could not {what}: HTTP {status}" + (f" {error_id}" if error_id else "")
         if message:
             text += f": {message}"

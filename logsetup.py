@@ -3,24 +3,17 @@
 Heroku's log router keeps each line of stdout as one log event, so a record that spans lines (a
 traceback, a library's multi-line message) is folded into one line. Secrets are masked by a filter on
 the handler itself, so it also covers what libraries (urllib3, neonize, gunicorn) log through us:
-the configured secret values by exact match, plus anything that looks like a bearer token or a
+the configured secret values (short ones as whole words only), plus anything that looks like a bearer token or a
 snapshot (a long run of base64) whoever logs it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 
-MASK = "[redacted]"
-
-# A session snapshot is kilobytes of base64; no legitimate log line carries 200 of those in a row.
-_LONG_BASE64 = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_URL_PASSWORD = re.compile(r"(?i)\b(postgres(?:ql)?|https?)://([^:/@\s]+):([^@\s]+)@")
-
+from redaction import MASK, mask  # noqa: F401 - MASK is part of this module's surface
 
 class SecretFilter(logging.Filter):
     """Rewrites each record's message so no registered secret or secret-looking value survives."""
@@ -28,23 +21,15 @@ class SecretFilter(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()
+        self._all: frozenset[str] = frozenset()
 
     def add(self, *values: str | None) -> None:
-        """Register values to mask; very short values are skipped (masking 'a' would mangle logs)."""
+        """Register values to mask, whatever their length (short ones are masked as whole words)."""
         with self._lock:
-            known = set(self._secrets)
-            known.update(v for v in values if v and len(v) >= 6)
-            # Longest first, so a secret that contains another is masked whole.
-            self._secrets = tuple(sorted(known, key=len, reverse=True))
+            self._all = frozenset(self._all | {v for v in values if v})
 
     def mask(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        text = _URL_PASSWORD.sub(lambda m: f"{m[1]}://{m[2]}:{MASK}@", text)
-        text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
-        return _LONG_BASE64.sub(MASK, text)
+        return mask(text, self._all)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -59,10 +44,18 @@ class SecretFilter(logging.Filter):
 
 
 class OneLineFormatter(logging.Formatter):
-    """`level logger: message`, with any traceback folded onto the same line."""
+    """`level logger: message`, with any traceback folded onto the same line.
 
-    def __init__(self) -> None:
-        super().__init__("%(levelname)s %(name)s: %(message)s")
+    With `timestamps` each line starts with the local time the way gunicorn's own lines carry it
+    (`[2024-05-01 12:00:00 +0200]`). On Heroku the log router stamps every line itself, so there the
+    bot's lines go without (they would carry two times)."""
+
+    def __init__(self, timestamps: bool = False) -> None:
+        fmt = "%(levelname)s %(name)s: %(message)s"
+        if timestamps:
+            super().__init__("[%(asctime)s] " + fmt, datefmt="%Y-%m-%d %H:%M:%S %z")
+        else:
+            super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -73,16 +66,20 @@ secret_filter = SecretFilter()
 _handler: logging.Handler | None = None
 
 
-def configure_logging(level: str = "INFO", secrets: list[str] | tuple[str, ...] = ()) -> None:
-    """Send every logger's records to stdout through the masking filter; safe to call again."""
+def configure_logging(
+    level: str = "INFO", secrets: list[str] | tuple[str, ...] = (), *, timestamps: bool = False
+) -> None:
+    """Send every logger's records to stdout through the masking filter; safe to call again.
+
+    `timestamps`: start each line with the time (off on Heroku, whose router adds it)."""
     global _handler
     secret_filter.add(*secrets)
     root = logging.getLogger()
     if _handler is None:
         _handler = logging.StreamHandler(sys.stdout)
-        _handler.setFormatter(OneLineFormatter())
         _handler.addFilter(secret_filter)
         root.addHandler(_handler)
+    _handler.setFormatter(OneLineFormatter(timestamps))
     root.setLevel(level)
     # urllib3 at DEBUG prints request lines; keep it at INFO+ whatever the bot's level is.
     logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))

@@ -80,6 +80,8 @@ except Exception as exc:
 class PostgresSessionError(BotError):
     """Base of this module's errors; `hint` says what the user can do about it."""
 
+    summary = "the PostgreSQL session store failed"
+
 
 class DatabaseUrlError(PostgresSessionError, ValueError):
     hint = _URL_HINT

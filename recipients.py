@@ -17,6 +17,13 @@ class InvalidRecipient(ValueError):
     pass
 
 
+def quoted(text: str, limit: int = 32) -> str:
+    """The client's text for an error message: a short prefix, escaped (repr), never all of it."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def phone_digits(text: str) -> str:
     """`+1 (555) 123-4567` → `15551234567`, or InvalidRecipient saying why."""
     if not isinstance(text, str) or not text.strip():
@@ -27,9 +34,9 @@ def phone_digits(text: str) -> str:
     try:
         number = phonenumbers.parse(raw, None)
     except phonenumbers.NumberParseException:
-        raise InvalidRecipient(f"{text!r} is not a phone number in international form like +15551234567") from None
+        raise InvalidRecipient(f"{quoted(text)} is not a phone number in international form like +15551234567") from None
     if not phonenumbers.is_valid_number(number):
-        raise InvalidRecipient(f"{text!r} is not a valid phone number (country code first, like +15551234567)")
+        raise InvalidRecipient(f"{quoted(text)} is not a valid phone number (country code first, like +15551234567)")
     return f"{number.country_code}{number.national_number}"
 
 
@@ -37,7 +44,7 @@ def recipient(text: str) -> str:
     """A JID as given (`…@s.whatsapp.net`, `…@g.us`, `…@lid`), or a phone number as its digits."""
     if isinstance(text, str) and "@" in text:
         if not _JID.match(text.strip()):
-            raise InvalidRecipient(f"{text!r} is not a WhatsApp address (number@s.whatsapp.net or group@g.us)")
+            raise InvalidRecipient(f"{quoted(text)} is not a WhatsApp address (number@s.whatsapp.net or group@g.us)")
         return text.strip()
     return phone_digits(text)
 

@@ -97,6 +97,8 @@ def public_view(status: dict) -> dict:
             public[name] = {k: v for k, v in public[name].items() if k not in _PRIVATE_FIELDS}
             if isinstance(public[name].get("last_error"), dict):
                 public[name]["last_error"] = _public_error(public[name]["last_error"])
+            if public[name].get("error"):  # the database server's own words (live_session)
+                public[name]["error"] = "the database could not be reached or read"
     if isinstance(public.get("lastSaveError"), dict):
         public["lastSaveError"] = _public_error(public["lastSaveError"])
     return public
@@ -104,7 +106,7 @@ def public_view(status: dict) -> dict:
 
 def _public_error(record: dict) -> dict:
     kept = {k: record[k] for k in ("type", "status", "during", "at") if k in record}
-    return {**kept, "message": "the last save failed; the details need the API key"}
+    return {**kept, "message": record.get("summary") or "the last save failed; the details need the API key"}
 
 
 # -- CLI ---------------------------------------------------------------------------------------------

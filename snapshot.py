@@ -80,6 +80,8 @@ _SIDE_SUFFIXES = ("-wal", "-journal")  # needed to recover a plain snapshot; -sh
 class SnapshotError(BotError):
     """Base class: a snapshot could not be made, read or restored."""
 
+    summary = "the session could not be packed into a snapshot or restored from one"
+
 
 class InvalidSnapshot(SnapshotError):
     """The snapshot text is broken, hostile or does not hold a usable session."""
@@ -87,6 +89,8 @@ class InvalidSnapshot(SnapshotError):
 
 class SnapshotTooLarge(SnapshotError):
     """Even the smallest allowed tier is longer than the budget."""
+
+    summary = "the session does not fit the size budget"
 
     def __init__(self, sizes: dict, budget: int):
         self.sizes = dict(sizes)  # tier -> encoded characters

@@ -281,7 +281,10 @@ class SnapshotSession:
         except BaseException as exc:  # every failure is the flight's outcome, never a dead thread
             flight.error = exc
             self.last_save_error = error_record(exc, flight.reason, iso_now())
-            log.error("saving the session failed (%s): %s: %s", flight.reason, type(exc).__name__, exc)
+            # One line with the cause and what to do; BotError texts never hold a token or a snapshot.
+            status = getattr(exc, "status", None)
+            log.error("saving the session failed (%s): %s%s: %s", flight.reason, type(exc).__name__,
+                      f", HTTP {status}" if status else "", exc)
         finally:
             flight.done.set()
 

@@ -83,6 +83,7 @@ class SaveResult:
 
 
 class BudgetExceeded(StoreError):
+    summary = "the session is larger than the room the config vars leave"
     hint = (
         "remove config vars you no longer need (`heroku config`), or let the snapshot builder "
         "leave out optional data so the snapshot fits"
@@ -90,6 +91,7 @@ class BudgetExceeded(StoreError):
 
 
 class LocalStoreError(StoreError):
+    summary = "the local snapshot file could not be read or written"
     hint = "check that the snapshot file's directory exists, is writable and the disk is not full"
 
 

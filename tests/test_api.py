@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import logging
 
 import pytest
 
 from app import create_app
 from config import Config
+from stores import HerokuConfigVarStore
 from tests.botkit import Bot
+from tests.fake_heroku import FakeHeroku
 from tests.harness import wait_for
 
 KEY = "test-api-key-0123456789"
@@ -42,6 +46,20 @@ def test_protected_endpoints_refuse_when_no_api_key_is_configured(bot, method, p
     response = make_client(bot, api_key=None).open(path, method=method, headers=AUTH)
     assert response.status_code == 503
     assert response.json["error"] == "api_key_not_set" and "API_KEY" in response.json["message"]
+    # The hint fits where the bot runs: Heroku's command only on a dyno.
+    assert "heroku" not in response.json["message"]
+    on_heroku = make_client(bot, api_key=None, dyno="web.1").open(path, method=method, headers=AUTH)
+    assert "heroku config:set API_KEY" in on_heroku.json["message"]
+
+
+def test_start_warns_about_a_short_key_and_never_logs_it(bot, caplog):
+    with caplog.at_level(logging.INFO):
+        client = make_client(bot, api_key="sh0rt")
+        client.post("/api/save-session", headers={"X-Api-Key": "wrong"})
+    assert any(r.levelno == logging.WARNING and "API_KEY has 5 characters" in r.getMessage() for r in caplog.records)
+    from logsetup import secret_filter
+
+    assert secret_filter.mask("X-Api-Key: sh0rt") == "X-Api-Key: [redacted]"
 
 
 @pytest.mark.parametrize("method, path", PROTECTED)
@@ -54,7 +72,8 @@ def test_protected_endpoints_refuse_a_missing_or_wrong_key(bot, method, path, he
     response = make_client(bot).open(path, method=method, headers=headers)
     assert response.status_code == 401
     assert response.json["error"] == "unauthorized"
-    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    # Only the page a browser opens invites HTTP Basic; the others name the header they take.
+    assert response.headers["WWW-Authenticate"].startswith("Basic" if path == "/qr" else "Bearer")
 
 
 def test_health_and_status_need_no_key_and_show_no_phone_number(bot):
@@ -67,8 +86,9 @@ def test_health_and_status_need_no_key_and_show_no_phone_number(bot):
         assert field in body
     assert body["hasLocalSession"] is True and body["state"] == "connected"
     assert "deviceJid" not in body
-    assert body["storedSnapshot"]["tier"] and not {"device_jid", "device_lid"} & set(body["storedSnapshot"])
-    assert body["storedSnapshot"]["valid"] is True  # named fields are hidden, not every key with "lid" in it
+    stored = body["storedSnapshot"]
+    assert stored["tier"] and "device_jid" not in stored and "device_lid" not in stored
+    assert stored["valid"] is True  # "valid" contains "lid" and is no identity
     jid = bot.control.events("paired")[-1]["jid"]
     assert jid.split(":")[0].split("@")[0] not in client.get("/api/session-status").get_data(as_text=True)
     with_key = client.get("/api/session-status", headers={"X-Api-Key": KEY}).json
@@ -181,3 +201,187 @@ def test_send_document(bot):
     )
     assert big.status_code == 413 and big.json["error"] == "request_entity_too_large"
     assert "MAX_UPLOAD_BYTES" in big.json["message"]
+
+
+# -- hostile requests (issue 12) -------------------------------------------------------------------
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"anyone:{KEY}".encode()).decode()}
+
+
+@pytest.mark.parametrize("method, path", [p for p in PROTECTED if p != ("GET", "/qr")])
+def test_http_basic_is_for_the_qr_page_only(bot, method, path):
+    # A browser that once opened /qr resends these credentials by itself, whichever site's page
+    # makes the request: a form on any site could otherwise wipe the session.
+    response = make_client(bot).open(path, method=method, headers=BASIC)
+    assert response.status_code == 401 and response.json["error"] == "unauthorized"
+
+
+def test_a_cross_site_form_cannot_clear_the_session(bot):
+    client = make_client(bot)
+    bot.pair(seed=14)
+    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    form = {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
+    response = client.post("/api/clear-session", data="x=1", headers={**form, **BASIC})
+    assert response.status_code in (401, 403)
+    # Even with the key in a header (a page cannot set one cross-site, but a leaked key in a script
+    # run from another origin could): the Origin is not this app's.
+    response = client.post("/api/clear-session", headers={"Origin": "https://evil.example", **AUTH})
+    assert response.status_code == 403 and response.json["error"] == "cross_origin"
+    response = client.post("/api/clear-session", headers={"Origin": "null", **AUTH})
+    assert response.status_code == 403
+    assert bot.session.has_local_session() and bot.connection.state == "connected"
+
+
+@pytest.mark.parametrize(
+    "origin, host, forwarded",
+    [
+        ("http://localhost", "localhost", {}),
+        ("http://localhost:8000", "localhost:8000", {}),
+        ("https://my-bot.herokuapp.com", "my-bot.herokuapp.com", {"X-Forwarded-Proto": "https"}),
+        ("https://bot.example.com", "internal:5000", {"X-Forwarded-Host": "bot.example.com"}),
+    ],
+)
+def test_requests_from_the_apps_own_pages_pass_the_origin_check(bot, origin, host, forwarded):
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    headers = {"Origin": origin, "Host": host, **forwarded, **AUTH}
+    response = client.post("/api/save-session", headers=headers)
+    assert response.status_code == 409 and response.json["error"] == "no_session"  # past the checks
+    other_site = client.post("/api/save-session", headers={**headers, "Origin": "https://other.example"})
+    assert other_site.status_code == 403
+    if ":" in host:  # an explicit port is part of the address
+        other_port = client.post("/api/save-session", headers={**headers, "Origin": origin + "1"})
+        assert other_port.status_code == 403
+
+
+def test_json_nested_100000_deep_is_a_400_without_a_traceback(bot, caplog):
+    client = make_client(bot, max_upload=1024 * 1024)
+    deep = "[" * 100_000 + "]" * 100_000
+    with caplog.at_level(logging.ERROR):
+        response = client.post("/api/send", data=deep, headers={**AUTH, "Content-Type": "application/json"})
+        nested = client.post(
+            "/api/send", data='{"to": ' + "{\"a\": " * 100_000 + "1" + "}" * 100_001,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+    assert response.status_code == 400 and response.json["error"] == "bad_request"
+    assert nested.status_code == 400
+    assert "nested too deeply" in response.json["message"]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_error_messages_quote_only_a_short_escaped_prefix_of_the_input(bot):
+    client = make_client(bot, max_upload=4 * 1024 * 1024)
+    bot.pair()
+    huge = "+1" + "5" * 2_000_000
+    for body, path in [
+        ({"to": huge, "text": "hi"}, "/api/send"),
+        ({"to": "x" * 1_000_000 + "@s.whatsapp.net", "text": "hi"}, "/api/send"),
+        ({"phone": huge}, "/api/pair"),
+        ({"to": "+14155552671", "text": "hi", "f" * 1_000_000: 1}, "/api/send"),
+    ]:
+        response = client.post(path, json=body, headers=AUTH)
+        assert response.status_code == 400
+        assert len(response.get_data()) < 500, response.get_data()[:200]
+    response = client.post("/api/send", json={"to": "\u202enot\x00a number", "text": "hi"}, headers=AUTH)
+    message = response.json["message"]
+    assert "\u202e" not in message and "\x00" not in message and "\\x00" in message
+    form = client.post("/api/send-document", data={"to": "5" * 100_000, "file": (io.BytesIO(b"x"), "a.txt")},
+                       headers=AUTH)
+    assert form.status_code == 400 and len(form.get_data()) < 500
+
+
+def test_a_chunked_json_body_over_the_limit_is_413(bot):
+    client = make_client(bot, max_upload=4096)
+    bot.pair()
+    body = json.dumps({"to": "+14155552671", "text": "x" * 10_000}).encode()
+    response = client.post(
+        "/api/send", input_stream=io.BytesIO(body),
+        headers={**AUTH, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        # What gunicorn sets for a chunked request: the body ends where the chunks end.
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413 and "MAX_UPLOAD_BYTES" in response.json["message"]
+    small = json.dumps({"to": "+14155552671", "text": "hello"}).encode()
+    response = client.post(
+        "/api/send", input_stream=io.BytesIO(small),
+        headers={**AUTH, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200, response.json
+
+
+TOKEN = "HRKU-api-test-token-0123456789"
+
+
+class EchoingHeroku(FakeHeroku):
+    """A Platform API whose refusal quotes 200 characters of the value it was sent."""
+
+    def _handle(self, request, scopes, body):
+        if request.method == "PATCH" and isinstance(body, dict) and body.get("WHATSAPP_SESSION"):
+            piece = body["WHATSAPP_SESSION"][100:300]
+            return self._error(422, "invalid_params", f"upstream says: value {piece} is not allowed"), None
+        return super()._handle(request, scopes, body)
+
+
+@pytest.fixture
+def heroku_bot(tmp_path):
+    made = []
+
+    def make(fake_class=FakeHeroku, **store_options):
+        fake = fake_class(app_name="wa-bot", token=TOKEN).start()
+        store_options = {"timeout": (2, 2), "backoff_factor": 0, **store_options}
+        store = HerokuConfigVarStore("wa-bot", TOKEN, api_url=fake.url, **store_options)
+        bot = Bot(tmp_path, store=store).start()
+        made.append((bot, fake))
+        return bot, fake
+
+    yield make
+    for bot, fake in made:
+        bot.stop()
+        fake.stop()
+
+
+def test_public_status_gives_our_own_words_and_the_key_holder_the_redacted_upstream_text(heroku_bot):
+    bot, fake = heroku_bot(EchoingHeroku)
+    client = make_client(bot)
+    bot.pair(seed=21)
+    wait_for(lambda: bot.session.last_save_error is not None, 20, "the failed automatic save")
+    sent = fake.requests_with("PATCH")[-1].body["WHATSAPP_SESSION"]
+    pieces = [sent[i:i + 16] for i in range(100, 300, 16)]
+
+    public = client.get("/api/session-status")
+    text = public.get_data(as_text=True)
+    assert "upstream says" not in text and not any(p in text for p in pieces)
+    said = json.dumps(public.json["lastSaveError"])
+    assert "HTTP 422" in said and "refused the new value" in said
+    assert "wa-bot" not in said
+
+    private = client.get("/api/session-status", headers=AUTH)
+    text = private.get_data(as_text=True)
+    said = json.dumps(private.json["lastSaveError"])
+    assert "upstream says" in said and "[redacted]" in said
+    assert not any(p in text for p in pieces)
+
+
+@pytest.mark.parametrize(
+    "fault, cause",
+    [((401,), "AuthenticationFailed, HTTP 401"), ((403,), "PermissionDenied, HTTP 403"),
+     ((429,), "RateLimited, HTTP 429"), ((503,), "PlatformUnavailable, HTTP 503"), ("hang", "PlatformTimeout")],
+    ids=["401", "403", "429", "503", "timeout"],
+)
+def test_a_failed_save_through_the_api_logs_one_line_with_the_cause_and_the_hint(heroku_bot, caplog, fault, cause):
+    bot, fake = heroku_bot(max_retries=1, timeout=(1, 0.3))
+    client = make_client(bot)
+    bot.pair(seed=22)
+    wait_for(lambda: bot.store.writes == 1, 20, "the automatic save")
+    if fault == "hang":
+        fake.hang_next(count=4, seconds=2)
+    else:
+        fake.fail_next(*fault, count=4)
+    with caplog.at_level(logging.INFO):
+        response = client.post("/api/save-session?force=true", headers=AUTH)
+    assert response.status_code == 502
+    lines = [r.getMessage() for r in caplog.records if r.name == "session" and "saving the session failed" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert cause in lines[0] and "hint: " + response.json["hint"] in lines[0]
+    assert TOKEN not in caplog.text and KEY not in caplog.text

@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_config
+import stat
+
+from config import ConfigError, load_config, with_local_api_key
 
 
 def test_empty_environment_gives_laptop_defaults():
@@ -23,7 +25,8 @@ def test_empty_environment_gives_laptop_defaults():
         ({"PORT": "eighty"}, ["PORT", "whole number"]),
         ({"PORT": "70000"}, ["PORT", "between"]),
         ({"HEROKU_API_KEY": "tok-123456"}, ["HEROKU_API_KEY", "HEROKU_APP_NAME"]),
-        ({"HEROKU_APP_NAME": "my-bot"}, ["HEROKU_API_KEY", "HEROKU_APP_NAME"]),
+        ({"API_KEY": "clé-secrète-0123456789"}, ["API_KEY", "non-ASCII"]),
+        ({"API_KEY": "key-with-\x01-control-char"}, ["API_KEY"]),
         ({"WEBHOOK_URL": "not a url"}, ["WEBHOOK_URL", "absolute URL"]),
         ({"WEBHOOK_URL": "ftp://example.com/x"}, ["WEBHOOK_URL"]),
         ({"WEBHOOK_SECRET": "s3cret-value"}, ["WEBHOOK_SECRET", "WEBHOOK_URL"]),
@@ -80,3 +83,42 @@ def test_features_line_has_no_secret_values():
     for secret in cfg.secrets():
         assert secret not in line
     assert "t0ken" not in repr(cfg) and "key-987654" not in repr(cfg)
+
+
+def test_a_non_ascii_api_key_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError) as info:
+        load_config({"API_KEY": "pässwört-0123456789abc"})
+    assert "pässwört" not in str(info.value) and "0123456789" not in str(info.value)
+
+
+def test_a_short_api_key_works_but_starts_with_a_warning_that_names_the_risk():
+    short = load_config({"API_KEY": "abc123"})
+    assert short.api_key == "abc123"
+    (warning,) = short.warnings()
+    assert "API_KEY" in warning and "16" in warning and "guesses" in warning and "abc123" not in warning
+    assert load_config({"API_KEY": "k" * 16}).warnings() == []
+
+
+def test_heroku_app_name_alone_as_runtime_dyno_metadata_sets_it():
+    local = load_config({"HEROKU_APP_NAME": "my-bot"})
+    assert local.session_store == "file" and local.warnings() == [] and not local.on_heroku
+    on_heroku = load_config({"HEROKU_APP_NAME": "my-bot", "DYNO": "web.1", "API_KEY": "k" * 24})
+    assert on_heroku.on_heroku and on_heroku.session_store == "file"
+    (warning,) = on_heroku.warnings()
+    assert "HEROKU_API_KEY" in warning and "restart" in warning
+    both = load_config({"HEROKU_APP_NAME": "my-bot", "HEROKU_API_KEY": "t0ken-abcdef", "DYNO": "web.1"})
+    assert both.session_store == "heroku" and both.warnings() == []
+
+
+def test_a_local_run_without_api_key_generates_one_in_a_private_file(tmp_path):
+    cfg = load_config({"SESSION_DIR": str(tmp_path / "session")})
+    local = with_local_api_key(cfg)
+    assert local.api_key and len(local.api_key) >= 16 and local.generated_key_file == tmp_path / "session.api-key"
+    assert (tmp_path / "session.api-key").read_text().strip() == local.api_key
+    assert stat.S_IMODE((tmp_path / "session.api-key").stat().st_mode) == 0o600
+    assert with_local_api_key(cfg).api_key == local.api_key  # the next start reuses it
+    assert local.api_key not in local.features() and "generated" in local.features()
+    given = load_config({"SESSION_DIR": str(tmp_path / "s2"), "API_KEY": "k" * 20})
+    assert with_local_api_key(given) is given
+    heroku = load_config({"SESSION_DIR": str(tmp_path / "s3"), "DYNO": "web.1"})
+    assert with_local_api_key(heroku).api_key is None and not (tmp_path / "s3.api-key").exists()

@@ -1,4 +1,5 @@
 import logging
+import re
 
 from logsetup import MASK, OneLineFormatter, SecretFilter
 
@@ -16,12 +17,21 @@ def test_registered_secrets_are_masked_even_in_args():
     assert MASK in record.getMessage()
 
 
-def test_short_values_are_not_registered():
+def test_short_secrets_are_masked_as_whole_words():
     flt = SecretFilter()
-    flt.add("abc")
-    record = _record("abc def")
+    flt.add("abc", "a", "k3y-42")
+    record = _record("X-Api-Key: abc, key=abc; abcdef xabc abc-d: a data k3y-42 k3y-420 (k3y-42)")
     flt.filter(record)
-    assert record.getMessage() == "abc def"
+    assert record.getMessage() == (
+        f"X-Api-Key: {MASK}, key={MASK}; abcdef xabc abc-d: {MASK} data {MASK} k3y-420 ({MASK})"
+    )
+
+
+def test_lines_carry_the_time_only_when_asked():
+    record = _record("hello")
+    assert OneLineFormatter().format(record) == "INFO lib: hello"
+    stamped = OneLineFormatter(timestamps=True).format(record)
+    assert re.match(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] INFO lib: hello$", stamped), stamped
 
 
 def test_unregistered_bearer_tokens_snapshots_and_url_passwords_are_masked():

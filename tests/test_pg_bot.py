@@ -371,7 +371,7 @@ def test_connection_boots_from_the_snapshot_then_restarts_live_without_saving(da
     _, jid, text = device
     bot = pg_bots(database_url, text)
     bot.wait_state("connected")
-    assert bot.manager.restored_from == "snapshot"
+    assert bot.session.restored_from == "snapshot"
     assert bot.control.events("connected")[-1]["jid"] == jid
     assert bot.clients[0].database == PostgresSession(database_url).url  # the client got the database
     bot.connection.stop(timeout=5)
@@ -392,7 +392,7 @@ def test_logout_by_whatsapp_deletes_the_device_and_a_new_pairing_is_live_at_once
     bot.control.send("logout")
     bot.wait_state("waiting_for_qr")
     assert PostgresSession(database_url).has_device() is False
-    assert bot.manager.last_wipe is not None
+    assert bot.session.last_wipe is not None
 
     bot.control.send("pair", seed=3)
     bot.wait_state("connected")

@@ -645,3 +645,18 @@ def test_fake_runs_as_a_process_with_http_controls(tmp_path):
                 proc.kill()
             proc.stdout.close()
     assert proc.returncode == 0
+
+
+def test_a_piece_of_the_snapshot_echoed_by_the_platform_is_redacted(heroku):
+    import base64
+    import os
+
+    snap = "H4sI" + base64.b64encode(os.urandom(600)).decode()  # as random as a real snapshot
+    heroku.fail_next(422, error_id="x" * 5000, message=f"bad value {snap[300:360]}; also {snap[500:700]}")
+    with pytest.raises(ValueRejected) as info:
+        heroku_store(heroku).save(snap)
+    text = str(info.value) + json.dumps(info.value.as_dict())
+    assert snap[300:360][:12] not in text and snap[500:700][:40] not in text
+    assert "bad value [redacted]" in text and "x" * 100 not in text
+    public = info.value.public_text()
+    assert "HTTP 422" in public and "bad value" not in public and APP not in public
