@@ -1,0 +1,233 @@
+"""The HTTP API as a Blueprint of thin views: parse the request, call the session or the connection,
+shape the answer. Errors have one JSON shape, `{"error": code, "message": text}`, for every status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+import recipients
+import snapshot
+import stores
+from auth import is_key_holder, require_key
+from clock import iso_now
+from logsetup import secret_filter
+from qrpage import qr_page
+from session_manager import public_view
+from snapshot_session import SaveInProgress
+from whatsapp import NotConnected
+
+log = logging.getLogger("app")
+
+MAX_TEXT_CHARS = 65536  # WhatsApp's own limit for a text message
+
+api = Blueprint("api", __name__)
+
+
+class BadRequest(ValueError):
+    """The request's content is wrong; the message says what to change."""
+
+
+def error(status: int, code: str, message: str, **extra):
+    """The one error shape of the API: {"error": code, "message": text}."""
+    return jsonify(error=code, message=message, **extra), status
+
+
+def _session():
+    return current_app.extensions["session"]
+
+
+def _connection():
+    return current_app.extensions["whatsapp"]
+
+
+# -- views ---------------------------------------------------------------------------------------------
+
+@api.get("/api/health")
+def health():
+    # No store or WhatsApp call here: it must answer at once, also before the connection is up.
+    return jsonify(ok=True, state=_connection().state, timestamp=iso_now())
+
+
+@api.get("/api/session-status")
+def session_status():
+    # Anyone may ask; only a key holder (from the app's own origin) gets the device and the upstream
+    # error texts (masked); others get our own words and the HTTP status.
+    session = _session()
+    body = {**session.status(), **_connection().status(), "timestamp": iso_now()}
+    body["storeKind"] = current_app.config["BOT_CONFIG"].session_store
+    if not is_key_holder():
+        return jsonify(public_view(body))
+    body["deviceJid"] = session.device_jid()
+    for name in ("lastError", "restoreError"):
+        if body.get(name):
+            body[name] = secret_filter.mask(body[name])
+    if body.get("lastSaveError"):
+        body["lastSaveError"] = {k: secret_filter.mask(v) if isinstance(v, str) else v
+                                 for k, v in body["lastSaveError"].items()}
+    return jsonify(body)
+
+
+@api.post("/api/save-session")
+@require_key
+def save_session():
+    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    try:
+        result = _session().save(force=force, reason="API request" + (" (forced)" if force else ""), wait=None)
+    except SaveInProgress as exc:
+        # Heroku's router cuts a request at 30 s; the save goes on and the status shows how it ends.
+        return jsonify(saved=False, pending=True, since=exc.flight.started_at,
+                       message="still trying: the save goes on; see GET /api/session-status"), 202
+    except snapshot.SnapshotTooLarge as exc:
+        return error(413, "snapshot_too_large", str(exc))
+    except snapshot.SnapshotError as exc:
+        return error(409, "no_session", str(exc))
+    except stores.StoreError as exc:
+        # The save itself logged one line with the cause and the hint (snapshot_session._fly).
+        return error(502, _snake_case(type(exc).__name__), str(exc), hint=exc.hint)
+    message = result.get("detail") or (
+        "saved; Heroku will restart the dyno to apply the new config var"
+        if result["restartExpected"]
+        else ("saved" if result["changed"] else "unchanged: the stored session is already this one; no restart")
+    )
+    return jsonify(saved=result["changed"], message=message, **result)
+
+
+@api.post("/api/clear-session")
+@require_key
+def clear_session():
+    logged_out = _connection().logout_and_wipe()
+    return jsonify(
+        cleared=True,
+        loggedOut=logged_out,
+        message="session wiped; a new QR code will be shown in the logs and at /qr",
+    )
+
+
+@api.get("/qr")
+@require_key(basic=True)
+def qr():
+    return Response(qr_page(_connection()), mimetype="text/html", headers={"Cache-Control": "no-store"})
+
+
+@api.post("/api/pair")
+@require_key
+def pair():
+    body = _json_body({"phone"}, required={"phone"})
+    digits = recipients.phone_digits(body["phone"])
+    code = _connection().request_pair_code(digits)
+    return jsonify(code=code, message="WhatsApp > Linked devices > Link with phone number, then type this code")
+
+
+@api.post("/api/send")
+@require_key
+def send():
+    body = _json_body({"to", "text"}, required={"to", "text"})
+    text = body["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("text must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadRequest(f"text is longer than {MAX_TEXT_CHARS} characters")
+    to = recipients.recipient(body["to"])
+    return jsonify(sent=True, to=to, **_connection().send_text(to, text))
+
+
+@api.post("/api/send-document")
+@require_key
+def send_document():
+    unknown = (set(request.form) - {"to", "caption", "filename"}) | (set(request.files) - {"file"})
+    if unknown:
+        raise BadRequest(f"unknown fields: {_names(unknown)}")
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise BadRequest("a multipart field 'file' with the document is required")
+    to = recipients.recipient(request.form.get("to", ""))
+    data = upload.read()
+    if not data:
+        raise BadRequest("the file is empty")
+    filename = request.form.get("filename") or upload.filename
+    result = _connection().send_document(
+        to, data, filename=filename, caption=request.form.get("caption"), mimetype=upload.mimetype
+    )
+    return jsonify(sent=True, to=to, size=len(data), filename=filename, **result)
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+
+def register_error_handlers(app: Flask) -> None:
+    """JSON for every failure, the app's own 404/405 included (a Blueprint sees only its routes)."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        # 404, 405, 413 and friends: JSON like every other answer, never Werkzeug's HTML page.
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            message = f"the request is larger than {limit} bytes (MAX_UPLOAD_BYTES)"
+        return error(exc.code or 500, code, message)
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest):
+        return error(400, "bad_request", str(exc))
+
+    @app.errorhandler(recipients.InvalidRecipient)
+    def bad_recipient(exc: recipients.InvalidRecipient):
+        return error(400, "invalid_number", str(exc))
+
+    @app.errorhandler(NotConnected)
+    def not_connected(exc: NotConnected):
+        return error(409, "not_connected", str(exc))
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        log.exception("unhandled error in a request")
+        return error(500, "internal_error", "the bot hit an unexpected error; see heroku logs")
+
+
+# -- reading requests -------------------------------------------------------------------------------------
+
+def _json_body(allowed: set[str], required: set[str]) -> dict:
+    body = _parse_json()
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
+    unknown = set(body) - allowed
+    if unknown:
+        raise BadRequest(f"unknown fields: {_names(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    missing = required - set(body)
+    if missing:
+        raise BadRequest(f"missing fields: {', '.join(sorted(missing))}")
+    return body
+
+
+def _parse_json():
+    """The request's JSON, or None when it is not JSON. 413 past MAX_UPLOAD_BYTES, chunked or not."""
+    if not request.is_json:
+        return None
+    data = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        # A chunked body has no Content-Length to refuse up front: Werkzeug stops reading at the limit
+        # and hands over the truncated part. One more read says whether the body went on.
+        request.stream.read(1)  # raises RequestEntityTooLarge when it did
+    try:
+        return json.loads(data)
+    except RecursionError:
+        # Python's JSON parser recurses once per nesting level; [[[[...]]]] 100,000 deep is not a message.
+        raise BadRequest("the JSON is nested too deeply") from None
+    except ValueError:  # malformed JSON, or bytes that are no Unicode text
+        return None
+
+
+def _names(names: set) -> str:
+    """Field names as the client sent them, each shortened: they are the client's text, not ours."""
+    shown = [recipients.quoted(name, limit=40) for name in sorted(names)[:10]]
+    return ", ".join(shown) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
+def _snake_case(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
