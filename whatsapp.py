@@ -57,9 +57,13 @@ QR_ROUND_TIMEOUT = 90.0
 STREAM_REPLACED_DELAY = 60.0
 CLIENT_OUTDATED_DELAY = 3600.0
 # neonize opens a new whatsmeow database container on every connect() and never closes the old one
-# (goneonize/main.go, Neonize → getDB): one file handle with SQLite, one server connection with
-# PostgreSQL (Heroku's smallest plan allows 20). A worker that had to connect this many times hands
-# over to a fresh one (gunicorn starts it at once; the session on disk or in the database stays).
+# (goneonize/main.go: Neonize() calls getDB → sqlstore.New, and no exported function ever calls
+# Container.Close; Stop() only disconnects the client and cancels its context). The container's
+# database/sql pool keeps its connection-opener goroutine, so Go never collects it: one open SQLite
+# file handle (~0.18 MB) or one PostgreSQL server connection per connect(). While WhatsApp is
+# unreachable the probe below keeps failed attempts away from neonize altogether; the connects that
+# still happen (sessions that end, QR rounds, handshakes that fail past the probe) are bounded by
+# handing over to a fresh worker after this many (the session on disk or in the database stays).
 DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 
 
@@ -83,6 +87,178 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+# Where whatsmeow dials (socket/constants.go: URL, Origin, WAConnHeader = "WA", magic 6, dict 3).
+WS_HOST = "web.whatsapp.com"
+WS_PATH = "/ws/chat"
+WA_CONN_HEADER = b"WA\x06\x03"
+PROBE_TIMEOUT = 10.0
+
+
+class Unreachable(OSError):
+    """WhatsApp's websocket did not answer the probe; neonize's connect() would fail the same way."""
+
+
+def probe_whatsapp(timeout: float = PROBE_TIMEOUT) -> bool:
+    """Walk the first steps of whatsmeow's own dial, without neonize: proxy CONNECT (HTTPS_PROXY, as
+    Go's ProxyFromEnvironment), TLS for web.whatsapp.com, the websocket upgrade at /ws/chat, and
+    the Noise hello (WA header + ClientHello, answered by a ServerHello). Nothing is stored or
+    logged in. Returns True when WhatsApp answered; raises `Unreachable` with what failed; returns
+    False when this probe cannot take the same path as Go (a SOCKS or HTTPS proxy): then the
+    caller lets neonize try, as before.
+
+    Why: every neonize connect() leaks a database handle (see DEFAULT_MAX_CONNECTS), so an attempt
+    that would fail anyway must not reach neonize."""
+    import base64
+    import socket
+    import ssl
+    import struct
+    import urllib.parse
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get("https")
+    if proxy and urllib.request.proxy_bypass_environment(WS_HOST, proxies):
+        proxy = None
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Unreachable(f"no answer within {timeout:g}s")
+        return remaining
+
+    if proxy:
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        if parts.scheme != "http":
+            return False
+        address = (parts.hostname or "", parts.port or 80)
+    else:
+        address = (WS_HOST, 443)
+    try:
+        raw = socket.create_connection(address, timeout=left())
+    except OSError as exc:
+        raise Unreachable(f"cannot reach {'proxy ' if proxy else ''}{address[0]}:{address[1]}: {exc}") from None
+    sock = raw
+    try:
+        if proxy:
+            request = f"CONNECT {WS_HOST}:443 HTTP/1.1\r\nHost: {WS_HOST}:443\r\n"
+            if parts.username:
+                user = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
+                request += f"Proxy-Authorization: Basic {base64.b64encode(user.encode()).decode()}\r\n"
+            raw.sendall((request + "\r\n").encode())
+            status = _read_http_head(raw, left).split(b"\r\n", 1)[0]
+            if status.split(b" ")[1:2] != [b"200"]:
+                raise Unreachable(f"proxy refused CONNECT: {status.decode('latin-1')}")
+        raw.settimeout(left())
+        sock = ssl.create_default_context().wrap_socket(raw, server_hostname=WS_HOST)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET {WS_PATH} HTTP/1.1\r\nHost: {WS_HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: https://{WS_HOST}\r\n\r\n"
+            ).encode()
+        )
+        head = _read_http_head(sock, left)
+        status = head.split(b"\r\n", 1)[0]
+        if status.split(b" ")[1:2] != [b"101"]:
+            raise Unreachable(f"websocket upgrade refused: {status.decode('latin-1')}")
+        pending = head.split(b"\r\n\r\n", 1)[1]
+
+        from neonize.proto.waWa6.WAWebProtobufsWa6_pb2 import HandshakeMessage
+
+        hello = HandshakeMessage(clientHello=HandshakeMessage.ClientHello(ephemeral=os.urandom(32)))
+        body = hello.SerializeToString()
+        sock.sendall(_ws_client_frame(0x2, WA_CONN_HEADER + len(body).to_bytes(3, "big") + body))
+        message = _ws_read_message(sock, pending, left)
+        reply = HandshakeMessage()
+        n = int.from_bytes(message[:3], "big")
+        reply.ParseFromString(message[3 : 3 + n])
+        if len(reply.serverHello.ephemeral) != 32:
+            raise Unreachable("no Noise server hello from the websocket")
+        try:
+            sock.sendall(_ws_client_frame(0x8, struct.pack(">H", 1000)))
+        except OSError:
+            pass
+        return True
+    except Unreachable:
+        raise
+    except (OSError, ValueError) as exc:  # ssl.SSLError, timeouts, resets, a garbled reply
+        raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        for s in {sock, raw}:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def _read_http_head(sock, left: Callable[[], float]) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if len(data) > 16384:
+            raise Unreachable("oversized HTTP answer")
+        sock.settimeout(left())
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise Unreachable("connection closed before an HTTP answer" + (f": {data[:80]!r}" if data else ""))
+        data += chunk
+    return data
+
+
+def _ws_client_frame(opcode: int, payload: bytes) -> bytes:
+    import struct
+
+    n = len(payload)
+    if n < 126:
+        header = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 1 << 16:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + struct.pack(">Q", n)
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _ws_read_message(sock, pending: bytes, left: Callable[[], float]) -> bytes:
+    """The first data message the server sends (server frames are unmasked)."""
+    buffer = pending
+
+    def need(n: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < n:
+            sock.settimeout(left())
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise Unreachable("websocket closed before the Noise server hello")
+            buffer += chunk
+        data, buffer = buffer[:n], buffer[n:]
+        return data
+
+    message = b""
+    while True:
+        b1, b2 = need(2)
+        length = b2 & 0x7F
+        if length == 126:
+            length = int.from_bytes(need(2), "big")
+        elif length == 127:
+            length = int.from_bytes(need(8), "big")
+        if length > 1 << 20:
+            raise Unreachable("oversized websocket frame")
+        mask = need(4) if b2 & 0x80 else b""
+        payload = need(length)
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        opcode = b1 & 0x0F
+        if opcode == 0x8:
+            raise Unreachable("websocket closed before the Noise server hello")
+        if opcode in (0x9, 0xA):
+            continue
+        message += payload
+        if b1 & 0x80:
+            return message
 
 
 @dataclass
@@ -120,6 +296,7 @@ class Connection:
         backoff: Backoff | None = None,
         out=None,
         max_connects: int | None = None,
+        probe: Callable[[], bool] | None = None,
     ) -> None:
         self.manager = manager
         self._factory = client_factory
@@ -147,6 +324,10 @@ class Connection:
         self.connects = 0
         self.after_connect_checks = 0  # how many times the save decision after Connected was taken
         self.max_connects = max_connects
+        # Called before each connect(): raises when WhatsApp cannot be reached (see probe_whatsapp).
+        self._probe = probe
+        self.connect_attempts = 0  # every attempt, probed away or handed to neonize
+        self.unreachable = 0  # attempts the probe kept away from neonize
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
 
@@ -203,11 +384,23 @@ class Connection:
                 )
                 self.on_recycle()
                 break
-            self.connects += 1
+            self.connect_attempts += 1
             self._next = None
             self._set_state(CONNECTING)
+            error = self._probe_error()
+            if error is not None:
+                # neonize would fail the same way, and keep a database handle: not called at all.
+                self.unreachable += 1
+                self.last_error = f"WhatsApp unreachable: {error}"
+                self.connected_since = None
+                delay = self._backoff.next_delay()
+                self._set_state(RECONNECTING)
+                log.warning("WhatsApp unreachable (%s); retrying in %.1fs", error, delay)
+                self._wakeup.wait(delay)
+                self._wakeup.clear()
+                continue
+            self.connects += 1
             log.info("connecting to WhatsApp")
-            error = None
             with self._lock:
                 if self._stopping.is_set():
                     break
@@ -236,6 +429,17 @@ class Connection:
             self._wakeup.wait(delay)
             self._wakeup.clear()
         self._set_state(STOPPED)
+
+    def _probe_error(self) -> Exception | None:
+        if self._probe is None:
+            return None
+        try:
+            self._probe()
+        except Unreachable as exc:
+            return exc
+        except Exception:  # a bug in the probe must not keep the bot offline: let neonize try
+            log.exception("the reachability probe failed; connecting anyway")
+        return None
 
     def _restart(self, step: _Next, *, first: Callable[[], object] | None = None) -> None:
         """Called from event handlers: end the current connect() so the loop takes `step`."""
@@ -530,6 +734,8 @@ class Connection:
             "connectedSince": _iso(self.connected_since),
             "bannedUntil": _iso(self.banned_until),
             "qrAvailable": self.state == WAITING_FOR_QR and self.last_qr is not None,
+            "connectAttempts": self.connect_attempts,
+            "clientConnects": self.connects,
         }
 
 
