@@ -80,7 +80,9 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.first * 2**self.failures)
+        # The exponent stops growing long after the cap is reached: 2.0**1024 would overflow, and a
+        # bot offline for a day at the cap fails well over 1,000 times.
+        ceiling = min(self.cap, self.first * 2.0 ** min(self.failures, 64))
         self.failures += 1
         # Half fixed, half random: never 0 (no hammering), never in lockstep with another instance.
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
