@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 import config
+import snapshot
+import stores
 import whatsapp
+from tests import wadb
 from qrterminal import BEGIN_MARKER
 from tests.harness import free_port, wait_for
 from tests.qrdecode import printed_qr_texts
@@ -86,9 +89,10 @@ def drive_offline(bot, attempts_: int = ATTEMPTS) -> dict:
 
 
 class Gate:
-    """A loopback port that refuses connections until `open()`, then relays them to `target`."""
+    """A loopback port that refuses connections until `open()`, then relays them to `target_port`
+    (or, without one, accepts each connection and closes it at once: port open, handshake fails)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int | None) -> None:
         self.port = free_port()
         self.target_port = target_port
         self._listener: socket.socket | None = None
@@ -112,6 +116,9 @@ class Gate:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.target_port is None:
+                client.close()
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -220,6 +227,22 @@ def test_postgres_a_thousand_failed_attempts_then_online_with_the_stored_session
     out = bot.output()
     assert BEGIN_MARKER not in out and SAVE_SCHEDULED not in out and "wiping" not in out
     assert attempts(bot)["clientConnects"] == 1
+
+
+def test_port_open_but_handshake_fails_costs_nothing_either(start_bot, tmp_path):
+    made = wadb.make_session(str(tmp_path / "laptop"), "fresh", seed=17)
+    stores.LocalFileStore(tmp_path / "session.snapshot").save(snapshot.pack(made.session_dir, 16384))
+    gate = Gate(None)
+    gate.open()
+    try:
+        bot = start_bot(HTTPS_PROXY=gate.url, https_proxy=gate.url, SESSION_DIR=str(tmp_path / "session"),
+                        **FAST_BACKOFF)
+        growth = drive_offline(bot)
+    finally:
+        gate.close()
+    check_growth(growth, "sqlite, port open, connection closed at once")
+    assert any(why in growth["status"]["lastError"] for why in ("closed before an HTTP answer", "reset by peer"))
+    assert f"restored session for {made.jid}" in bot.output()
 
 
 # --------------------------------------------------------------------------- the probe
