@@ -16,6 +16,7 @@ import logging
 from flask import Flask
 
 import config as config_module
+import reachability
 import whatsapp
 from api import api, register_error_handlers
 from logsetup import configure_logging
@@ -62,6 +63,9 @@ def create_app(
             pair_phone=cfg.pair_phone,
             max_connects=cfg.max_connects_per_worker
             or whatsapp.DEFAULT_MAX_CONNECTS["postgres" if cfg.session_store == "postgres" else "sqlite"],
+            backoff=whatsapp.Backoff(first=cfg.reconnect_delay_min, cap=cfg.reconnect_delay_max),
+            # Only in front of neonize itself: a test's scripted client has no WhatsApp to probe.
+            probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
         )
 
     app = Flask(__name__)

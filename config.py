@@ -56,6 +56,9 @@ class Config:
     save_deadline: float = 20.0
     max_upload_bytes: int = 16 * 1024 * 1024
     max_connects_per_worker: int | None = None  # None: chosen by store (whatsapp.DEFAULT_MAX_CONNECTS)
+    reconnect_delay_min: float = 1.0  # first backoff delay (s); doubles per failed attempt
+    reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
+    reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
     log_level: str = "INFO"
     dyno: str | None = None  # DYNO, which Heroku sets on every dyno ("web.1"): tells Heroku from a laptop
     generated_key_file: Path | None = None  # set by with_local_api_key(): where the generated API key is
@@ -239,6 +242,17 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    reconnect_delay_min = _seconds(env, "RECONNECT_DELAY_MIN", 1.0, high=3600)
+    reconnect_delay_max = _seconds(env, "RECONNECT_DELAY_MAX", max(60.0, reconnect_delay_min), high=86400)
+    if reconnect_delay_min <= 0 or reconnect_delay_max < reconnect_delay_min:
+        raise ConfigError(
+            "RECONNECT_DELAY_MIN must be above 0 and RECONNECT_DELAY_MAX at least as large, "
+            f"got {reconnect_delay_min:g} and {reconnect_delay_max:g}"
+        )
+    probe = (_text(env, "RECONNECT_PROBE") or "1").lower()
+    if probe not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"RECONNECT_PROBE must be 1 or 0, got {probe!r}")
+
     return Config(
         port=_integer(env, "PORT", 8000, low=1, high=65535),
         session_dir=Path(_text(env, "SESSION_DIR") or "session"),
@@ -264,6 +278,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             _integer(env, "MAX_CONNECTS_PER_WORKER", 0, low=1, high=1_000_000)
             if _text(env, "MAX_CONNECTS_PER_WORKER") else None
         ),
+        reconnect_delay_min=reconnect_delay_min,
+        reconnect_delay_max=reconnect_delay_max,
+        reconnect_probe=probe in ("1", "true", "yes", "on"),
         log_level=log_level,
         dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),

@@ -34,6 +34,7 @@ from typing import Callable
 
 from clock import iso_from_epoch
 from qrterminal import qr_block
+from reachability import Unreachable
 from recipients import jid_text
 from textsafe import printable
 
@@ -60,9 +61,13 @@ QR_ROUND_TIMEOUT = 90.0
 STREAM_REPLACED_DELAY = 60.0
 CLIENT_OUTDATED_DELAY = 3600.0
 # neonize opens a new whatsmeow database container on every connect() and never closes the old one
-# (goneonize/main.go, Neonize → getDB): one file handle with SQLite, one server connection with
-# PostgreSQL (Heroku's smallest plan allows 20). A worker that had to connect this many times hands
-# over to a fresh one (gunicorn starts it at once; the session on disk or in the database stays).
+# (goneonize/main.go: Neonize() calls getDB → sqlstore.New, and no exported function ever calls
+# Container.Close; Stop() only disconnects the client and cancels its context). The container's
+# database/sql pool keeps its connection-opener goroutine, so Go never collects it: one open SQLite
+# file handle (~0.18 MB) or one PostgreSQL server connection per connect(). While WhatsApp is
+# unreachable the probe below keeps failed attempts away from neonize altogether; the connects that
+# still happen (sessions that end, QR rounds, handshakes that fail past the probe) are bounded by
+# handing over to a fresh worker after this many (the session on disk or in the database stays).
 DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 
 
@@ -79,7 +84,9 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.first * 2**self.failures)
+        # The exponent stops growing long after the cap is reached: 2.0**1024 would overflow, and a
+        # bot offline for a day at the cap fails well over 1,000 times.
+        ceiling = min(self.cap, self.first * 2.0 ** min(self.failures, 64))
         self.failures += 1
         # Half fixed, half random: never 0 (no hammering), never in lockstep with another instance.
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
@@ -145,6 +152,7 @@ class Connection:
         backoff: Backoff | None = None,
         out=None,
         max_connects: int | None = None,
+        probe: Callable[[], bool] | None = None,
     ) -> None:
         self.session = session  # session_manager.Session
         self._factory = client_factory
@@ -170,6 +178,10 @@ class Connection:
         self.starts = 0
         self.connects = 0
         self.max_connects = max_connects
+        # Called before each connect(): raises when WhatsApp cannot be reached (reachability.py).
+        self._probe = probe
+        self.connect_attempts = 0  # every attempt, probed away or handed to neonize
+        self.unreachable = 0  # attempts the probe kept away from neonize
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
 
@@ -226,11 +238,23 @@ class Connection:
                 )
                 self.on_recycle()
                 break
-            self.connects += 1
+            self.connect_attempts += 1
             self._next = None
             self._set_state(CONNECTING)
+            error = self._probe_error()
+            if error is not None:
+                # neonize would fail the same way, and keep a database handle: not called at all.
+                self.unreachable += 1
+                self.last_error = f"WhatsApp unreachable: {error}"
+                self.connected_since = None
+                delay = self._backoff.next_delay()
+                self._set_state(RECONNECTING)
+                log.warning("WhatsApp unreachable (%s); retrying in %.1fs", error, delay)
+                self._wakeup.wait(delay)
+                self._wakeup.clear()
+                continue
+            self.connects += 1
             log.info("connecting to WhatsApp")
-            error = None
             with self._lock:
                 if self._stopping.is_set():
                     break
@@ -259,6 +283,17 @@ class Connection:
             self._wakeup.wait(delay)
             self._wakeup.clear()
         self._set_state(STOPPED)
+
+    def _probe_error(self) -> Exception | None:
+        if self._probe is None:
+            return None
+        try:
+            self._probe()
+        except Unreachable as exc:
+            return exc
+        except Exception:  # a bug in the probe must not keep the bot offline: let neonize try
+            log.exception("the reachability probe failed; connecting anyway")
+        return None
 
     def _restart(self, step: _Next, *, first: Callable[[], object] | None = None) -> None:
         """Called from event handlers: end the current connect() so the loop takes `step`."""
@@ -519,6 +554,8 @@ class Connection:
             "connectedSince": iso_from_epoch(self.connected_since),
             "bannedUntil": iso_from_epoch(self.banned_until),
             "qrAvailable": self.state == WAITING_FOR_QR and self.last_qr is not None,
+            "connectAttempts": self.connect_attempts,
+            "clientConnects": self.connects,
         }
 
 

@@ -445,7 +445,8 @@ def test_real_app_under_gunicorn_on_postgres(pg_server, database_url, device, st
     _, jid, text = device
     api_key = secrets.token_hex(16)
     url = heroku_form_url(pg_server, database_url)
-    bot = start_bot(DATABASE_URL=url, WHATSAPP_SESSION=text, API_KEY=api_key)
+    # RECONNECT_PROBE=0: the failed attempts below must reach neonize (the probe would keep them away).
+    bot = start_bot(DATABASE_URL=url, WHATSAPP_SESSION=text, API_KEY=api_key, RECONNECT_PROBE="0")
     bot.wait_healthy()
     bot.wait_for_line("imported the session for", timeout=30)
     assert UNSET_HINT in bot.output()

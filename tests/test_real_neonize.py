@@ -23,9 +23,11 @@ def test_restored_session_is_kept_while_connects_fail_and_back_off(start_bot, tm
     bot.wait_for_line("restored session for " + made.jid)
     # Three failed dials, each followed by a backoff wait: the loop retries and never crashes.
     bot.wait_for_line("retrying in", occurrences=3, timeout=30)
-    assert "failed to dial" in bot.output() or "connection failed" in bot.output()
+    # The probe found the proxy dead: neonize was never asked to connect (issue 17).
+    assert "WhatsApp unreachable (cannot reach proxy 127.0.0.1:9" in bot.output()
     status = bot.request("GET", "/api/session-status")[1]
-    assert status["hasLocalSession"] is True and status["lastError"]
+    assert status["hasLocalSession"] is True and status["lastError"].startswith("WhatsApp unreachable")
+    assert status["connectAttempts"] >= 3 and status["clientConnects"] == 0
     assert status["state"] in ("reconnecting", "connecting")
 
     code = bot.stop()
@@ -46,9 +48,19 @@ def test_backoff_delays_grow_between_failed_dials(start_bot, tmp_path):
     wait_for(lambda: bot.request("GET", "/api/health")[0] == 200, 5, "health during backoff")
 
 
+def test_failed_neonize_connects_without_the_probe(start_bot):
+    # RECONNECT_PROBE=0: every attempt goes to neonize, which fails to dial the dead proxy.
+    bot = start_bot(RECONNECT_PROBE="0", RECONNECT_DELAY_MIN="0.05", RECONNECT_DELAY_MAX="0.1")
+    bot.wait_for_line("retrying in", occurrences=3, timeout=30)
+    assert "failed to dial" in bot.output() or "connection failed" in bot.output()
+    status = bot.request("GET", "/api/session-status")[1]
+    assert status["clientConnects"] >= 3 and status["connectAttempts"] - status["clientConnects"] in (0, 1)
+
+
 def test_the_worker_is_replaced_after_too_many_connects(start_bot):
     # neonize leaks one database handle per connect(); the worker hands over before that hurts.
-    bot = start_bot(MAX_CONNECTS_PER_WORKER="2")
+    # Without the probe, so that the failed attempts reach neonize.
+    bot = start_bot(MAX_CONNECTS_PER_WORKER="2", RECONNECT_PROBE="0")
     bot.wait_for_line("handing over to a fresh worker", timeout=30)
     bot.wait_for_line("Booting worker with pid", occurrences=2, timeout=30)
     bot.wait_for_line("WhatsApp connection starting in worker pid", occurrences=2, timeout=30)
