@@ -66,6 +66,7 @@ def create_app(
             backoff=whatsapp.Backoff(first=cfg.reconnect_delay_min, cap=cfg.reconnect_delay_max),
             # Only in front of neonize itself: a test's scripted client has no WhatsApp to probe.
             probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
+            keepalive_give_up=cfg.keepalive_give_up,
         )
 
     app = Flask(__name__)

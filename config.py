@@ -22,6 +22,16 @@ SESSION_VAR = "WHATSAPP_SESSION"
 #: data (the combination of all keys and values) cannot exceed 64kb for each app" (older pages: 32 KB).
 CONFIG_VARS_LIMIT = 64 * 1024
 
+#: One save (snapshot + Platform API calls and retries) ends within this many seconds; the API
+#: answers within it plus 2 s, under Heroku's 30 s router limit (SAVE_DEADLINE, at most 25).
+SAVE_DEADLINE = 20.0
+
+#: whatsmeow pings every 20-30 s and waits 10 s for each answer (keepalive.go). The first failed ping
+#: is reported at most 30 + 10 = 40 s after the last answer, the second at least 2 x (20 + 10) = 60 s
+#: after it. Giving up in between means one lost ping never drops a healthy connection, and the second
+#: always drops a dead one: within about a minute instead of whatsmeow's own 3 minutes.
+KEEPALIVE_GIVE_UP = 50.0
+
 #: The Platform API's base URL (HEROKU_API_URL points the bot at a stand-in, as the tests do).
 HEROKU_API_URL = "https://api.heroku.com"
 
@@ -51,13 +61,12 @@ class Config:
     webhook_secret: str | None = field(default=None, repr=False)
     config_vars_limit: int = CONFIG_VARS_LIMIT
     session_save_delay: float = 5.0
-    # One save (snapshot + Platform API calls and retries) ends within this; the API answers within
-    # it plus 2 s, under Heroku's 30 s router limit.
-    save_deadline: float = 20.0
+    save_deadline: float = SAVE_DEADLINE
     max_upload_bytes: int = 16 * 1024 * 1024
     max_connects_per_worker: int | None = None  # None: chosen by store (whatsapp.DEFAULT_MAX_CONNECTS)
     reconnect_delay_min: float = 1.0  # first backoff delay (s); doubles per failed attempt
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
+    keepalive_give_up: float = KEEPALIVE_GIVE_UP
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
     log_level: str = "INFO"
     dyno: str | None = None  # DYNO, which Heroku sets on every dyno ("web.1"): tells Heroku from a laptop
@@ -272,7 +281,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             env, "CONFIG_VARS_LIMIT", CONFIG_VARS_LIMIT, low=1024, high=16 * 1024 * 1024
         ),
         session_save_delay=_seconds(env, "SESSION_SAVE_DELAY", 5.0, high=600),
-        save_deadline=_seconds(env, "SAVE_DEADLINE", 20.0, high=25),
+        save_deadline=_seconds(env, "SAVE_DEADLINE", SAVE_DEADLINE, high=25),
         max_upload_bytes=_integer(env, "MAX_UPLOAD_BYTES", 16 * 1024 * 1024, low=1024, high=100 * 1024 * 1024),
         max_connects_per_worker=(
             _integer(env, "MAX_CONNECTS_PER_WORKER", 0, low=1, high=1_000_000)
@@ -281,6 +290,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reconnect_delay_min=reconnect_delay_min,
         reconnect_delay_max=reconnect_delay_max,
         reconnect_probe=probe in ("1", "true", "yes", "on"),
+        keepalive_give_up=_seconds(env, "KEEPALIVE_GIVE_UP", KEEPALIVE_GIVE_UP, high=3600),
         log_level=log_level,
         dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),

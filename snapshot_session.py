@@ -29,6 +29,7 @@ from typing import Callable
 
 import snapshot
 from clock import iso_now
+from config import SAVE_DEADLINE
 from errors import error_record
 from stores import SnapshotStore
 from textsafe import printable
@@ -76,7 +77,7 @@ class SnapshotSession:
     kind = "snapshot"
 
     def __init__(self, session_dir: Path, store: SnapshotStore, *, save_delay: float = 5.0,
-                 save_deadline: float = DEFAULT_SAVE_DEADLINE) -> None:
+                 save_deadline: float = SAVE_DEADLINE) -> None:
         self.session_dir = Path(session_dir)
         self.store = store
         self.save_delay = save_delay

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from clock import iso_from_epoch
+from config import KEEPALIVE_GIVE_UP
 from qrterminal import qr_block
 from reachability import Unreachable
 from recipients import jid_text
@@ -153,6 +154,7 @@ class Connection:
         out=None,
         max_connects: int | None = None,
         probe: Callable[[], bool] | None = None,
+        keepalive_give_up: float = KEEPALIVE_GIVE_UP,
     ) -> None:
         self.session = session  # session_manager.Session
         self._factory = client_factory
@@ -181,6 +183,8 @@ class Connection:
         # Called before each connect(): raises when WhatsApp cannot be reached (reachability.py).
         self._probe = probe
         self.connect_attempts = 0  # every attempt, probed away or handed to neonize
+        self.keepalive_give_up = keepalive_give_up
+        self.keepalive_reconnects = 0  # connections dropped because pings went unanswered
         self.unreachable = 0  # attempts the probe kept away from neonize
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
@@ -476,7 +480,19 @@ class Connection:
         log.info("disconnected; whatsmeow reconnects by itself")
 
     def _on_keepalive_timeout(self, client, ev) -> None:
-        log.warning("keep-alive timeout (%d errors); whatsmeow keeps trying", ev.ErrorCount)
+        # whatsmeow reports a failed ping and, with its defaults, waits 3 minutes before doing anything
+        # (and only with its own auto-reconnect): meanwhile the bot looks "connected" on a dead socket.
+        silent_for = time.time() - ev.LastSuccess if ev.LastSuccess > 0 else 0.0
+        if silent_for <= self.keepalive_give_up or self.state != CONNECTED:
+            log.warning("keep-alive timeout (%d errors, %.0fs since the last answer); whatsmeow keeps trying",
+                        ev.ErrorCount, silent_for)
+            return
+        self.last_error = f"keep-alive failed for {silent_for:.0f}s: the connection was dead"
+        self.keepalive_reconnects += 1
+        self._set_state(RECONNECTING)
+        log.warning("keep-alive failed %d times over %.0fs: dropping the connection and reconnecting",
+                    ev.ErrorCount, silent_for)
+        self._restart(_Next(reason=f"keep-alive failed for {silent_for:.0f}s"))
 
     def _on_keepalive_restored(self, client, ev) -> None:
         log.info("keep-alive restored")
@@ -556,6 +572,7 @@ class Connection:
             "qrAvailable": self.state == WAITING_FOR_QR and self.last_qr is not None,
             "connectAttempts": self.connect_attempts,
             "clientConnects": self.connects,
+            "keepaliveReconnects": self.keepalive_reconnects,
         }
 
 

@@ -207,8 +207,8 @@ def test_platform_api_faults_at_save_time_keep_the_session_and_say_what_to_do(cy
     said = json.dumps(body["lastSaveError"])
     assert words.lower() in said.lower(), body["lastSaveError"]
     _, public = dyno.request("GET", "/api/session-status")
-    assert public["lastSaveError"]["status"] == status  # without the key: our words and the status only
-    assert words.isdigit() or words not in json.dumps(public["lastSaveError"])
+    # Without the key: our fixed words, the HTTP status and the hint of the error's kind.
+    assert public["lastSaveError"]["status"] == status and "Could not" not in json.dumps(public["lastSaveError"])
     assert c.heroku.release_count == 0
     c.heroku.clear_faults()
     code, saved = dyno.request("POST", "/api/save-session", headers=AUTH, timeout=30)

@@ -153,19 +153,19 @@ def test_boot_imports_the_snapshot_into_an_empty_database_once(database_url, dev
 
 def test_boot_without_snapshot_on_an_empty_database_offers_a_qr(database_url, caplog):
     caplog.set_level(logging.INFO)
-    manager = boot(database_url)
-    assert manager.restore_on_boot() == "none"
+    session = boot(database_url)
+    assert session.restore_on_boot() == "none"
     assert "QR code" in caplog.text
-    assert not manager.has_local_session()
+    assert not session.has_local_session()
 
 
 def test_a_broken_snapshot_is_not_imported_and_the_database_stays_empty(database_url, device, caplog):
     _, _, text = device
     caplog.set_level(logging.INFO)
     broken = text[: len(text) // 2]
-    manager = boot(database_url, broken)
-    assert manager.restore_on_boot() == "failed"
-    assert manager.restore_error
+    session = boot(database_url, broken)
+    assert session.restore_on_boot() == "failed"
+    assert session.restore_error
     assert "QR code" in caplog.text
     assert not PostgresSession(database_url).has_device()
     assert broken not in caplog.text
@@ -175,13 +175,13 @@ def test_an_unreachable_database_at_boot_does_not_raise_and_hides_the_password(p
     _, _, text = device
     caplog.set_level(logging.INFO)
     url = pg_server.url("postgres").replace(f":{pg_server.port}/", f":{_closed_port()}/")
-    manager = boot(url, text)
-    assert manager.restore_on_boot() == "failed"
-    assert "check DATABASE_URL" in manager.restore_error  # the hint says what to do
-    assert pg_server.password not in manager.restore_error
+    session = boot(url, text)
+    assert session.restore_on_boot() == "failed"
+    assert "check DATABASE_URL" in session.restore_error  # the hint says what to do
+    assert pg_server.password not in session.restore_error
     assert pg_server.password not in caplog.text
-    assert manager.has_local_session() is False
-    status = manager.status()
+    assert session.has_local_session() is False
+    status = session.status()
     assert pg_server.password not in json.dumps(status)
     assert "error" in status["store"]
 
@@ -197,32 +197,32 @@ def _closed_port() -> int:
 # =========================================================================== save, status, wipe
 def test_save_answers_that_the_session_is_live_and_writes_nothing(database_url, device):
     _, jid, text = device
-    manager = boot(database_url, text)
-    manager.restore_on_boot()
+    session = boot(database_url, text)
+    session.restore_on_boot()
     before = device_fingerprint(database_url)
 
-    manager.connected(lambda: True)  # a live session has nothing to save after connecting
-    assert manager.last_save is None
-    result = manager.save(reason="API request")
+    session.connected(lambda: True)  # a live session has nothing to save after connecting
+    assert session.last_save is None
+    result = session.save(reason="API request")
     assert result["live"] is True
     assert result["changed"] is False and result["restartExpected"] is False
     assert any("live in PostgreSQL" in str(value) for value in result.values()), result
-    assert manager.save(force=True)["changed"] is False
+    assert session.save(force=True)["changed"] is False
     assert device_fingerprint(database_url) == before
 
 
 def test_save_without_a_device_says_pair_first(database_url):
-    manager = boot(database_url)
-    manager.restore_on_boot()
+    session = boot(database_url)
+    session.restore_on_boot()
     with pytest.raises(snapshot.SnapshotError, match="pair first"):
-        manager.save()
+        session.save()
 
 
 def test_status_says_postgres_without_password_or_phone_number(pg_server, database_url, device):
     _, jid, text = device
-    manager = boot(database_url, text)
-    manager.restore_on_boot()
-    status = public_view(manager.status())  # what /api/session-status shows without the key
+    session = boot(database_url, text)
+    session.restore_on_boot()
+    status = public_view(session.status())  # what /api/session-status shows without the key
     assert status["store"]["kind"] == "postgres" and status["store"]["live"] is True
     assert status["hasLocalSession"] is True and status["store"]["has_device"] is True
     assert status["hasEnvSession"] is True and status["restoredFrom"] == "snapshot"
@@ -231,26 +231,26 @@ def test_status_says_postgres_without_password_or_phone_number(pg_server, databa
     assert jid not in shown and jid.split(":")[0].split("@")[0] not in shown  # the phone number
     assert text not in shown
     # The key holder's view (app.py adds it): the device JID.
-    assert manager.device_jid() == jid
+    assert session.device_jid() == jid
 
 
 def test_wipe_deletes_the_device_and_its_keys(database_url, device, caplog):
     _, jid, text = device
     caplog.set_level(logging.INFO)
-    manager = boot(database_url, text)
-    manager.restore_on_boot()
-    assert manager.has_local_session()
+    session = boot(database_url, text)
+    session.restore_on_boot()
+    assert session.has_local_session()
 
     caplog.clear()
-    manager.wipe("logged out")
-    assert manager.has_local_session() is False
+    session.wipe("logged out")
+    assert session.has_local_session() is False
     assert PostgresSession(database_url).has_device() is False
     counts = table_counts(database_url)
     assert counts["whatsmeow_device"] == 0 and counts["whatsmeow_pre_keys"] == 0
-    assert manager.last_wipe is not None and manager.last_save_error is None
-    manager.wipe("again")  # nothing left to delete: harmless
-    assert manager.last_save_error is None
-    # The manager cannot unset the config var, so it says so: the next boot would import the snapshot
+    assert session.last_wipe is not None and session.last_save_error is None
+    session.wipe("again")  # nothing left to delete: harmless
+    assert session.last_save_error is None
+    # The session cannot unset the config var, so it says so: the next boot would import the snapshot
     # again (WhatsApp refuses that device if it was really logged out, and the bot wipes it again).
     assert UNSET_HINT in caplog.text and "imports it again" in caplog.text
     assert boot(database_url, text).restore_on_boot() == "snapshot"
@@ -268,17 +268,17 @@ def test_wipe_without_a_boot_snapshot_does_not_mention_the_config_var(database_u
 
 def test_wipe_on_an_unreachable_database_reports_without_raising(pg_server):
     url = pg_server.url("postgres").replace(f":{pg_server.port}/", f":{_closed_port()}/")
-    manager = boot(url)
-    manager.wipe("logged out")
-    assert "could not delete the device" in manager.last_save_error["message"]
-    assert pg_server.password not in json.dumps(manager.last_save_error)
+    session = boot(url)
+    session.wipe("logged out")
+    assert "could not delete the device" in session.last_save_error["message"]
+    assert pg_server.password not in json.dumps(session.last_save_error)
 
 
 # =========================================================================== the connection loop
 class PostgresScriptedClient(ScriptedClient):
     """tests/scripted_client.py's client, with its device in PostgreSQL instead of a SQLite file.
 
-    `database` is the URL the manager hands out (what neonize's NewClient gets). A pairing stores a
+    `database` is the URL the session hands out (what neonize's NewClient gets). A pairing stores a
     new wadb device the way the bot's own import does; a logout deletes the device row as whatsmeow's
     sqlstore DeleteDevice does (`DELETE FROM whatsmeow_device WHERE jid=$1`; the key tables cascade).
     """
@@ -312,7 +312,7 @@ class PostgresScriptedClient(ScriptedClient):
         super()._apply(command)
 
 
-class CountingManager(LiveDatabaseSession):
+class CountingSession(LiveDatabaseSession):
     """Counts the saves the connection asks for (a live session must never need one)."""
 
     saves = 0
@@ -323,13 +323,13 @@ class CountingManager(LiveDatabaseSession):
 
 
 class PgBot:
-    """An in-process bot on PostgreSQL: real manager and database, scripted WhatsApp client."""
+    """An in-process bot on PostgreSQL: real session and database, scripted WhatsApp client."""
 
     def __init__(self, root: Path, url: str, snapshot_value: str | None = None) -> None:
         self.control = Control(root / "control")
-        self.manager = CountingManager(PostgresSession(url), snapshot_value=snapshot_value)
+        self.session = CountingSession(PostgresSession(url), snapshot_value=snapshot_value)
         self.clients: list[PostgresScriptedClient] = []
-        self.connection = Connection(self.manager, client_factory=self._make_client,
+        self.connection = Connection(self.session, client_factory=self._make_client,
                                      backoff=Backoff(first=0.01, cap=0.05), out=_Sink())
 
     def _make_client(self, database: str) -> PostgresScriptedClient:
@@ -361,7 +361,7 @@ def pg_bots(tmp_path):
         bot.connection.start()
         return bot
 
-    CountingManager.saves = 0
+    CountingSession.saves = 0
     yield make
     for bot in made:
         bot.connection.stop(timeout=5)
@@ -378,10 +378,10 @@ def test_connection_boots_from_the_snapshot_then_restarts_live_without_saving(da
 
     again = pg_bots(database_url, text)  # a dyno restart: same env, same database
     again.wait_state("connected")
-    assert again.manager.restored_from == "database"
+    assert again.session.restored_from == "database"
     assert again.control.events("connected")[-1]["jid"] == jid
     assert not again.control.events("qr")
-    assert CountingManager.saves == 0  # no save after connect: the session is already stored
+    assert CountingSession.saves == 0  # no save after connect: the session is already stored
 
 
 def test_logout_by_whatsapp_deletes_the_device_and_a_new_pairing_is_live_at_once(database_url, device, pg_bots):
@@ -398,13 +398,13 @@ def test_logout_by_whatsapp_deletes_the_device_and_a_new_pairing_is_live_at_once
     bot.wait_state("connected")
     new_jid = bot.control.events("paired")[-1]["jid"]
     assert new_jid != jid and PostgresSession(database_url).device_jid() == new_jid
-    assert CountingManager.saves == 0
+    assert CountingSession.saves == 0
     bot.connection.stop(timeout=5)
 
     # The old snapshot is still in the env; the database has the new device, so it wins.
     again = pg_bots(database_url, text)
     again.wait_state("connected")
-    assert again.manager.restored_from == "database"
+    assert again.session.restored_from == "database"
     assert again.control.events("connected")[-1]["jid"] == new_jid
 
 

@@ -12,10 +12,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import struct
 
 # WhatsApp's production root (whatsmeow handshake.go, WACertPubKey).
 WHATSAPP_ROOT_KEY = bytes.fromhex("142375574d0a587166aae71ebe516437c4a28b73e3695c6ce1f7f9545da8ee6b")
 LIBRARY_NAME = "neonize-linux-amd64.so"
+# whatsmeow's keep-alive timing (keepalive.go: KeepAliveResponseDeadline 10 s, KeepAliveIntervalMin
+# 20 s, KeepAliveIntervalMax 30 s, KeepAliveMaxFailTime 3 min): four adjacent int64 nanosecond values
+# in the library's data section, found exactly once. A test copy may shorten the first three so a
+# dead connection shows within seconds; KeepAliveMaxFailTime stays, so whatsmeow's own forced
+# reconnect (after 3 minutes) never hides what the bot does.
+KEEPALIVE_VARS = struct.pack("<qqqq", 10 * 10**9, 20 * 10**9, 30 * 10**9, 180 * 10**9)
 
 
 class PatchError(RuntimeError):
@@ -29,8 +36,11 @@ def installed_neonize_dir() -> str:
     return list(spec.submodule_search_locations)[0]
 
 
-def make_patched_neonize(dest_root: str, root_key: bytes, source_dir: str | None = None) -> str:
-    """Copy neonize into dest_root/neonize with root_key patched in; returns dest_root."""
+def make_patched_neonize(dest_root: str, root_key: bytes, source_dir: str | None = None,
+                         keepalive: tuple[float, float, float] | None = None) -> str:
+    """Copy neonize into dest_root/neonize with root_key patched in; returns dest_root.
+
+    `keepalive`: (interval min, interval max, response deadline) in seconds for whatsmeow's pings."""
     if len(root_key) != 32:
         raise PatchError("the root key must be 32 bytes")
     source_dir = source_dir or installed_neonize_dir()
@@ -45,6 +55,12 @@ def make_patched_neonize(dest_root: str, root_key: bytes, source_dir: str | None
             f"expected WhatsApp's root key exactly once in {LIBRARY_NAME}, found {count}; "
             "a different neonize/whatsmeow build needs this patcher re-checked"
         )
+    data = data.replace(WHATSAPP_ROOT_KEY, root_key)
+    if keepalive is not None:
+        if data.count(KEEPALIVE_VARS) != 1:
+            raise PatchError(f"whatsmeow's keep-alive timing not found exactly once in {LIBRARY_NAME}")
+        interval_min, interval_max, deadline = (int(x * 10**9) for x in keepalive)
+        data = data.replace(KEEPALIVE_VARS, struct.pack("<qqqq", deadline, interval_min, interval_max, 180 * 10**9))
     with open(lib_path, "wb") as f:
-        f.write(data.replace(WHATSAPP_ROOT_KEY, root_key))
+        f.write(data)
     return dest_root

@@ -77,6 +77,7 @@ class _Connection:
         self.jid: JID | None = None  # set once logged in
         self.refs: list[str] = []
         self.active = False  # the client sent its post-login "active" IQ (Connected follows)
+        self.silent = False  # answers no keep-alive ping (stop_answering_pings)
         self.ending = False  # a final stream error was sent; closing after the grace period
         self.closed = threading.Event()
         self._send_lock = threading.Lock()
@@ -111,12 +112,15 @@ class WhatsAppSimulator:
         refs_per_pair_device: int = 6,
         neonize_dir: str | None = None,
         close_grace: float = 0.5,
+        keepalive: tuple[float, float, float] | None = None,
     ):
         self.workdir = os.path.abspath(workdir)
         self.phone = Phone(phone_number, lid_user)
         self.refs_per_pair_device = refs_per_pair_device
         self.close_grace = close_grace
         self._neonize_source = neonize_dir
+        self._keepalive = keepalive  # (ping interval min, max, response deadline) for the client's whatsmeow
+        self.unanswered_pings = 0
         self.certs = NoiseCertificates()
         self.devices: dict[str, DeviceRecord] = {}
         self.connections: list[_Connection] = []
@@ -141,7 +145,8 @@ class WhatsAppSimulator:
         os.makedirs(self.workdir, exist_ok=True)
         self.ca_file, cert, key = make_tls_files(self.workdir)
         self.pythonpath = make_patched_neonize(
-            os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source
+            os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source,
+            keepalive=self._keepalive,
         )
         self.proxy = InterceptingProxy(cert, key, self._serve)
         self.proxy.start()
@@ -255,6 +260,12 @@ class WhatsAppSimulator:
         """Another login took this device's stream (conflict type replaced)."""
         for conn in self._live(jid, required=True):
             self._end_stream(conn, Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
+
+    def stop_answering_pings(self, jid: str) -> None:
+        """The device's current connections stay open but answer no keep-alive ping any more (a socket
+        that died somewhere on the way without a close); a new connection answers again."""
+        for conn in self._live(jid, required=True):
+            conn.silent = True
 
     def drop(self, jid: str) -> None:
         """Close the TCP connection abruptly, no close frame, no stream error."""
@@ -401,6 +412,11 @@ class WhatsAppSimulator:
             self._handle_key_fetch(conn, node)
         elif xmlns == "usync" and first is not None and first.tag == "usync":
             self._handle_usync(conn, node)
+        elif xmlns == "w:p" and conn.silent:
+            # keepalive.go's ping on a connection that went quiet: the socket stays open, no answer.
+            with self._cond:
+                self.unanswered_pings += 1
+                self._cond.notify_all()
         elif xmlns == "passive":
             self._result(conn, node)
             conn.active = first is not None and first.tag == "active"
