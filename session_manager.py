@@ -128,7 +128,7 @@ class SessionManager:
         self._local_jid = snapshot.device_jid(self.session_dir)
         if self.has_local_session():
             self.restored_from = "local"
-            log.info("local session present for %s; not restoring", self.device_jid())
+            log.info("local session present for %s; not restoring", snapshot.printable(self.device_jid()))
             return "local"
         text = self.store.load()
         if not text:
@@ -141,14 +141,17 @@ class SessionManager:
             log.error(
                 "the stored session could not be restored (%s); it is left untouched in the store, and a QR "
                 "code will be shown: a new pairing replaces it",
-                exc,
+                snapshot.printable(exc),
             )
             return "failed"
         self.restored_from = "store"
         self._local_jid = info.device_jid
+        # Text from the snapshot (JID, tier, member names) is logged escaped: it must not forge log lines.
         log.info(
-            "restored session for %s from %s (tier=%s, %d chars)",
-            info.device_jid, self.store.key, info.tier, info.encoded_chars,
+            "restored session for %s from %s (tier=%s, %d chars)%s",
+            snapshot.printable(info.device_jid), self.store.key, snapshot.printable(info.tier),
+            info.encoded_chars,
+            f"; not restored from the snapshot: {', '.join(info.ignored_members)}" if info.ignored_members else "",
         )
         return "store"
 
@@ -159,7 +162,7 @@ class SessionManager:
         if not local:
             return False
         if local == self._stored_jid:
-            log.info("device %s is the stored one: nothing to save", local)
+            log.info("device %s is the stored one: nothing to save", snapshot.printable(local))
             return False
         return True
 
@@ -293,7 +296,7 @@ class LiveDatabaseSessionManager(SessionManager):
     def restore_on_boot(self) -> str:
         if self.has_local_session():
             self.restored_from = "database"
-            log.info("session for %s is live in PostgreSQL", self.device_jid())
+            log.info("session for %s is live in PostgreSQL", snapshot.printable(self.device_jid()))
             if self._snapshot_value:
                 log.info("WHATSAPP_SESSION is no longer used: `heroku config:unset WHATSAPP_SESSION` frees the room")
             return "database"
@@ -304,12 +307,14 @@ class LiveDatabaseSessionManager(SessionManager):
             jid = self.import_snapshot(self._snapshot_value)
         except Exception as exc:
             self.restore_error = str(exc)
-            log.error("could not import WHATSAPP_SESSION into PostgreSQL (%s); a QR code will be shown", exc)
+            log.error("could not import WHATSAPP_SESSION into PostgreSQL (%s); a QR code will be shown",
+                      snapshot.printable(exc))
             return "failed"
         self.restored_from = "snapshot"
         log.info(
             "imported the session for %s from WHATSAPP_SESSION into PostgreSQL; it is live there now: "
-            "run `heroku config:unset WHATSAPP_SESSION` (one restart) to free the config-var room", jid,
+            "run `heroku config:unset WHATSAPP_SESSION` (one restart) to free the config-var room",
+            snapshot.printable(jid),
         )
         return "snapshot"
 
@@ -439,8 +444,8 @@ def main(argv: list[str]) -> int:
                 budget = _budget_option(argv[1:])
                 sys.stdout.write(manager.export_snapshot(budget) + "\n")
             else:
-                jid = manager.import_snapshot(sys.stdin.read())
-                print(f"imported {jid} into PostgreSQL", file=sys.stderr)
+                jid = manager.import_snapshot(sys.stdin.buffer)  # streamed, as snapshot.main does
+                print(f"imported {snapshot.printable(jid)} into PostgreSQL", file=sys.stderr)
         except (PostgresSessionError, snapshot.SnapshotError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

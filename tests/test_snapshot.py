@@ -745,6 +745,40 @@ def test_restore_refuses_another_whatsmeow_schema_version(used, tmp_path):
     assert not (tmp_path / "restored").exists()
 
 
+def _session_with_control_characters(tmp_path):
+    session = wadb.make_session(str(tmp_path / "odd"), "fresh", seed=13)
+    jid = "4915\x1b[31m\n2000000:7@s.whatsapp.net"
+    conn = sqlite3.connect(session.db_path)
+    with conn:
+        conn.execute("UPDATE whatsmeow_device SET jid = ?, push_name = ?, platform = ?",
+                     (jid, "Bob\x1b]0;pwned\x07\r\nINFO fake line", "android\x1b[2J"))
+    conn.close()
+    return session, jid
+
+
+def test_text_from_a_snapshot_is_printed_and_logged_escaped(tmp_path, caplog):
+    session, jid = _session_with_control_characters(tmp_path)
+    text = snapshot.pack(session.session_dir)
+    assert snapshot.inspect(text).device_jid == jid  # the value itself is kept as is
+    for command, args in (("unpack", [str(tmp_path / "cli")]), ("inspect", [])):
+        result = run_cli(command, *args, stdin=text.encode())
+        assert result.returncode == 0, result.stderr
+        shown = result.stdout + result.stderr
+        assert b"\x1b" not in shown and b"\r" not in shown and b"\x07" not in shown
+        assert b"\\x1b" in shown or b"\\u001b" in shown  # escaped, still readable
+    assert json.loads(result.stdout)["device_jid"] == jid
+    restored = run_cli("unpack", str(tmp_path / "cli2"), stdin=text.encode())
+    assert len(restored.stderr.decode().strip().splitlines()) == 1  # no line a JID could fake
+    from session_manager import SessionManager
+
+    caplog.set_level("INFO", logger="session")
+    manager = SessionManager(tmp_path / "boot", _FileStore(text))
+    assert manager.restore_on_boot() == "store"
+    logged = [r.getMessage() for r in caplog.records if r.name == "session"]
+    assert logged and not any("\x1b" in m or "\n" in m for m in logged), logged
+    assert any("\\x1b" in m for m in logged)
+
+
 _RSS_PROBE = textwrap.dedent("""
     import resource, subprocess, sys
     with open(sys.argv[1], "rb") as stdin:
