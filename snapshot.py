@@ -258,13 +258,18 @@ def inspect(text) -> SnapshotInfo:
     streamed into a private scratch directory and opened read-only and immutable: SQLite then looks
     for no journal and writes nothing, so describing a snapshot can change and delete nothing.
     """
-    with tempfile.TemporaryDirectory(prefix="snapshot-inspect-") as scratch:
-        parsed = _parse(text, scratch)
-        conn = _open_read_only(parsed.db_path)
-        try:
-            return _describe(parsed, _validate(conn))
-        finally:
-            conn.close()
+    try:
+        with tempfile.TemporaryDirectory(prefix="snapshot-inspect-") as scratch:
+            parsed = _parse(text, scratch)
+            conn = _open_read_only(parsed.db_path)
+            try:
+                return _describe(parsed, _validate(conn))
+            finally:
+                conn.close()
+    except OSError as exc:
+        # The scratch copy could not be written (/tmp full?): a SnapshotError, which the boot-time
+        # inspect in session_manager handles, rather than a crash at start.
+        raise SnapshotError(f"cannot read the snapshot: {exc.strerror or exc}") from exc
 
 
 def unpack(text, session_dir) -> SnapshotInfo:

@@ -820,3 +820,15 @@ def test_memory_is_bounded_by_the_cap_not_by_the_input(tmp_path):
     code, peak_kib = map(int, probe.stdout.split())
     assert code == 1, probe.stderr  # not a usable database, found after reading it all
     assert peak_kib < 150 * 1024, f"peak RSS {peak_kib // 1024} MiB for a 100 MB input"
+
+
+def test_inspect_without_room_for_its_scratch_copy_is_a_snapshot_error(fresh, monkeypatch):
+    text = snapshot.pack(fresh.session_dir)
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshot, "_stream_to_private", no_room)
+    with pytest.raises(SnapshotError) as err:
+        snapshot.inspect(text)
+    assert "No space left" in str(err.value)
