@@ -61,14 +61,15 @@ DEFAULT_BUDGET = 16384
 
 # Small pages: each of whatsmeow's ~36 B-trees (17 tables and their key indexes) costs at least one
 # page, mostly empty. Measured on the "core" tier, 1024 compresses ~2% better than 512 (less
-# overflow chaining of the schema text) and ~7% better than 4096. `unpack` converts back to 4096 so
-# the restored database grows with normal pages.
+# overflow chaining of the schema text) and ~7% better than 4096. `unpack` restores the rows into a
+# database neonize made, so the restored one has neonize's normal 4096-byte pages again.
 PACK_PAGE_SIZE = 1024
 RESTORED_PAGE_SIZE = 4096
 
 # Decompression-bomb caps. gzip can expand ~1000:1, so a 64 KB config var could claim ~64 MB; our
 # 3000-contact profile is ~7 MB raw. 128 MiB leaves room for a heavy account's plain snapshot moved
-# from a laptop while bounding memory (we hold at most the database and its WAL) on a 512 MB dyno.
+# from a laptop while bounding the scratch copy on disk; memory does not grow with it (decoding
+# streams: a piece of text, a gzip window and a tar block at a time) on a 512 MB dyno.
 MAX_UNCOMPRESSED_BYTES = 128 * 1024 * 1024
 # A session directory holds the database and maybe its -wal/-shm/-journal. 256 entries allow odd
 # extras while stopping a tar of millions of empty members from burning CPU.
