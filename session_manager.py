@@ -174,11 +174,13 @@ class SessionManager:
             try:
                 budget = self.store.budget()
                 text = self._pack_within(budget)
+                # Described before it is stored: inspect reads a scratch copy of the snapshot, and the
+                # status must show the stored snapshot as soon as the store holds it.
+                info = snapshot.inspect(text)
                 result = self.store.save(text, force=force, budget=budget)
             except Exception as exc:
                 self.last_save_error = str(exc)
                 raise
-            info = snapshot.inspect(text)
             self.last_save_error = None
             self._stored_jid = info.device_jid
             self._stored_info = {"valid": True, **info.as_dict()}
