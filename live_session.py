@@ -67,7 +67,8 @@ class LiveDatabaseSession:
             jid = self.import_snapshot(self._snapshot_value)
         except Exception as exc:
             self.restore_error = str(exc)
-            log.error("could not import WHATSAPP_SESSION into PostgreSQL (%s); a QR code will be shown", exc)
+            log.error("could not import WHATSAPP_SESSION into PostgreSQL (%s); a QR code will be shown",
+                      printable(exc))
             return "failed"
         self.restored_from = "snapshot"
         log.info(

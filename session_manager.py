@@ -162,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(snapshot.pack(args.dir, args.budget, args.tier))
             sys.stdout.flush()
         elif args.command == "unpack":
-            info = snapshot.unpack(sys.stdin.read(), args.dir)
-            print(f"restored {printable(info.device_jid)} ({info.format}, tier {info.tier or 'all'}) "
-                  f"into {args.dir}", file=sys.stderr)
+            # stdin as a stream: the snapshot is decoded piece by piece, never read whole.
+            info = snapshot.unpack(sys.stdin.buffer, args.dir)
+            print(f"restored {snapshot.describe_restore(info)} into {args.dir}", file=sys.stderr)
         else:
-            print(json.dumps(snapshot.inspect(sys.stdin.read()).as_dict(), indent=2))
+            print(json.dumps(snapshot.inspect(sys.stdin.buffer).as_dict(), indent=2))
     except snapshot.SnapshotTooLarge as exc:
         print(f"error: {exc}", file=sys.stderr)
         return snapshot.EXIT_TOO_LARGE
@@ -192,7 +192,7 @@ def _postgres_command(args) -> int:
     if args.command == "pg-export":
         sys.stdout.write(session.export_snapshot(args.budget) + "\n")
     else:
-        jid = session.import_snapshot(sys.stdin.read())
+        jid = session.import_snapshot(sys.stdin.buffer)  # streamed, as unpack and inspect are
         print(f"imported {printable(jid)} into PostgreSQL", file=sys.stderr)
     return 0
 

@@ -8,6 +8,13 @@ plain tar and later re-snapshotted by hand cannot carry a stale "tier" claim. Pl
 `base64 -d | tar xz` gives a directory neonize opens as is, and snapshots made by the plain shell
 (`tar czf - -C session . | base64 -w0`) are accepted by `unpack` too.
 
+A snapshot is untrusted input (anyone who can set the config var writes it). `inspect` and `unpack`
+decode it as a stream bounded by MAX_UNCOMPRESSED_BYTES, keep only the `neonize.db` member (a -wal's
+committed frames are folded in by Python; a -journal, whose super-journal field names a file SQLite
+would delete, and every other member are dropped), open it read-only and immutable, and `unpack`
+restores its rows into a copy of the empty database neonize's own migrations make, so no trigger,
+view or foreign column of the snapshot survives.
+
 Why tiers: a used account's database is megabytes, mostly Signal ratchets and caches, while all
 config vars of a Heroku app share 64 KB. Each tier drops what whatsmeow can refetch, rebuild or
 recover from peers; the smallest one still logs in as the same device. See `_TABLE_RULES`.
@@ -21,6 +28,7 @@ anything change" is a string compare.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import ctypes
@@ -34,14 +42,18 @@ import os
 import pathlib
 import shutil
 import sqlite3
+import struct
+import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import uuid
 import zlib
 
 from errors import BotError
 from fsutil import fsync_path
+from textsafe import printable
 
 DB_NAME = "neonize.db"
 FORMAT_ID = "neonize-session-snapshot/1"
@@ -51,14 +63,15 @@ DEFAULT_BUDGET = 16384
 
 # Small pages: each of whatsmeow's ~36 B-trees (17 tables and their key indexes) costs at least one
 # page, mostly empty. Measured on the "core" tier, 1024 compresses ~2% better than 512 (less
-# overflow chaining of the schema text) and ~7% better than 4096. `unpack` converts back to 4096 so
-# the restored database grows with normal pages.
+# overflow chaining of the schema text) and ~7% better than 4096. `unpack` restores the rows into a
+# database neonize made, so the restored one has neonize's normal 4096-byte pages again.
 PACK_PAGE_SIZE = 1024
 RESTORED_PAGE_SIZE = 4096
 
 # Decompression-bomb caps. gzip can expand ~1000:1, so a 64 KB config var could claim ~64 MB; our
 # 3000-contact profile is ~7 MB raw. 128 MiB leaves room for a heavy account's plain snapshot moved
-# from a laptop while bounding memory (we hold at most the database and its WAL) on a 512 MB dyno.
+# from a laptop while bounding the scratch copy on disk; memory does not grow with it (decoding
+# streams: a piece of text, a gzip window and a tar block at a time) on a 512 MB dyno.
 MAX_UNCOMPRESSED_BYTES = 128 * 1024 * 1024
 # A session directory holds the database and maybe its -wal/-shm/-journal. 256 entries allow odd
 # extras while stopping a tar of millions of empty members from burning CPU.
@@ -74,7 +87,6 @@ CORE_PREKEYS = 16
 TIERS = ("full", "crypto", "peers", "core", "login")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_SIDE_SUFFIXES = ("-wal", "-journal")  # needed to recover a plain snapshot; -shm is rebuilt
 
 
 class SnapshotError(BotError):
@@ -196,6 +208,8 @@ class SnapshotInfo:
     paired_at: str | None  # from the device's ADV identity (when the phone linked it)
     created_at: str | None  # the database member's mtime; ours are zeroed for determinism
     rows: dict  # row counts of the tables that say how "full" the session is
+    # Members of the snapshot that were not read (-journal, -shm, other files), printable names.
+    ignored_members: list = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -243,38 +257,49 @@ def pack(session_dir, budget: int = DEFAULT_BUDGET, tier: str | None = None) -> 
         copy.close()
 
 
-def inspect(text: str) -> SnapshotInfo:
-    """Describe a snapshot (ours or plain) after the same checks `unpack` makes; writes nothing
-    unless the snapshot carries a -wal/-journal, which is replayed in a private temp directory."""
-    parsed = _parse(text)
-    if not parsed.side_files:
-        conn = sqlite3.connect(":memory:")
-        try:
+def inspect(text) -> SnapshotInfo:
+    """Describe a snapshot (ours or plain) after the same checks `unpack` makes.
+
+    `text` is the snapshot as str/bytes or a binary stream (the CLI's stdin): it is decoded piece by
+    piece, so memory stays bounded by the snapshot cap whatever the input's size. The database is
+    streamed into a private scratch directory and opened read-only and immutable: SQLite then looks
+    for no journal and writes nothing, so describing a snapshot can change and delete nothing.
+    """
+    try:
+        with tempfile.TemporaryDirectory(prefix="snapshot-inspect-") as scratch:
+            parsed = _parse(text, scratch)
+            conn = _open_read_only(parsed.db_path)
             try:
-                conn.deserialize(parsed.db)
-            except sqlite3.Error as exc:
-                raise InvalidSnapshot(f"{DB_NAME} in the snapshot is not a usable database ({exc})")
-            return _describe(parsed, _validate(conn))
-        finally:
-            conn.close()
-    with tempfile.TemporaryDirectory(prefix="snapshot-inspect-") as tmp:
-        conn = _open_extracted(parsed, tmp)
-        try:
-            return _describe(parsed, _validate(conn))
-        finally:
-            conn.close()
+                return _describe(parsed, _validate(conn))
+            finally:
+                conn.close()
+    except OSError as exc:
+        # The scratch copy could not be written (/tmp full?): a SnapshotError, which the boot-time
+        # inspect in session_manager handles, rather than a crash at start.
+        raise SnapshotError(f"cannot read the snapshot: {exc.strerror or exc}") from exc
 
 
-def unpack(text: str, session_dir) -> SnapshotInfo:
+def unpack(text, session_dir) -> SnapshotInfo:
     """Restore a snapshot into `session_dir`, replacing what is there only once it is validated.
 
+    The restored database is a copy of neonize's own empty schema holding the snapshot's rows (see
+    `_rebuild`): nothing of the snapshot's schema (triggers, views, extra tables or columns) and no
+    member other than the database reaches the session directory. `text` as for `inspect`.
+
     The directory is replaced as a whole (do not call while neonize has the database open). On any
-    error the existing directory is untouched and the temporary directory next to it is removed.
+    error the existing directory is untouched and the temporary directories are removed.
     """
-    parsed = _parse(text)  # every structural check, in memory, before anything touches the disk
     session_dir = os.path.realpath(os.fspath(session_dir))
     try:
-        return _restore(parsed, session_dir)
+        # Every structural check happens on a scratch copy before anything touches the session's parent.
+        with tempfile.TemporaryDirectory(prefix="snapshot-unpack-") as scratch:
+            parsed = _parse(text, scratch)
+            source = _open_read_only(parsed.db_path)
+            try:
+                facts = _validate(source)
+            finally:
+                source.close()
+            return _restore(parsed, facts, session_dir)
     except OSError as exc:
         raise SnapshotError(
             f"cannot restore the session into {session_dir}: {exc.strerror or exc}"
@@ -282,7 +307,16 @@ def unpack(text: str, session_dir) -> SnapshotInfo:
         ) from exc
 
 
-def _restore(parsed, session_dir: str) -> SnapshotInfo:
+def _restore(parsed, facts, session_dir: str) -> SnapshotInfo:
+    template = _neonize_template()
+    if facts.schema_version != template.version:
+        # Rows of another schema version cannot be put into this one's tables by column name alone
+        # (whatsmeow's migrations may move data), and running neonize's migrations over the
+        # snapshot's own schema would run its triggers too.
+        raise InvalidSnapshot(
+            f"the snapshot has whatsmeow schema v{printable(facts.schema_version)}, this neonize makes "
+            f"v{template.version}; open it once with this neonize version and save a new snapshot"
+        )
     parent, name = os.path.split(session_dir)
     if os.path.lexists(session_dir) and not os.path.isdir(session_dir):
         raise SnapshotError(f"{session_dir} exists and is not a directory")
@@ -290,16 +324,18 @@ def _restore(parsed, session_dir: str) -> SnapshotInfo:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.unpack-", dir=parent)  # same filesystem: rename works
     try:
-        conn = _open_extracted(parsed, tmp)
+        db_path = os.path.join(tmp, DB_NAME)
+        _rebuild(parsed.db_path, template.path, db_path)
+        conn = sqlite3.connect(_file_uri(db_path, "ro"), uri=True)
         try:
-            facts = _validate(conn)
-            _normalize(conn)
+            conn.execute("PRAGMA trusted_schema = OFF")
+            facts = _validate(conn)  # what is restored, not what the snapshot claimed
         finally:
             conn.close()
         for leftover in os.listdir(tmp):
-            if leftover != DB_NAME:  # -shm, an emptied -wal: nothing of value is left in them
+            if leftover != DB_NAME:  # nothing is expected here; never restore anything but the database
                 os.remove(os.path.join(tmp, leftover))
-        fsync_path(os.path.join(tmp, DB_NAME))
+        fsync_path(db_path)
         fsync_path(tmp)
         old = _swap_into_place(tmp, session_dir)
         tmp = old  # the replaced session (or nothing) is what remains to delete
@@ -322,6 +358,15 @@ def pack_for_store(session_dir, target: int, ceiling: int) -> dict:
         text = pack(session_dir, ceiling)
         over_target = True
     return {"text": text, "overTarget": over_target, "info": inspect(text).as_dict()}
+
+
+def describe_restore(info: SnapshotInfo) -> str:
+    """One line about a restored snapshot for logs and the CLI, its text escaped: JID, format, tier
+    and the members that were dropped."""
+    line = f"{printable(info.device_jid)} ({info.format}, tier {printable(info.tier or 'all')})"
+    if info.ignored_members:
+        line += f"; not restored from the snapshot: {', '.join(info.ignored_members)}"
+    return line
 
 
 def has_valid_session(session_dir) -> bool:
@@ -541,21 +586,114 @@ def _encode(db: bytes, tier: str, limit: int | None) -> str | None:
 
 @dataclasses.dataclass
 class _Parsed:
-    db: bytes
-    side_files: dict  # "-wal"/"-journal" suffix -> bytes (plain snapshots of a live directory)
+    db_path: str  # the database member, streamed into a private scratch file
     manifest: dict | None
     encoded_chars: int
     compressed_bytes: int
     raw_bytes: int
     db_mtime: int
+    ignored: list  # printable names of the members that are not restored
+
+
+# How much snapshot text is decoded at a time, and how much of the decoded gzip is kept for the header
+# checks (gzip magic, a tar mistaken for gzip, the FCOMMENT manifest behind an FEXTRA/FNAME).
+_TEXT_PIECE = 1 << 16
+_HEAD_BYTES = 2 + 65535 + 4096 + _MAX_COMMENT + 16
+
+
+def _text_pieces(text):
+    """The snapshot text as ASCII bytes, a piece at a time: from a str/bytes value or a stream."""
+    if isinstance(text, (str, bytes, bytearray)):
+        pieces = (text[i:i + _TEXT_PIECE] for i in range(0, len(text), _TEXT_PIECE))
+    elif hasattr(text, "read"):
+        pieces = iter(lambda: text.read(_TEXT_PIECE), text.read(0))
+    else:
+        raise InvalidSnapshot("the snapshot must be text")
+    for piece in pieces:
+        if isinstance(piece, str):
+            if not piece.isascii():
+                raise InvalidSnapshot("the snapshot is not valid base64 (cut short, or mangled when copied?)")
+            piece = piece.encode("ascii")
+        elif not piece.isascii():
+            raise InvalidSnapshot("the snapshot is not base64 text (non-ASCII bytes)")
+        yield bytes(piece)
+
+
+class _Decoded:
+    """Iterates over the base64-decoded bytes of the snapshot text; never holds more than a piece.
+    Counts what went by (`encoded_chars`, `total`) and keeps the first bytes in `head`."""
+
+    def __init__(self, text):
+        self._pieces = _text_pieces(text)
+        self.encoded_chars = 0
+        self.total = 0
+        self.head = b""
+        self._chunks = self._decode()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = next(self._chunks)
+        self.total += len(chunk)
+        if len(self.head) < _HEAD_BYTES:
+            self.head += chunk[:_HEAD_BYTES - len(self.head)]
+        return chunk
+
+    def _decode(self):
+        carry, ended = b"", False
+        for piece in self._pieces:
+            compact = b"".join(piece.split())  # `base64` wraps at 76 columns; config vars gain whitespace
+            if not compact:
+                continue
+            if ended:  # data after the padding that ended the text
+                raise _bad_base64()
+            self.encoded_chars += len(compact)
+            data = carry + compact
+            cut = len(data) - len(data) % 4  # decode whole quanta; the rest waits for the next piece
+            data, carry = data[:cut], data[cut:]
+            if not data:
+                continue
+            ended = data.endswith(b"=")
+            try:
+                yield base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise _bad_base64() from None
+        if carry:
+            raise _bad_base64()
+        if not self.encoded_chars:
+            raise InvalidSnapshot("the snapshot is empty")
+
+
+def _bad_base64() -> InvalidSnapshot:
+    return InvalidSnapshot("the snapshot is not valid base64 (cut short, or mangled when copied?)")
+
+
+def _compressed(decoded: _Decoded):
+    """The decoded bytes, after checking they start like gzip (and saying so when they are a tar)."""
+    first = []
+    size = 0
+    for chunk in decoded:
+        first.append(chunk)
+        size += len(chunk)
+        if size >= 262:
+            break
+    head = b"".join(first)
+    if head[:2] != b"\x1f\x8b":
+        if head[257:262] == b"ustar":
+            raise InvalidSnapshot("the snapshot is an uncompressed tar; make it with `tar czf` (gzip)")
+        raise InvalidSnapshot("the snapshot is not gzip data (expected base64 of a .tar.gz)")
+    yield head
+    yield from decoded
 
 
 class _GunzipReader(io.RawIOBase):
-    """Streams the decompressed bytes of one or more gzip members with a hard size cap."""
+    """Streams the decompressed bytes of one or more gzip members with a hard size cap. Pulls the
+    compressed input from an iterator, so neither side is ever held whole."""
 
-    def __init__(self, data: bytes):
-        self._data = data
-        self._pos = 0
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._src = b""  # compressed bytes not given to the decompressor yet
         self._dec = zlib.decompressobj(31)
         self._pending = b""
         self.total = 0
@@ -564,26 +702,37 @@ class _GunzipReader(io.RawIOBase):
     def readable(self):
         return True
 
+    def _next_chunk(self):
+        return next(self._chunks, None)
+
     def _more(self, want: int) -> bytes:
         while not self._done:
             if self._dec.eof:
-                rest = self._dec.unused_data + self._data[self._pos:]
-                self._pos = len(self._data)
+                rest = self._dec.unused_data + self._src
+                self._src = b""
+                while len(rest) < 2:
+                    chunk = self._next_chunk()
+                    if chunk is None:
+                        break
+                    rest += chunk
                 if rest[:2] == b"\x1f\x8b":  # a further gzip member (e.g. `cat a.gz b.gz`)
                     self._dec = zlib.decompressobj(31)
-                    self._data, self._pos = rest, 0
+                    self._src = rest
                     continue
-                if rest.strip(b"\x00"):
-                    raise InvalidSnapshot("unexpected data after the end of the gzip stream")
+                while rest is not None:  # only NUL padding may follow; checked a piece at a time
+                    if rest.strip(b"\x00"):
+                        raise InvalidSnapshot("unexpected data after the end of the gzip stream")
+                    rest = self._next_chunk()
                 self._done = True
                 break
             if self._dec.unconsumed_tail:
                 src = self._dec.unconsumed_tail
-            elif self._pos < len(self._data):
-                src = self._data[self._pos:self._pos + 65536]
-                self._pos += len(src)
             else:
-                raise InvalidSnapshot("the gzip stream is truncated (the snapshot was cut short)")
+                if not self._src:
+                    self._src = self._next_chunk() or b""
+                    if not self._src:
+                        raise InvalidSnapshot("the gzip stream is truncated (the snapshot was cut short)")
+                src, self._src = self._src[:65536], self._src[65536:]
             try:
                 out = self._dec.decompress(src, max(want, 65536))
             except zlib.error as exc:
@@ -613,30 +762,6 @@ class _GunzipReader(io.RawIOBase):
             pass
 
 
-def _decode_text(text) -> tuple:
-    if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text).decode("ascii")
-        except UnicodeDecodeError:
-            raise InvalidSnapshot("the snapshot is not base64 text (non-ASCII bytes)") from None
-    if not isinstance(text, str):
-        raise InvalidSnapshot("the snapshot must be text")
-    compact = "".join(text.split())  # `base64` wraps at 76 columns; config vars may gain whitespace
-    if not compact:
-        raise InvalidSnapshot("the snapshot is empty")
-    try:
-        data = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidSnapshot(
-            "the snapshot is not valid base64 (cut short, or mangled when copied?)"
-        ) from None
-    if data[:2] != b"\x1f\x8b":
-        if data[257:262] == b"ustar":
-            raise InvalidSnapshot("the snapshot is an uncompressed tar; make it with `tar czf` (gzip)")
-        raise InvalidSnapshot("the snapshot is not gzip data (expected base64 of a .tar.gz)")
-    return data, len(compact)
-
-
 def _member_path(name: str) -> str:
     """The member's normalized relative path; raises on absolute paths and `..`."""
     if name.startswith("/") or name.startswith("\\"):
@@ -647,11 +772,25 @@ def _member_path(name: str) -> str:
     return "/".join(parts)
 
 
-def _parse(text) -> _Parsed:
-    compressed, encoded_chars = _decode_text(text)
-    reader = _GunzipReader(compressed)
-    wanted = {DB_NAME} | {DB_NAME + s for s in _SIDE_SUFFIXES}
+# Scratch names of the two members that are read. Neither ends in -journal/-wal/-shm of the other,
+# and the database is only ever opened immutable: SQLite never looks for a file beside it.
+_SCRATCH_DB = "snapshot-database"
+_SCRATCH_WAL = "snapshot-wal-frames"
+
+
+def _parse(text, scratch: str) -> _Parsed:
+    """Every structural check of a snapshot, streaming: the database member goes to `scratch`.
+
+    Only `neonize.db` is kept. A plain tar of a live session directory may also carry its -wal: its
+    committed frames are folded into the database here, in Python (`_merge_wal`), so they are not lost
+    and SQLite never sees the file. Every other member (-journal, -shm, anything else) is dropped
+    unread and named in `ignored`: a rollback journal names a file SQLite deletes when it rolls the
+    journal back, so it must never be placed where SQLite looks for it.
+    """
+    decoded = _Decoded(text)
+    reader = _GunzipReader(_compressed(decoded))
     found: dict = {}
+    ignored: list = []
     seen: set = set()
     nested_db = None
     db_mtime = 0
@@ -683,17 +822,20 @@ def _parse(text) -> _Parsed:
                 if path in seen:
                     raise InvalidSnapshot(f"the snapshot holds {path[:100]!r} twice")
                 seen.add(path)
-                if path in wanted:
-                    handle = tar.extractfile(member)
-                    found[path] = handle.read() if handle else b""
+                target = {DB_NAME: _SCRATCH_DB, DB_NAME + "-wal": _SCRATCH_WAL}.get(path)
+                if target:
+                    found[path] = os.path.join(scratch, target)
+                    _stream_to_private(tar.extractfile(member), found[path])
                     if path == DB_NAME:
                         db_mtime = int(member.mtime or 0)
-                elif path.endswith("/" + DB_NAME):
-                    nested_db = path
+                else:
+                    ignored.append(printable(path[:100]))
+                    if path.endswith("/" + DB_NAME):
+                        nested_db = path
         reader.drain()
     except SnapshotError:
         raise
-    except (tarfile.TarError, EOFError, OSError, ValueError, UnicodeError, OverflowError) as exc:
+    except (tarfile.TarError, EOFError, ValueError, UnicodeError, OverflowError) as exc:
         raise InvalidSnapshot(f"the snapshot is not a valid tar archive ({exc})") from None
     if DB_NAME not in found:
         hint = (
@@ -701,11 +843,16 @@ def _parse(text) -> _Parsed:
             if nested_db else ""
         )
         raise InvalidSnapshot(f"the snapshot holds no {DB_NAME}{hint}")
-    db = found[DB_NAME]
-    if not db.startswith(_SQLITE_MAGIC):
-        raise InvalidSnapshot(f"{DB_NAME} in the snapshot is not an SQLite database")
+    db_path = found[DB_NAME]
+    with open(db_path, "rb") as fh:
+        if fh.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            raise InvalidSnapshot(f"{DB_NAME} in the snapshot is not an SQLite database")
+    if DB_NAME + "-wal" in found:
+        _merge_wal(db_path, found[DB_NAME + "-wal"])
+        os.remove(found[DB_NAME + "-wal"])
+    _leave_wal_mode(db_path)
     manifest = None
-    comment = _gzip_comment(compressed)
+    comment = _gzip_comment(decoded.head)
     if comment:
         try:
             candidate = json.loads(comment.decode("latin-1"))
@@ -714,40 +861,223 @@ def _parse(text) -> _Parsed:
         if isinstance(candidate, dict) and candidate.get("format") == FORMAT_ID:
             manifest = candidate
     return _Parsed(
-        db=db,
-        side_files={s: found[DB_NAME + s] for s in _SIDE_SUFFIXES if DB_NAME + s in found},
+        db_path=db_path,
         manifest=manifest,
-        encoded_chars=encoded_chars,
-        compressed_bytes=len(compressed),
+        encoded_chars=decoded.encoded_chars,
+        compressed_bytes=decoded.total,
         raw_bytes=reader.total,
         db_mtime=db_mtime,
+        ignored=ignored,
     )
 
 
-def _write_private(path: str, data: bytes):
+def _stream_to_private(source, path: str):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+        if source is not None:
+            shutil.copyfileobj(source, fh, 65536)
 
 
-def _open_extracted(parsed: _Parsed, directory: str) -> sqlite3.Connection:
-    """Write the database (and any -wal/-journal, so SQLite recovers it as it would in place) into
-    `directory` and open it."""
-    db_path = os.path.join(directory, DB_NAME)
-    _write_private(db_path, parsed.db)
-    for suffix, data in parsed.side_files.items():
-        _write_private(db_path + suffix, data)
+# ---- folding a plain snapshot's -wal into its database (https://sqlite.org/fileformat2.html#walformat)
+
+_WAL_MAGICS = (0x377F0682, 0x377F0683)  # the low bit says the checksums are big-endian
+
+
+def _wal_checksum(data: bytes, s0: int, s1: int, big_endian: bool) -> tuple:
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _db_page_size(db_path: str) -> int:
+    with open(db_path, "rb") as fh:
+        header = fh.read(100)
+    if len(header) < 100:
+        return 0
+    size = int.from_bytes(header[16:18], "big")
+    return 65536 if size == 1 else size
+
+
+def _merge_wal(db_path: str, wal_path: str):
+    """Apply the committed frames of a WAL to the database file, as SQLite's recovery would: frames
+    are read while their salts and cumulative checksums hold, up to the last commit frame. A WAL that
+    SQLite would ignore (bad header, other page size) is ignored. Sizes are bounded by the snapshot
+    cap, so a hostile WAL cannot make a huge (sparse) file; it can only change the database's own
+    pages, which the snapshot could do directly anyway."""
+    page_size = _db_page_size(db_path)
+    with open(wal_path, "rb") as wal, open(db_path, "r+b") as db:
+        header = wal.read(32)
+        if len(header) < 32:
+            return  # empty: checkpointed already
+        magic, _version, wal_page_size, _seq, salt1, salt2, ck1, ck2 = struct.unpack(">8I", header)
+        big = bool(magic & 1)
+        if magic not in _WAL_MAGICS or wal_page_size != page_size:
+            return
+        checksum = _wal_checksum(header[:24], 0, 0, big)
+        if checksum != (ck1, ck2):
+            return
+        committed, pending, pages = [], [], None
+        while True:
+            frame_header = wal.read(24)
+            page = wal.read(page_size)
+            if len(frame_header) < 24 or len(page) < page_size:
+                break
+            pgno, commit, frame_salt1, frame_salt2, fc1, fc2 = struct.unpack(">6I", frame_header)
+            if (frame_salt1, frame_salt2) != (salt1, salt2) or pgno == 0:
+                break
+            checksum = _wal_checksum(frame_header[:8] + page, *checksum, big)
+            if checksum != (fc1, fc2):
+                break
+            pending.append((pgno, wal.tell() - page_size))
+            if commit:
+                if commit * page_size > MAX_UNCOMPRESSED_BYTES:
+                    raise InvalidSnapshot(
+                        f"the snapshot's {DB_NAME}-wal claims a database over "
+                        f"{MAX_UNCOMPRESSED_BYTES // 2**20} MiB"
+                    )
+                committed += pending
+                pending, pages = [], commit
+        if pages is None:
+            return
+        for pgno, offset in committed:
+            if pgno <= pages:  # pages past the final size are cut off by the commit anyway
+                wal.seek(offset)
+                db.seek((pgno - 1) * page_size)
+                db.write(wal.read(page_size))
+        db.truncate(pages * page_size)
+
+
+def _leave_wal_mode(db_path: str):
+    """Mark the scratch database as a rollback-journal database (header bytes 18-19: 2 -> 1), what
+    `PRAGMA journal_mode = DELETE` does once the WAL is folded in: it is opened immutable, without any
+    -wal beside it."""
+    with open(db_path, "r+b") as fh:
+        fh.seek(18)
+        if fh.read(2) == b"\x02\x02":
+            fh.seek(18)
+            fh.write(b"\x01\x01")
+
+
+def _read_only_uri(path: str) -> str:
+    # immutable=1: SQLite takes no locks and looks for no -journal/-wal/-shm; mode=ro: it cannot write.
+    return _file_uri(path, "ro") + "&immutable=1"
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(_file_uri(db_path, "rw"), uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise InvalidSnapshot(f"{DB_NAME} in the snapshot cannot be opened ({exc})") from None
-    try:
+        conn = sqlite3.connect(_read_only_uri(path), uri=True)
         conn.execute("PRAGMA trusted_schema = OFF")  # no SQL functions with side effects from its schema
-        conn.execute("PRAGMA temp_store = MEMORY")  # VACUUM's scratch copy must not land in /tmp
+        conn.execute("PRAGMA query_only = ON")
     except sqlite3.Error as exc:
-        conn.close()
         raise InvalidSnapshot(f"{DB_NAME} in the snapshot cannot be opened ({exc})") from None
     return conn
+
+
+# ---- neonize's own schema
+
+@dataclasses.dataclass
+class _Template:
+    path: str
+    version: int | None
+
+
+# Opens an empty database with neonize, which runs whatsmeow's migrations and then fails to dial
+# (the proxy is a dead local port: nothing leaves the machine). Like pgsession's _NEONIZE_TOUCH.
+_NEONIZE_SCHEMA = """
+import os, sys
+from neonize.client import NewClient
+client = NewClient(os.environ["SNAPSHOT_NEONIZE_DB"])
+try:
+    client.connect()
+except Exception as exc:
+    print("neonize:", type(exc).__name__, exc, file=sys.stderr)
+"""
+_template: _Template | None = None
+_template_lock = threading.Lock()
+
+
+def _neonize_template() -> _Template:
+    """An empty database made by neonize's own migrations, made once per process (~1 s) and copied
+    for every restore. In a child process: neonize's Go runtime must not be loaded into the caller,
+    which may be the bot itself (see session_manager._snapshot_cli on two SQLite copies in one process)."""
+    global _template
+    with _template_lock:
+        if _template is not None and os.path.isfile(_template.path):
+            return _template
+        directory = tempfile.mkdtemp(prefix="snapshot-schema-")
+        atexit.register(shutil.rmtree, directory, True)
+        path = os.path.join(directory, DB_NAME)
+        env = dict(os.environ, SNAPSHOT_NEONIZE_DB=path, HTTPS_PROXY="http://127.0.0.1:9",
+                   https_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
+                   http_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
+        try:
+            done = subprocess.run([sys.executable, "-c", _NEONIZE_SCHEMA], env=env, cwd=directory,
+                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            output = (done.stderr + done.stdout).strip().splitlines()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            output = [str(exc)]
+        try:
+            conn = sqlite3.connect(_read_only_uri(path), uri=True)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                version = conn.execute("SELECT MAX(version) FROM whatsmeow_version").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            tables, version = set(), None
+        if "whatsmeow_device" not in tables:
+            raise SnapshotError(
+                "neonize did not create its database schema, needed to restore a snapshot "
+                f"({(output or ['no output'])[-1][:300]})"
+            )
+        os.chmod(path, 0o400)
+        _template = _Template(path, version)
+        return _template
+
+
+def _rebuild(source_path: str, template_path: str, target_path: str):
+    """Write at `target_path` a copy of neonize's empty database holding the snapshot's rows.
+
+    Only what neonize's schema defines is carried over: its tables, and in them the columns it
+    defines. The snapshot's triggers, views, indexes, extra tables and columns stay behind, and its
+    CHECK constraints and defaults are neonize's. Identifiers come from the template and are quoted;
+    no value is ever part of the SQL text.
+    """
+    shutil.copyfile(template_path, target_path)
+    os.chmod(target_path, 0o600)
+    conn = sqlite3.connect(_file_uri(target_path, "rw"), uri=True, isolation_level=None)
+    try:
+        conn.execute("PRAGMA trusted_schema = OFF")
+        conn.execute("ATTACH DATABASE ? AS src", (_read_only_uri(source_path),))
+        conn.execute("BEGIN")
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+            " ORDER BY name")]
+        for table in tables:
+            if table == "whatsmeow_version":
+                continue  # the template's own, checked equal to the snapshot's
+            theirs = conn.execute(
+                "SELECT type, sql FROM src.sqlite_master WHERE name = ? COLLATE NOCASE", (table,)
+            ).fetchone()
+            # A view or a virtual table under a whatsmeow name is not a table of rows to copy.
+            if not theirs or theirs[0] != "table" or (theirs[1] or "").lstrip().upper().startswith("CREATE VIRTUAL"):
+                continue
+            their_columns = {r[1].lower() for r in conn.execute(f"PRAGMA src.table_info({_quote(table)})")}
+            columns = [r[1] for r in conn.execute(f"PRAGMA main.table_info({_quote(table)})")
+                       if r[1].lower() in their_columns]
+            if columns:
+                names = ", ".join(_quote(c) for c in columns)
+                conn.execute(f"INSERT INTO main.{_quote(table)} ({names}) SELECT {names} FROM src.{_quote(table)}")
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE src")
+    except sqlite3.Error as exc:
+        raise InvalidSnapshot(
+            f"the rows of {DB_NAME} in the snapshot do not fit neonize's schema ({printable(exc)})"
+        ) from None
+    finally:
+        conn.close()
 
 
 @dataclasses.dataclass
@@ -773,7 +1103,8 @@ def _validate(conn: sqlite3.Connection) -> _Facts:
     except sqlite3.DatabaseError as exc:
         raise InvalidSnapshot(f"{DB_NAME} in the snapshot is not a usable database ({exc})") from None
     if result != ["ok"]:
-        raise InvalidSnapshot(f"{DB_NAME} in the snapshot is corrupt: {'; '.join(result)[:300]}")
+        # The messages name the snapshot's own indexes and tables: escaped, they are logged.
+        raise InvalidSnapshot(f"{DB_NAME} in the snapshot is corrupt: {printable('; '.join(result)[:300])}")
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "whatsmeow_device" not in tables:
@@ -806,20 +1137,6 @@ def _validate(conn: sqlite3.Connection) -> _Facts:
         prekeys=prekeys, uploaded_prekeys=uploaded, schema_version=version,
         db_bytes=page_count * page_size, rows=rows,
     )
-
-
-def _normalize(conn: sqlite3.Connection):
-    """Make the validated copy a plain rollback-journal database with normal pages, the way
-    neonize creates them: fold a WAL in, and grow our 512-byte pages back to 4096."""
-    try:
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("PRAGMA journal_mode = DELETE")
-        if conn.execute("PRAGMA page_size").fetchone()[0] < RESTORED_PAGE_SIZE:
-            conn.execute(f"PRAGMA page_size = {RESTORED_PAGE_SIZE}")
-            conn.execute("VACUUM")
-    except sqlite3.Error as exc:
-        raise InvalidSnapshot(f"{DB_NAME} in the snapshot could not be prepared ({exc})") from None
 
 
 def _varint_field(data: bytes, wanted: int):
@@ -887,6 +1204,7 @@ def _describe(parsed: _Parsed, facts: _Facts) -> SnapshotInfo:
         paired_at=_iso(paired),
         created_at=_iso(parsed.db_mtime),
         rows=facts.rows,
+        ignored_members=list(parsed.ignored),
     )
 
 
@@ -1002,11 +1320,11 @@ def main(argv=None) -> int:
         elif args.command == "probe":
             print(json.dumps({"jid": device_jid(args.dir)}))
         elif args.command == "unpack":
-            info = unpack(sys.stdin.read(), args.dir)
-            print(f"restored {info.device_jid} ({info.format}, tier {info.tier or 'all'}) into {args.dir}",
-                  file=sys.stderr)
+            # stdin as a stream: the snapshot is decoded piece by piece, never read whole.
+            info = unpack(sys.stdin.buffer, args.dir)
+            print(f"restored {describe_restore(info)} into {args.dir}", file=sys.stderr)
         else:
-            print(json.dumps(inspect(sys.stdin.read()).as_dict(), indent=2))
+            print(json.dumps(inspect(sys.stdin.buffer).as_dict(), indent=2))
     except SnapshotTooLarge as exc:
         print(f"error: {exc}", file=sys.stderr)
         # The figures again, as JSON on the last line, for a caller that runs this as a subprocess.

@@ -188,14 +188,16 @@ class SnapshotSession:
             log.error(
                 "the stored session could not be restored (%s); it is left untouched in the store, and a QR "
                 "code will be shown: a new pairing replaces it",
-                exc,
+                printable(exc),
             )
             return "failed"
         self.restored_from = "store"
         self._local_jid = info.device_jid
+        # Text from the snapshot (JID, tier, member names) is logged escaped: it must not forge log lines.
         log.info(
-            "restored session for %s from %s (tier=%s, %d chars)",
-            printable(info.device_jid), self.store.key, info.tier, info.encoded_chars,
+            "restored session for %s from %s (tier=%s, %d chars)%s",
+            printable(info.device_jid), self.store.key, printable(info.tier), info.encoded_chars,
+            f"; not restored from the snapshot: {', '.join(info.ignored_members)}" if info.ignored_members else "",
         )
         return "store"
 

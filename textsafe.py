@@ -10,7 +10,7 @@ def printable(value: object, limit: int | None = None) -> str:
     cut = limit is not None and len(text) > limit
     if cut:
         text = text[:limit]
-    escaped = "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
-    )
+    # repr() spells what it escapes the usual way: ESC -> \x1b, newline -> \n, U+202E -> \u202e.
+    # Letters of any script stay as they are.
+    escaped = text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
     return escaped + ("…" if cut else "")

@@ -8,11 +8,14 @@ import hashlib
 import io
 import json
 import os
+import random
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 import time
 import zlib
@@ -612,3 +615,220 @@ def test_cli_errors_are_one_line_and_exit_1(args, stdin, expected, used, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
     assert result.stdout == b""
     assert tree_state(used.session_dir) == before
+
+
+# ------------------------------------------------------------------------------- hostile side files and schema
+
+_JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+
+
+def _journal_naming(victim) -> bytes:
+    """A hot rollback journal whose super-journal field names `victim`: rolling it back makes SQLite
+    delete that file (pager_delsuper)."""
+    path = os.fsencode(victim)
+    return (b"\x01" + bytes(511) + struct.pack(">I", 1) + path
+            + struct.pack(">II", len(path), sum(path)) + _JOURNAL_MAGIC)
+
+
+def _victim(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("any file the bot can write")
+    return victim
+
+
+class _FileStore:
+    """The smallest store SnapshotSession needs at boot: the value of WHATSAPP_SESSION."""
+
+    key = "WHATSAPP_SESSION"
+
+    def __init__(self, text):
+        self.text = text
+
+    def load(self):
+        return self.text
+
+
+def _read(path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+@pytest.mark.parametrize("how", ["inspect", "unpack", "cli inspect", "cli unpack", "boot"])
+def test_hot_journal_naming_an_outside_file_deletes_nothing(how, fresh, tmp_path):
+    victim = _victim(tmp_path)
+    text = b64_targz([reg("neonize.db", _read(fresh.db_path)),
+                      reg("neonize.db-journal", _journal_naming(victim))])
+    dest = tmp_path / "restored"
+    if how == "inspect":
+        assert snapshot.inspect(text).device_jid == fresh.jid
+    elif how == "unpack":
+        snapshot.unpack(text, str(dest))
+    elif how == "boot":
+        from snapshot_session import SnapshotSession
+
+        manager = SnapshotSession(dest, _FileStore(text))  # inspects the stored value at start
+        assert manager.restore_on_boot() == "store"
+    else:
+        command = how.split()[1]
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "session_manager.py"), command,
+                                 *([str(dest)] if command == "unpack" else [])],
+                                input=text.encode(), capture_output=True, cwd=ROOT, timeout=60)
+        assert result.returncode == 0, result.stderr
+    assert victim.read_text() == "any file the bot can write"
+    if dest.exists():
+        assert os.listdir(dest) == [wadb.DB_NAME]  # the journal was not restored either
+
+
+def test_describing_a_snapshot_opens_it_read_only_and_immutable(used, tmp_path, monkeypatch):
+    opened = []
+    real_connect = sqlite3.connect
+
+    def recording_connect(database, *args, **kwargs):
+        opened.append(str(database))
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(snapshot.sqlite3, "connect", recording_connect)
+    with sqlite3.connect(used.db_path, isolation_level=None) as writer:
+        writer.execute("PRAGMA journal_mode = WAL")
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("UPDATE whatsmeow_device SET push_name = 'in the WAL'")
+        plain = shell(f"tar czf - -C {used.session_dir} . | base64 -w0").stdout.decode()
+    writer.close()
+    for text in (snapshot.pack(used.session_dir), plain):
+        opened.clear()
+        assert snapshot.inspect(text).device_jid == used.jid
+        assert opened and all("mode=ro" in uri and "immutable=1" in uri for uri in opened), opened
+
+
+def _hostile_schema_db(source_db) -> bytes:
+    """A copy of `source_db` with a trigger calling load_extension, a view, an extra table, index and
+    column: none of it is neonize's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "neonize.db")
+        shutil.copyfile(source_db, path)
+        conn = sqlite3.connect(path)
+        conn.executescript("""
+            CREATE TRIGGER evil AFTER INSERT ON whatsmeow_contacts
+                BEGIN SELECT load_extension('/tmp/evil.so'); END;
+            CREATE TRIGGER evil_device AFTER UPDATE ON whatsmeow_device
+                BEGIN SELECT load_extension('/tmp/evil.so'); END;
+            CREATE VIEW evil_view AS SELECT * FROM whatsmeow_device;
+            CREATE TABLE evil_table (payload BLOB);
+            INSERT INTO evil_table VALUES (x'00ff');
+            CREATE INDEX evil_index ON whatsmeow_contacts (push_name);
+            ALTER TABLE whatsmeow_device ADD COLUMN evil_column TEXT DEFAULT 'x';
+        """)
+        conn.close()
+        return _read(path)
+
+
+def test_restore_keeps_only_neonizes_own_schema(used, tmp_path):
+    text = b64_targz([reg("neonize.db", _hostile_schema_db(used.db_path))])
+    dest = tmp_path / "restored"
+    info = snapshot.unpack(text, str(dest))
+    assert info.device_jid == used.jid
+    restored = dest / wadb.DB_NAME
+    assert schema_sql(restored) == schema_sql(wadb.template_db())  # no trigger, view, table, column
+    assert table_rows(restored) == table_rows(used.db_path)  # every row of neonize's tables is kept
+    assert wadb.device_keys(str(restored)) == wadb.device_keys(used.db_path)
+
+
+def test_restore_refuses_another_whatsmeow_schema_version(used, tmp_path):
+    conn = sqlite3.connect(used.db_path)
+    with conn:
+        conn.execute("UPDATE whatsmeow_version SET version = 99")
+    conn.close()
+    text = b64_targz([reg("neonize.db", _read(used.db_path))])
+    with pytest.raises(InvalidSnapshot) as err:
+        snapshot.unpack(text, str(tmp_path / "restored"))
+    assert "v99" in str(err.value)
+    assert not (tmp_path / "restored").exists()
+
+
+def _session_with_control_characters(tmp_path):
+    session = wadb.make_session(str(tmp_path / "odd"), "fresh", seed=13)
+    jid = "4915\x1b[31m\n2000000:7@s.whatsapp.net"
+    conn = sqlite3.connect(session.db_path)
+    with conn:
+        conn.execute("UPDATE whatsmeow_device SET jid = ?, push_name = ?, platform = ?",
+                     (jid, "Bob\x1b]0;pwned\x07\r\nINFO fake line", "android\x1b[2J"))
+    conn.close()
+    return session, jid
+
+
+def test_text_from_a_snapshot_is_printed_and_logged_escaped(tmp_path, caplog):
+    session, jid = _session_with_control_characters(tmp_path)
+    text = snapshot.pack(session.session_dir)
+    assert snapshot.inspect(text).device_jid == jid  # the value itself is kept as is
+    for command, args in (("unpack", [str(tmp_path / "cli")]), ("inspect", [])):
+        result = run_cli(command, *args, stdin=text.encode())
+        assert result.returncode == 0, result.stderr
+        shown = result.stdout + result.stderr
+        assert b"\x1b" not in shown and b"\r" not in shown and b"\x07" not in shown
+        assert b"\\x1b" in shown or b"\\u001b" in shown  # escaped, still readable
+    assert json.loads(result.stdout)["device_jid"] == jid
+    restored = run_cli("unpack", str(tmp_path / "cli2"), stdin=text.encode())
+    assert len(restored.stderr.decode().strip().splitlines()) == 1  # no line a JID could fake
+    from snapshot_session import SnapshotSession
+
+    caplog.set_level("INFO", logger="session")
+    manager = SnapshotSession(tmp_path / "boot", _FileStore(text))
+    assert manager.restore_on_boot() == "store"
+    logged = [r.getMessage() for r in caplog.records if r.name == "session"]
+    assert logged and not any("\x1b" in m or "\n" in m for m in logged), logged
+    assert any("\\x1b" in m for m in logged)
+
+
+_RSS_PROBE = textwrap.dedent("""
+    import resource, subprocess, sys
+    with open(sys.argv[1], "rb") as stdin:
+        done = subprocess.run([sys.executable, "session_manager.py", "inspect"], stdin=stdin,
+                              capture_output=True)
+    print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    sys.stderr.write(done.stderr.decode()[-500:])
+""")
+
+
+def _big_input(path, megabytes: int):
+    """About `megabytes` MB of snapshot text: base64 of a tar.gz whose database member is random
+    bytes behind the SQLite magic (random data does not compress, so gzip ~= tar)."""
+    size = megabytes * 1024 * 1024 * 3 // 4
+    info = tarfile.TarInfo(wadb.DB_NAME)
+    info.size = size
+    comp = zlib.compressobj(1, zlib.DEFLATED, 31)
+    rng = random.Random(5)
+    with open(path, "wb") as out:
+        pending = comp.compress(info.tobuf(tarfile.GNU_FORMAT) + b"SQLite format 3\x00")
+        left = size - 16
+        while left > 0:
+            block = rng.randbytes(min(left, 3 << 20))
+            left -= len(block)
+            pending += comp.compress(block)
+            keep = len(pending) - len(pending) % 3
+            out.write(base64.b64encode(pending[:keep]))
+            pending = pending[keep:]
+        pending += comp.compress(bytes(512 - size % 512) + bytes(1024)) + comp.flush()
+        out.write(base64.b64encode(pending))
+
+
+def test_memory_is_bounded_by_the_cap_not_by_the_input(tmp_path):
+    big_input = tmp_path / "big.txt"
+    _big_input(big_input, 100)
+    assert os.path.getsize(big_input) >= 100 * 1024 * 1024
+    probe = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(big_input)], capture_output=True,
+                           cwd=ROOT, timeout=300)
+    code, peak_kib = map(int, probe.stdout.split())
+    assert code == 1, probe.stderr  # not a usable database, found after reading it all
+    assert peak_kib < 150 * 1024, f"peak RSS {peak_kib // 1024} MiB for a 100 MB input"
+
+
+def test_inspect_without_room_for_its_scratch_copy_is_a_snapshot_error(fresh, monkeypatch):
+    text = snapshot.pack(fresh.session_dir)
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshot, "_stream_to_private", no_room)
+    with pytest.raises(SnapshotError) as err:
+        snapshot.inspect(text)
+    assert "No space left" in str(err.value)
