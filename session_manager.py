@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(snapshot.inspect(sys.stdin.buffer).as_dict(), indent=2))
     except snapshot.SnapshotTooLarge as exc:
         print(f"error: {exc}", file=sys.stderr)
+        # The figures again, as JSON on the last line, for a script that runs this command.
+        print(json.dumps({"sizes": exc.sizes, "budget": exc.budget}), file=sys.stderr)
         return snapshot.EXIT_TOO_LARGE
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,7 +36,8 @@ from textsafe import printable
 
 log = logging.getLogger("session")
 
-_SNAPSHOT_SCRIPT = Path(snapshot.__file__).resolve()
+# The directory that holds the snapshot package: the child runs `python -m snapshot.child` from there.
+_PROJECT_DIR = Path(snapshot.__file__).resolve().parent.parent
 
 #: One save (snapshot child + Platform API calls + retries) ends within this many seconds; the API
 #: answers within it plus a little, below Heroku's 30 s router limit.
@@ -118,7 +119,7 @@ class SnapshotSession:
 
     def refresh_local(self) -> str | None:
         """Read the device from the database neonize may have open, in a separate process."""
-        self._local_jid = json.loads(self._snapshot_child("probe", str(self.session_dir)))["jid"]
+        self._local_jid = json.loads(self._snapshot_child("probe", str(self.session_dir.resolve())))["jid"]
         return self._local_jid
 
     def wait_until_device_gone(self, timeout: float = 5.0) -> bool:
@@ -133,17 +134,11 @@ class SnapshotSession:
         return True
 
     def _snapshot_child(self, *args: str, timeout: float = 120) -> str:
-        """Run snapshot.py's CLI in a child process and return its stdout.
-
-        neonize's Go library carries its own SQLite, and Python's sqlite3 is another copy. POSIX locks
-        belong to the process, so two SQLite copies in one process cannot see each other's locks, and
-        one closing the file drops the other's (sqlite.org/howtocorrupt.html, "multiple copies of SQLite
-        linked into the same application"). Once neonize has the database open, this process reads it
-        only through a child process, whose locks SQLite coordinates properly.
-        """
+        """Run snapshot/child.py in a child process and return its stdout: once neonize has the
+        database open, this process reads it only through a child (see snapshot/child.py why)."""
         try:
             proc = subprocess.run(
-                [sys.executable, str(_SNAPSHOT_SCRIPT), *args],
+                [sys.executable, "-m", "snapshot.child", *args], cwd=_PROJECT_DIR,
                 capture_output=True, text=True, timeout=max(timeout, 1), stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
@@ -325,7 +320,7 @@ class SnapshotSession:
     def _pack(self, budget, deadline: float) -> dict:
         """The snapshot and its description from one child process (see _snapshot_child)."""
         out = self._snapshot_child(
-            "pack-json", str(self.session_dir), "--target", str(budget.target), "--ceiling", str(budget.ceiling),
+            "pack-json", str(self.session_dir.resolve()), "--target", str(budget.target), "--ceiling", str(budget.ceiling),
             timeout=deadline - time.monotonic(),
         )
         packed = json.loads(out)

@@ -22,7 +22,9 @@ import zlib
 
 import pytest
 
+import fsutil
 import snapshot
+import snapshot.unpacking
 from snapshot import InvalidSnapshot, SnapshotError, SnapshotTooLarge
 from tests import wadb
 
@@ -249,7 +251,7 @@ def test_interrupted_swap_is_finished_on_next_look(fresh, tmp_path):
 
 
 def test_swap_without_rename_exchange_still_replaces_the_session(fresh, tmp_path, monkeypatch):
-    monkeypatch.setattr(snapshot, "_exchange", lambda a, b: False)  # e.g. a filesystem without it
+    monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)  # e.g. a filesystem without it
     other = wadb.make_session(str(tmp_path / "other"), "fresh", seed=42)
     snapshot.unpack(snapshot.pack(other.session_dir), fresh.session_dir)
     assert snapshot.device_jid(fresh.session_dir) == other.jid
@@ -574,7 +576,8 @@ def test_pack_while_another_process_writes_gets_a_consistent_copy(used, tmp_path
 
 
 def run_cli(*args, stdin=b""):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "snapshot.py"), *args], input=stdin,
+    """The one human CLI, `python session_manager.py` (pack, unpack, inspect; pg-export/pg-import)."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, "session_manager.py"), *args], input=stdin,
                           capture_output=True, cwd=ROOT, timeout=60)
 
 
@@ -687,7 +690,7 @@ def test_describing_a_snapshot_opens_it_read_only_and_immutable(used, tmp_path, 
         opened.append(str(database))
         return real_connect(database, *args, **kwargs)
 
-    monkeypatch.setattr(snapshot.sqlite3, "connect", recording_connect)
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
     with sqlite3.connect(used.db_path, isolation_level=None) as writer:
         writer.execute("PRAGMA journal_mode = WAL")
         writer.execute("PRAGMA wal_autocheckpoint = 0")
@@ -828,7 +831,7 @@ def test_inspect_without_room_for_its_scratch_copy_is_a_snapshot_error(fresh, mo
     def no_room(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(snapshot, "_stream_to_private", no_room)
+    monkeypatch.setattr(snapshot.unpacking, "_stream_to_private", no_room)
     with pytest.raises(SnapshotError) as err:
         snapshot.inspect(text)
     assert "No space left" in str(err.value)

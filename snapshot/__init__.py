@@ -1,0 +1,23 @@
+"""Session snapshots small enough for a Heroku config var, and safe to restore.
+
+One module per job:
+- format.py: what a snapshot is (base64 of a tar.gz holding neonize.db, its tier in the gzip header
+  comment), what each tier keeps, SnapshotInfo and the errors.
+- packing.py: the session's database cut down to a tier, compacted, encoded deterministically.
+- unpacking.py: untrusted snapshot text decoded as a bounded stream, validated, described (`inspect`)
+  or restored (`unpack`) into a database made by neonize's own migrations.
+- child.py: the child process a save runs (see there why).
+The atomic directory swap of a restore is in fsutil.py.
+"""
+
+from snapshot.format import (DB_NAME, DEFAULT_BUDGET, EXIT_TOO_LARGE, MAX_MEMBERS, MAX_UNCOMPRESSED_BYTES,
+                             CORE_PREKEYS, RESTORED_PAGE_SIZE, TIERS, InvalidSnapshot, SnapshotError,
+                             SnapshotInfo, SnapshotTooLarge)
+from snapshot.packing import pack, pack_for_store
+from snapshot.unpacking import describe_restore, device_jid, has_valid_session, inspect, unpack
+
+__all__ = [
+    "CORE_PREKEYS", "DB_NAME", "DEFAULT_BUDGET", "EXIT_TOO_LARGE", "MAX_MEMBERS", "MAX_UNCOMPRESSED_BYTES",
+    "RESTORED_PAGE_SIZE", "TIERS", "InvalidSnapshot", "SnapshotError", "SnapshotInfo", "SnapshotTooLarge",
+    "describe_restore", "device_jid", "has_valid_session", "inspect", "pack", "pack_for_store", "unpack",
+]

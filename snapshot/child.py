@@ -1,0 +1,45 @@
+"""The child process of a save or a device probe: `python -m snapshot.child probe|pack-json DIR ...`.
+
+neonize's Go library carries its own SQLite, and Python's sqlite3 is another copy. POSIX locks belong
+to the process, so two SQLite copies in one process cannot see each other's locks, and one closing the
+file drops the other's (sqlite.org/howtocorrupt.html, "multiple copies of SQLite linked into the same
+application"). Once neonize has the database open, the bot reads it only through this child, whose
+locks SQLite coordinates properly. Each call answers with one JSON line on stdout: what the parent
+needs, or the typed error. People use `python session_manager.py` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from snapshot.format import SnapshotError, SnapshotTooLarge
+from snapshot.packing import pack_for_store
+from snapshot.unpacking import device_jid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m snapshot.child")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("probe", help='{"jid": ...} of the logged-in device in DIR (null: none)').add_argument("dir")
+    j = sub.add_parser("pack-json", help='for a save: {"text", "overTarget", "info"} or {"error"}')
+    j.add_argument("dir")
+    j.add_argument("--target", type=int, required=True)
+    j.add_argument("--ceiling", type=int, required=True)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "probe":
+        print(json.dumps({"jid": device_jid(args.dir)}))
+        return 0
+    try:
+        print(json.dumps(pack_for_store(args.dir, args.target, args.ceiling)))
+    except SnapshotError as exc:
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, SnapshotTooLarge):
+            error.update(sizes=exc.sizes, budget=exc.budget)
+        print(json.dumps({"error": error}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
