@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import BotProcess, base_env, wait_for  # noqa: E402
+from tests.support.harness import BotProcess, base_env, wait_for  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

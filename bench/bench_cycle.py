@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_boot import rss_mb  # noqa: E402
-from tests.harness import BotProcess, base_env, wait_for  # noqa: E402
-from tests.test_cycle import Cycle  # noqa: E402
+from tests.support.harness import BotProcess, base_env, wait_for  # noqa: E402
+from tests.support.cycle import Cycle  # noqa: E402
 
 
 def timed_stop(dyno: BotProcess) -> float:

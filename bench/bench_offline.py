@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import BotProcess, base_env, free_port, wait_for  # noqa: E402
+from tests.support.harness import BotProcess, base_env, free_port, wait_for  # noqa: E402
 
 WARM_UP = 20
 

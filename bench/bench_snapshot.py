@@ -3,7 +3,7 @@ session directory) against ours at the default tier, measured in the same run.
 
     /work/venv/bin/python bench/bench_snapshot.py [--repeat N]
 
-Databases come from tests/wadb.py (schema made by neonize itself, realistic synthetic rows).
+Databases come from tests/support/wadb.py (schema made by neonize itself, realistic synthetic rows).
 Targets (issue 4): fresh <= 6,000 characters; 3000 contacts <= 16,000 characters and >= 300x smaller
 than naive; pack and unpack <= 100 ms each on the 3000-contact profile.
 """
@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import snapshot  # noqa: E402
-from tests import wadb  # noqa: E402
+from tests.support import wadb  # noqa: E402
 
 
 def naive_pack(session_dir: str) -> str:

@@ -9,7 +9,8 @@ import warnings
 
 import pytest
 
-from tests.harness import BotProcess, base_env
+from tests.support.simulator import running_sim
+from tests.support.harness import BotProcess, base_env
 from tests.support import leftovers
 from tests.support.postgres import TEMP_DIRS, PostgresServer, ServerUnavailable
 
@@ -100,3 +101,13 @@ def pg_server():
 def database_url(pg_server):
     """A fresh, empty database (no whatsmeow tables yet); its URL says sslmode=disable."""
     return pg_server.create_database("t_" + secrets.token_hex(6))
+
+
+@pytest.fixture(scope="module")
+def sim(request, tmp_path_factory):
+    """One loopback WhatsApp server per test module (it keeps linked devices in memory, so a bot
+    restarted from a snapshot finds its device still linked). A module sets SIM_OPTIONS for the
+    simulator's arguments (a phone number /api/pair accepts, shortened keep-alive timing...)."""
+    options = getattr(request.module, "SIM_OPTIONS", {})
+    with running_sim(str(tmp_path_factory.mktemp("wasim")), **options) as simulator:
+        yield simulator

@@ -12,9 +12,9 @@ import pytest
 from app import create_app
 from config import Config
 from stores import HerokuConfigVarStore
-from tests.botkit import Bot
-from tests.fake_heroku import FakeHeroku
-from tests.harness import wait_for
+from tests.support.botkit import Bot
+from tests.support.fake_heroku import FakeHeroku
+from tests.support.harness import wait_for
 
 KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -14,8 +14,8 @@ import pytest
 import snapshot
 import stores
 import whatsapp
-from tests.botkit import Bot, stored_snapshot_for
-from tests.harness import wait_for
+from tests.support.botkit import Bot, stored_snapshot_for
+from tests.support.harness import wait_for
 from webhook import WebhookSender
 
 

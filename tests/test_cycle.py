@@ -8,45 +8,16 @@ scripted WhatsApp client inside the worker, driven through its control directory
 from __future__ import annotations
 
 import json
-
 import os
 import time
 
 import pytest
 
-from tests.botkit import stored_snapshot_for
-from tests.dyno import DynoManager
-from tests.fake_heroku import FakeHeroku
-from tests.harness import wait_for
-from tests.hostile import hostile_values
-from tests.scripted_client import Control
+from tests.support.botkit import stored_snapshot_for
+from tests.support.harness import wait_for
+from tests.support.hostile import hostile_values
 
-TOKEN = "hrku-e2e-token-5f1c9a7be3d24c08"
-API_KEY = "e2e-api-key-8c1b7f2e9a"
-APP = "bot-e2e"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-class Cycle:
-    def __init__(self, root, *, overlap=False, extra_env=None):
-        self.root = root
-        self.control = Control(root / "control")
-        self.heroku = FakeHeroku(app_name=APP, token=TOKEN).start()
-        # As on Heroku, the bot's own settings are config vars too, and count towards the limit.
-        self.heroku.preset({"HEROKU_API_KEY": TOKEN, "HEROKU_APP_NAME": APP, "API_KEY": API_KEY,
-                            "SESSION_SAVE_DELAY": "0.3", **(extra_env or {})})
-        env = {"WHATSAPP_CLIENT_FACTORY": "tests.scripted_client:factory", "SCRIPTED_WA_DIR": str(self.control.dir)}
-        self.dynos = DynoManager(self.heroku, root, env, overlap=overlap)
-
-    def preset_session(self, text: str) -> None:
-        self.heroku.preset({**self.heroku.vars, "WHATSAPP_SESSION": text})
-
-    def patches(self) -> int:
-        return len(self.heroku.requests_with("PATCH"))
-
-    def close(self) -> None:
-        self.dynos.stop_all()
-        self.heroku.stop()
+from tests.support.cycle import API_KEY, AUTH, TOKEN, Cycle
 
 
 @pytest.fixture

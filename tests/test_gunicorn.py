@@ -2,7 +2,7 @@
 
 import subprocess
 
-from tests.harness import BotProcess, base_env, wait_for
+from tests.support.harness import BotProcess, base_env, wait_for
 
 HOOK_LINE = "WhatsApp connection starting in worker pid"
 

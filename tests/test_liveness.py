@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 import snapshot
 from qrterminal import END_MARKER
-from tests.harness import wait_for
-from tests.qrdecode import printed_qr_texts
-from tests.simbot_fixtures import sim_overrides
-from tests.wasim import WhatsAppSimulator
+from tests.support.harness import wait_for
+from tests.support.qrdecode import printed_qr_texts
+from tests.support.simulator import sim_overrides
 
 API_KEY = "liveness-api-key-5b1c9e27d4"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -31,15 +29,7 @@ KEEPALIVE = (2.0, 3.0, 1.0)
 GIVE_UP = "5.5"
 
 
-@pytest.fixture
-def sim(tmp_path):
-    simulator = WhatsAppSimulator(str(tmp_path / "wasim"), phone_number="14155550188",
-                                  keepalive=KEEPALIVE).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-    assert not simulator.errors, simulator.errors
+SIM_OPTIONS = {"phone_number": "14155550188", "keepalive": KEEPALIVE}  # for conftest's `sim`
 
 
 def status(bot) -> dict:

@@ -21,12 +21,11 @@ import snapshot
 import stores
 import reachability
 import whatsapp
-from tests import wadb
+from tests.support import wadb
 from qrterminal import BEGIN_MARKER
-from tests.harness import free_port, wait_for
-from tests.qrdecode import printed_qr_texts
-from tests.simbot_fixtures import sim_overrides
-from tests.wasim import WhatsAppSimulator
+from tests.support.harness import free_port, wait_for
+from tests.support.qrdecode import printed_qr_texts
+from tests.support.simulator import sim_overrides
 
 ATTEMPTS = 1000
 WARM_UP = 50
@@ -145,16 +144,6 @@ class Gate:
             except OSError:
                 pass
             self._listener.close()
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    simulator = WhatsAppSimulator(str(tmp_path_factory.mktemp("wasim"))).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-    assert not simulator.errors, simulator.errors
 
 
 def pair(sim, start_bot, **env: str):

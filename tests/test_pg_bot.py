@@ -6,7 +6,7 @@ scripted WhatsApp client whose device lives in PostgreSQL; the real app under re
 real neonize client on the database URL (WhatsApp unreachable: dead HTTPS proxy); and the
 `pg-export` / `pg-import` CLI.
 
-Devices come from tests/wadb.py (neonize-made SQLite databases with realistic rows), moved into
+Devices come from tests/support/wadb.py (neonize-made SQLite databases with realistic rows), moved into
 PostgreSQL the way the bot does it: as a WHATSAPP_SESSION snapshot imported at boot.
 
 If no server can be started the tests are skipped with a loud warning that says they did NOT run;
@@ -31,10 +31,10 @@ import snapshot
 from pgsession import PostgresSession
 from live_session import LiveDatabaseSession
 from session_manager import public_view
-from tests import wadb
-from tests.harness import ROOT, wait_for
+from tests.support import wadb
+from tests.support.harness import ROOT, wait_for
 from tests.support.postgres import SSL_USER
-from tests.scripted_client import Control, ScriptedClient
+from tests.support.scripted_client import Control, ScriptedClient
 from whatsapp import Backoff, Connection
 
 UNSET_HINT = "heroku config:unset WHATSAPP_SESSION"
@@ -276,7 +276,7 @@ def test_wipe_on_an_unreachable_database_reports_without_raising(pg_server):
 
 # =========================================================================== the connection loop
 class PostgresScriptedClient(ScriptedClient):
-    """tests/scripted_client.py's client, with its device in PostgreSQL instead of a SQLite file.
+    """tests/support/scripted_client.py's client, with its device in PostgreSQL instead of a SQLite file.
 
     `database` is the URL the session hands out (what neonize's NewClient gets). A pairing stores a
     new wadb device the way the bot's own import does; a logout deletes the device row as whatsmeow's

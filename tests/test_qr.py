@@ -1,8 +1,8 @@
 """The QR code in the logs scans: printed text → image → QR reader → the payload WhatsApp sent."""
 
 from qrterminal import qr_block, qr_lines, qr_svg
-from tests.qrdecode import decode_qr_lines, printed_qr_blocks
-from tests.scripted_client import Control
+from tests.support.qrdecode import decode_qr_lines, printed_qr_blocks
+from tests.support.scripted_client import Control
 
 # The shape of a real whatsmeow QR payload: ref, noise public key, identity public key, ADV secret.
 PAYLOAD = ("2@Bx9Qm7cXnE1b0lVQyq5mH3k7fD0aZcS5pR2wYtU8iJ4oLnM6vG==,"
@@ -37,7 +37,7 @@ def test_svg_for_the_qr_page():
 
 def test_the_qr_the_real_bot_prints_scans(start_bot, tmp_path):
     control = Control(tmp_path / "control")
-    bot = start_bot(WHATSAPP_CLIENT_FACTORY="tests.scripted_client:factory", SCRIPTED_WA_DIR=str(control.dir))
+    bot = start_bot(WHATSAPP_CLIENT_FACTORY="tests.support.scripted_client:factory", SCRIPTED_WA_DIR=str(control.dir))
     bot.wait_for_line("END WHATSAPP QR")
     sent = control.events("qr")[0]["code"]
     blocks = printed_qr_blocks(bot.output())

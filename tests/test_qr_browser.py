@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import io
 
-import pytest
 import zxingcpp
 from PIL import Image
 
-from tests.simbot_fixtures import sim_overrides
-from tests.wasim import WhatsAppSimulator
+from tests.support.simulator import sim_overrides
 from tests.wasim.phone import QRPayload
 
 SIM_PHONE = "14155550123"
@@ -23,14 +21,7 @@ PHONE = {"width": 390, "height": 844}  # an iPhone 12-15's CSS viewport
 WAIT = 30.0
 
 
-@pytest.fixture
-def sim(tmp_path):
-    simulator = WhatsAppSimulator(str(tmp_path / "wasim"), phone_number=SIM_PHONE).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-    assert not simulator.errors, simulator.errors
+SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 
 
 def qr_texts_in(png: bytes) -> list[str]:

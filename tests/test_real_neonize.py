@@ -8,8 +8,8 @@ import sqlite3
 
 import snapshot
 import stores
-from tests import wadb
-from tests.harness import wait_for
+from tests.support import wadb
+from tests.support.harness import wait_for
 
 
 def test_restored_session_is_kept_while_connects_fail_and_back_off(start_bot, tmp_path):

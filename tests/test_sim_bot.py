@@ -22,12 +22,11 @@ import pytest
 
 import snapshot
 from qrterminal import BEGIN_MARKER, END_MARKER
-from tests.dyno import DynoManager
-from tests.fake_heroku import FakeHeroku
-from tests.harness import wait_for
-from tests.qrdecode import printed_qr_blocks, printed_qr_texts
-from tests.simbot_fixtures import WebhookReceiver, sim_overrides
-from tests.wasim import WhatsAppSimulator
+from tests.support.dyno import DynoManager
+from tests.support.fake_heroku import FakeHeroku
+from tests.support.harness import wait_for
+from tests.support.qrdecode import printed_qr_blocks, printed_qr_texts
+from tests.support.simulator import WebhookReceiver, sim_overrides
 from tests.wasim.phone import QRPayload
 
 # A number phonenumbers accepts (the simulator's default 1555… is not), so /api/pair takes it.
@@ -45,14 +44,7 @@ SAVE_SCHEDULED = "new pairing: saving the session"  # logged before any save att
 NOTHING_TO_SAVE = "is the stored one: nothing to save"
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    simulator = WhatsAppSimulator(str(tmp_path_factory.mktemp("wasim")), phone_number=SIM_PHONE).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-    assert not simulator.errors, simulator.errors
+SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 
 
 @dataclass

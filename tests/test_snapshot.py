@@ -26,7 +26,7 @@ import fsutil
 import snapshot
 import snapshot.unpacking
 from snapshot import InvalidSnapshot, SnapshotError, SnapshotTooLarge
-from tests import wadb
+from tests.support import wadb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Tests of stores.py against a real HTTP server on loopback (tests/fake_heroku.py) and real files."""
+"""Tests of stores.py against a real HTTP server on loopback (tests/support/fake_heroku.py) and real files."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from stores import (AppNotFound, AuthenticationFailed, BudgetExceeded, HerokuCon
                     LocalFileStore, LocalStoreError, PermissionDenied, PlatformConnectionError,
                     PlatformTimeout, PlatformUnavailable, RateLimited, StoreConfigError, StoreError,
                     ValueRejected)
-from tests.fake_heroku import HEROKU_ACCEPT, FakeHeroku, config_vars_size
+from tests.support.fake_heroku import HEROKU_ACCEPT, FakeHeroku, config_vars_size
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "wa-bot-test"
@@ -623,7 +623,7 @@ def test_fake_patch_sets_and_null_deletes_and_enforces_the_limit(heroku):
 
 
 def test_fake_runs_as_a_process_with_http_controls(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_heroku", "--app", APP, "--token", TOKEN,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_heroku", "--app", APP, "--token", TOKEN,
                              "--var", "OTHER=1"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline().strip()

@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from tests.wasim import SimulatorError, WhatsAppSimulator
+from tests.wasim import SimulatorError
 from tests.wasim.clientproc import ClientProcess
 from tests.wasim.phone import QRPayload
 
@@ -30,17 +30,6 @@ def _copy_session(src_dir: str, dst_dir: str) -> str:
         if name.startswith(DB_NAME):  # the db and any -wal/-shm beside it
             shutil.copy2(os.path.join(src_dir, name), os.path.join(dst_dir, name))
     return os.path.join(dst_dir, DB_NAME)
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    simulator = WhatsAppSimulator(str(tmp_path_factory.mktemp("wasim")))
-    simulator.start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-    assert not simulator.errors, simulator.errors
 
 
 @pytest.fixture

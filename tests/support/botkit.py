@@ -8,9 +8,9 @@ from pathlib import Path
 import snapshot
 import stores
 from snapshot_session import SnapshotSession
-from tests import wadb
-from tests.harness import wait_for
-from tests.scripted_client import Control, ScriptedClient
+from tests.support import wadb
+from tests.support.harness import wait_for
+from tests.support.scripted_client import Control, ScriptedClient
 from whatsapp import Backoff, Connection
 
 

@@ -3,7 +3,7 @@
 It behaves as whatsmeow does where the bot can tell (read from whatsmeow's connectionevents.go and
 neonize's main.go): `connect()` blocks until `stop()`; it raises at once when WhatsApp is unreachable;
 with no device in its database it emits QR codes until paired; pairing writes a device into the real
-neonize database (schema made by neonize itself, tests/wadb.py) and emits PairStatus then Connected;
+neonize database (schema made by neonize itself, tests/support/wadb.py) and emits PairStatus then Connected;
 a device that WhatsApp revoked gets LoggedOut on connect and is deleted from the database, as
 whatsmeow's Store.Delete does; StreamReplaced and TemporaryBan leave the device alone. Events are
 neonize's own protobuf classes.
@@ -13,7 +13,7 @@ test can drive a client inside a real gunicorn worker:
     commands.jsonl  the test appends {"cmd": ..., "pid": optional target worker pid, ...}
     events.jsonl    the clients append what they did ({"pid", "event", ...})
     world.json      server-side state that survives restarts
-Set WHATSAPP_CLIENT_FACTORY=tests.scripted_client:factory and SCRIPTED_WA_DIR=<dir> in the bot's env.
+Set WHATSAPP_CLIENT_FACTORY=tests.support.scripted_client:factory and SCRIPTED_WA_DIR=<dir> in the bot's env.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from neonize.events import (
 )
 from neonize.proto.Neonize_pb2 import JID, SendResponse
 
-from tests import wadb
+from tests.support import wadb
 
 POLL = 0.02
 

@@ -1,15 +1,30 @@
-"""Helpers for running the real bot against the WhatsApp simulator (tests/test_sim_bot.py).
+"""Helpers for running the real bot against the WhatsApp simulator (tests/wasim).
 
+- `running_sim(workdir, **options)`: a started simulator, stopped afterwards (conftest's `sim` fixture).
 - `sim_overrides(sim)`: the environment that points a bot's neonize at the simulator.
 - `WebhookReceiver`: a real HTTP server on 127.0.0.1 that records what the bot POSTs to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 import time
 from dataclasses import dataclass
+
+from tests.wasim import WhatsAppSimulator
+
+
+@contextlib.contextmanager
+def running_sim(workdir: str, **options):
+    """A started WhatsAppSimulator; stopped at the end, and what went wrong on its side fails the test."""
+    simulator = WhatsAppSimulator(workdir, **options).start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+    assert not simulator.errors, simulator.errors
 
 
 def sim_overrides(sim) -> dict[str, str]:

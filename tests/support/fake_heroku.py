@@ -24,7 +24,7 @@ Library use::
         ...
         assert heroku.release_count == 1
 
-As a process (for end-to-end harnesses): `python -m tests.fake_heroku --app my-app --token t0k`
+As a process (for end-to-end harnesses): `python -m tests.support.fake_heroku --app my-app --token t0k`
 prints `FAKE_HEROKU_URL=http://127.0.0.1:PORT` and serves until SIGTERM/SIGINT. The same controls
 are then reachable over HTTP: `GET /__fake__/state`, `POST /__fake__/fail` (JSON: status, count,
 retry_after, error_id, message, method), `POST /__fake__/hang` (count, seconds, method), `POST /__fake__/vars`

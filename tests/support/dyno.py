@@ -12,8 +12,8 @@ import itertools
 import threading
 from pathlib import Path
 
-from tests.fake_heroku import FakeHeroku
-from tests.harness import BotProcess, base_env
+from tests.support.fake_heroku import FakeHeroku
+from tests.support.harness import BotProcess, base_env
 
 SIGKILL_AFTER = 30.0  # Heroku's grace period between SIGTERM and SIGKILL
 
