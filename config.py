@@ -32,6 +32,12 @@ SAVE_DEADLINE = 20.0
 #: always drops a dead one: within about a minute instead of whatsmeow's own 3 minutes.
 KEEPALIVE_GIVE_UP = 50.0
 
+#: Request threads of the one gunicorn worker (gunicorn.conf.py). Requests waiting for a running save
+#: hold a thread each; at most SAVE_WAITERS of them wait (the others answer at once that a save is
+#: running), so the other threads always stay free for the health check and everything else.
+REQUEST_THREADS = 16
+SAVE_WAITERS = 10
+
 #: The Platform API's base URL (HEROKU_API_URL points the bot at a stand-in, as the tests do).
 HEROKU_API_URL = "https://api.heroku.com"
 

@@ -28,8 +28,9 @@ workers = 1
 
 # Threads, so the API answers while the connection thread blocks inside neonize. gthread keeps the
 # heartbeat in the worker's main thread, so a blocked WhatsApp call cannot make the master kill it.
+# Requests waiting for a running save hold a thread each; config.SAVE_WAITERS caps them below this.
 worker_class = "gthread"
-threads = 8
+threads = bot_config.REQUEST_THREADS
 
 # No preload: neonize runs a Go runtime, and a Go runtime does not survive fork(). The app (and with it
 # neonize) is imported in the worker only.

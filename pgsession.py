@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from errors import BotError
+from neonize_schema import run_migrations
 from redaction import mask, redact_url
 
 log = logging.getLogger(__name__)
@@ -61,20 +62,6 @@ CONNECT_TIMEOUT = 10  # seconds, libpq connect_timeout
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _URL_HINT = ("DATABASE_URL must look like postgres://user:password@host:5432/dbname "
              "(Heroku Postgres sets it for you: heroku addons:create heroku-postgresql:essential-0)")
-
-# Run in a subprocess: the Go runtime does not survive fork, and connect() blocks.
-# The dead proxy makes the WhatsApp dial fail at once, after whatsmeow opened the
-# database and brought its schema up to date - which is all we want from it.
-_NEONIZE_TOUCH = """
-import os, sys
-from neonize.client import NewClient
-client = NewClient(os.environ["PGSESSION_NEONIZE_DB"])
-try:
-    client.connect()
-except Exception as exc:
-    print("neonize:", type(exc).__name__, exc, file=sys.stderr)
-"""
-
 
 # --------------------------------------------------------------------------- errors
 class PostgresSessionError(BotError):
@@ -364,12 +351,8 @@ class PostgresSession:
 
     def _neonize_touch(self, target: str) -> None:
         """Open `target` (a postgres URL or a SQLite path) with neonize in a subprocess."""
-        env = dict(os.environ)
-        env.update(PGSESSION_NEONIZE_DB=target, HTTPS_PROXY="http://127.0.0.1:9",
-                   https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
         try:
-            done = subprocess.run([self.python, "-c", _NEONIZE_TOUCH], env=env, capture_output=True,
-                                  text=True, timeout=self.schema_timeout, stdin=subprocess.DEVNULL)
+            done = run_migrations(target, timeout=self.schema_timeout, python=self.python)
         except subprocess.TimeoutExpired:
             raise SchemaError(f"neonize took over {self.schema_timeout:.0f}s to open "
                               f"{redact(target)}", DatabaseUnavailable.hint) from None

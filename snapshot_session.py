@@ -29,7 +29,7 @@ from typing import Callable
 
 import snapshot
 from clock import iso_now
-from config import SAVE_DEADLINE
+from config import SAVE_DEADLINE, SAVE_WAITERS
 from errors import error_record
 from stores import SnapshotStore
 from textsafe import printable
@@ -42,9 +42,6 @@ _PROJECT_DIR = Path(snapshot.__file__).resolve().parent.parent
 #: One save (snapshot child + Platform API calls + retries) ends within this many seconds; the API
 #: answers within it plus a little, below Heroku's 30 s router limit.
 DEFAULT_SAVE_DEADLINE = 20.0
-#: Requests that may wait for a running save at once. Further ones answer at once with "in progress",
-#: so waiting saves can never take all of the worker's request threads (gunicorn.conf.py: threads = 8).
-MAX_SAVE_WAITERS = 3
 
 
 class SaveInProgress(Exception):
@@ -86,7 +83,8 @@ class SnapshotSession:
         self._wipe_lock = threading.Lock()
         self._flight_lock = threading.Lock()
         self._flight: _Flight | None = None
-        self._waiters = threading.BoundedSemaphore(MAX_SAVE_WAITERS)
+        # Requests waiting for the flight hold a request thread each: a bounded number of them may.
+        self._waiters = threading.BoundedSemaphore(SAVE_WAITERS)
         self._save_timer: threading.Timer | None = None
         self.restored_from: str | None = None  # "local" / "store" / None
         self.restore_error: str | None = None

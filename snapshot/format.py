@@ -8,12 +8,7 @@ plain tar and later re-snapshotted by hand cannot carry a stale "tier" claim. Pl
 `base64 -d | tar xz` gives a directory neonize opens as is, and snapshots made by the plain shell
 (`tar czf - -C session . | base64 -w0`) are accepted by `unpack` too.
 
-A snapshot is untrusted input (anyone who can set the config var writes it). `inspect` and `unpack`
-decode it as a stream bounded by MAX_UNCOMPRESSED_BYTES, keep only the `neonize.db` member (a -wal's
-committed frames are folded in by Python; a -journal, whose super-journal field names a file SQLite
-would delete, and every other member are dropped), open it read-only and immutable, and `unpack`
-restores its rows into a copy of the empty database neonize's own migrations make, so no trigger,
-view or foreign column of the snapshot survives.
+A snapshot is untrusted input: reading one is unpacking.py's job.
 
 Why tiers: a used account's database is megabytes, mostly Signal ratchets and caches, while all
 config vars of a Heroku app share 64 KB. Each tier drops what whatsmeow can refetch, rebuild or

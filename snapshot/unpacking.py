@@ -22,12 +22,12 @@ import shutil
 import sqlite3
 import struct
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
 import zlib
 
+from neonize_schema import run_migrations
 from fsutil import finish_interrupted_swap, fsync_path, swap_into_place
 from snapshot.format import (DB_NAME, FORMAT_ID, MAX_COMMENT, MAX_MEMBERS, MAX_UNCOMPRESSED_BYTES,
                              SQLITE_MAGIC, InvalidSnapshot, SnapshotError, SnapshotInfo, file_uri,
@@ -564,17 +564,6 @@ class _Template:
     version: int | None
 
 
-# Opens an empty database with neonize, which runs whatsmeow's migrations and then fails to dial
-# (the proxy is a dead local port: nothing leaves the machine). Like pgsession's _NEONIZE_TOUCH.
-_NEONIZE_SCHEMA = """
-import os, sys
-from neonize.client import NewClient
-client = NewClient(os.environ["SNAPSHOT_NEONIZE_DB"])
-try:
-    client.connect()
-except Exception as exc:
-    print("neonize:", type(exc).__name__, exc, file=sys.stderr)
-"""
 _template: _Template | None = None
 _template_lock = threading.Lock()
 
@@ -590,12 +579,8 @@ def _neonize_template() -> _Template:
         directory = tempfile.mkdtemp(prefix="snapshot-schema-")
         atexit.register(shutil.rmtree, directory, True)
         path = os.path.join(directory, DB_NAME)
-        env = dict(os.environ, SNAPSHOT_NEONIZE_DB=path, HTTPS_PROXY="http://127.0.0.1:9",
-                   https_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
-                   http_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
         try:
-            done = subprocess.run([sys.executable, "-c", _NEONIZE_SCHEMA], env=env, cwd=directory,
-                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            done = run_migrations(path, timeout=120, cwd=directory)
             output = (done.stderr + done.stdout).strip().splitlines()
         except (OSError, subprocess.TimeoutExpired) as exc:
             output = [str(exc)]
