@@ -188,8 +188,9 @@ def test_platform_api_faults_at_save_time_keep_the_session_and_say_what_to_do(cy
 
 
 def test_platform_api_timeout_at_save_time(cycle):
-    c = cycle()
-    c.heroku.hang_next(count=2, seconds=40, method="GET")  # the first read and its one retry
+    # The save's one deadline (20 s on Heroku) shortened: the test waits it out, in seconds.
+    c = cycle(extra_env={"SAVE_DEADLINE": "3"})
+    c.heroku.hang_next(count=2, seconds=40, method="GET")  # hangs past the whole deadline
     dyno = c.dynos.boot()
     dyno.wait_for_line("WHATSAPP QR")
     c.control.send("pair", seed=40)
