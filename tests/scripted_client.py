@@ -32,6 +32,7 @@ from neonize.events import (
     LoggedOutEv,
     MessageEv,
     PairStatusEv,
+    ReceiptEv,
     StreamReplacedEv,
     TemporaryBanEv,
 )
@@ -243,6 +244,13 @@ class ScriptedClient:
             self._emit(ConnectFailureEv, ConnectFailureEv(Reason=command.get("reason", 8), Message="scripted"))
         elif cmd == "message" and self._connected:
             self._emit(MessageEv, _text_message(command))
+        elif cmd == "receipt" and self._connected:
+            # whatsmeow receipt.go: the contact's device acknowledges messages we sent.
+            event = ReceiptEv(Type=command.get("type", 0), Timestamp=int(time.time()))
+            event.MessageIDs.extend(command["ids"])
+            event.MessageSource.Chat.User = event.MessageSource.Sender.User = command.get("sender", "15550001111")
+            event.MessageSource.Chat.Server = event.MessageSource.Sender.Server = "s.whatsapp.net"
+            self._emit(ReceiptEv, event)
         elif cmd == "qr" and self._device_jid() is None:
             self._qr_round()
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -62,6 +63,28 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+    def events(self, name: str | None = None) -> list[dict]:
+        """The JSON of every POST so far (of one event, when named), in the order they came."""
+        with self._cond:
+            posts = list(self.posts)
+        found = [json.loads(p.body) for p in posts]
+        return [e for e in found if name is None or e.get("event") == name]
+
+    def wait_for_event(self, name: str, timeout: float = 20.0, count: int = 1, where=None) -> list[dict]:
+        """Waits until `count` events of this name (matching `where`, when given) came; returns them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [e for e in self.events(name) if where is None or where(e["data"])]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [e.get("event") for e in self.events()]
+                    raise AssertionError(f"timed out after {timeout:g}s waiting for {count} {name!r} event(s); "
+                                         f"got {seen}")
+                self._cond.wait(left)
 
     def wait_for_post(self, timeout: float = 20.0, after: int = 0) -> ReceivedPost:
         deadline = time.monotonic() + timeout
