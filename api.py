@@ -17,6 +17,7 @@ from auth import is_key_holder, require_key
 from clock import iso_now
 from logsetup import secret_filter
 from qrpage import qr_page
+from qrterminal import qr_png
 from session_manager import public_view
 from snapshot_session import SaveInProgress
 from whatsapp import NotConnected
@@ -112,6 +113,29 @@ def clear_session():
 @require_key(basic=True)
 def qr():
     return Response(qr_page(_connection()), mimetype="text/html", headers={"Cache-Control": "no-store"})
+
+
+@api.get("/api/qr")
+@require_key
+def qr_code():
+    """The code to scan as data (`?format=png`: as an image), for a script or a phone shortcut."""
+    form = request.args.get("format", "json").lower()
+    if form not in ("json", "png"):
+        raise BadRequest("format must be json or png")
+    connection = _connection()
+    current = connection.current_qr()
+    if current is None:
+        state = connection.state
+        detail = "the device is logged in" if state == "connected" else "try again in a moment"
+        return error(409, "not_waiting_for_qr", f"not waiting for a scan: WhatsApp is {state.replace('_', ' ')} "
+                     f"({detail})", state=state)
+    headers = {"Cache-Control": "no-store"}
+    if form == "png":
+        return Response(qr_png(current["code"]), mimetype="image/png",
+                        headers={**headers, "X-QR-Expires-At": current["expiresAt"] or ""})
+    response = jsonify(state=connection.state, **current)
+    response.headers.update(headers)
+    return response
 
 
 @api.post("/api/pair")

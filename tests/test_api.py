@@ -22,6 +22,7 @@ PROTECTED = [
     ("POST", "/api/save-session"),
     ("POST", "/api/clear-session"),
     ("GET", "/qr"),
+    ("GET", "/api/qr"),
     ("POST", "/api/pair"),
     ("POST", "/api/send"),
     ("POST", "/api/send-document"),
@@ -129,6 +130,44 @@ def test_qr_page_takes_basic_auth_and_shows_the_code(bot):
     assert "<svg" in page and "fetch(location.pathname" in page  # updates itself (tests/test_qr_browser.py)
     bot.pair()
     assert "<svg" not in client.get("/qr", headers=AUTH).get_data(as_text=True)
+
+
+def test_api_qr_gives_the_code_as_json_and_png_then_says_it_is_not_waiting(bot):
+    import calendar
+    import time
+
+    import zxingcpp
+    from PIL import Image
+
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    code = bot.control.events("qr")[-1]["code"]
+    response = client.get("/api/qr", headers=AUTH)
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    body = response.json
+    assert body["code"] == code and body["state"] == "waiting_for_qr" and body["index"] == 1
+    expires = calendar.timegm(time.strptime(body["expiresAt"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert 55 <= expires - time.time() <= 61, "whatsmeow's first code of a round lives 60 s"
+    png = client.get("/api/qr?format=png", headers=AUTH)
+    assert png.status_code == 200 and png.mimetype == "image/png" and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+    decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png.data)))
+    assert [d.text for d in decoded] == [code], "a phone camera reads the same code"
+    assert client.get("/api/qr?format=gif", headers=AUTH).json["error"] == "bad_request"
+    bot.pair()
+    for path in ("/api/qr", "/api/qr?format=png"):
+        response = client.get(path, headers=AUTH)
+        assert response.status_code == 409 and response.json["error"] == "not_waiting_for_qr"
+        assert response.json["state"] == "connected" and "not waiting for a scan" in response.json["message"]
+
+
+def test_later_codes_of_a_round_live_20_seconds(bot):
+    import whatsapp
+
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    bot.control.send("qr")  # whatsmeow's next code of the same round
+    wait_for(lambda: client.get("/api/qr", headers=AUTH).json["index"] == 2, 5, "the second code")
+    assert bot.connection.qr_expires_at - whatsapp.time.time() <= whatsapp.QR_NEXT_CODE_SECONDS
 
 
 @pytest.mark.parametrize(
