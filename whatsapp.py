@@ -137,8 +137,9 @@ def _say_once_what_ffmpeg_affects() -> None:
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     if missing:
         log.info(
-            "%s not installed: sending voice notes, videos, GIFs and stickers needs it; text, documents, "
-            "images and locations work without it", " and ".join(missing),
+            "%s not installed: neonize's video, GIF and sticker messages need it (no endpoint of this bot "
+            "sends them); text, documents, images, voice notes and locations work without it",
+            " and ".join(missing),
         )
 
 
