@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.server
 import json
 import threading
@@ -27,10 +29,19 @@ class ReceivedPost:
 
 
 class WebhookReceiver:
-    """A real HTTP server on 127.0.0.1 recording every POST; answers 204."""
+    """A real HTTP server on 127.0.0.1 recording every POST it accepts; answers 204.
 
-    def __init__(self) -> None:
+    With `secret`, it checks every POST's X-Signature-256 (webhook.sign) and answers 401 to a wrong
+    one, listing it in `bad_signatures`. `down_with = 503` refuses (records in `refused`) until reset;
+    `hang.set()` holds every request open until `hang.clear()` (or 60 s)."""
+
+    def __init__(self, secret: str | None = None) -> None:
         self.posts: list[ReceivedPost] = []
+        self.refused = 0
+        self.bad_signatures: list[bytes] = []
+        self.down_with: int | None = None
+        self.hang = threading.Event()
+        self.hanging = 0  # requests held open right now
         self._cond = threading.Condition()
         receiver = self
 
@@ -38,6 +49,29 @@ class WebhookReceiver:
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if receiver.hang.is_set():
+                    with receiver._cond:
+                        receiver.hanging += 1
+                        receiver._cond.notify_all()
+                    deadline = time.monotonic() + 60
+                    while receiver.hang.is_set() and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    with receiver._cond:
+                        receiver.hanging -= 1
+                if secret is not None:
+                    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+                    if not hmac.compare_digest(self.headers.get("X-Signature-256", ""), expected):
+                        receiver.bad_signatures.append(body)
+                        self.send_response(401)
+                        self.end_headers()
+                        return
+                if receiver.down_with is not None:
+                    with receiver._cond:
+                        receiver.refused += 1
+                        receiver._cond.notify_all()
+                    self.send_response(receiver.down_with)
+                    self.end_headers()
+                    return
                 with receiver._cond:
                     receiver.posts.append(ReceivedPost(self.path, dict(self.headers.items()), body))
                     receiver._cond.notify_all()
