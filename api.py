@@ -10,6 +10,7 @@ import logging
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+import media
 import recipients
 import snapshot
 import stores
@@ -17,6 +18,7 @@ from auth import is_key_holder, require_key
 from clock import iso_now
 from logsetup import secret_filter
 from qrpage import qr_page
+from qrterminal import qr_png
 from session_manager import public_view
 from snapshot_session import SaveInProgress
 from whatsapp import NotConnected
@@ -24,6 +26,8 @@ from whatsapp import NotConnected
 log = logging.getLogger("app")
 
 MAX_TEXT_CHARS = 65536  # WhatsApp's own limit for a text message
+MAX_CAPTION_CHARS = 1024  # what WhatsApp's apps let a caption have
+MAX_MESSAGE_ID_CHARS = 128  # WhatsApp ids are 16 to 32 characters; anything far longer is not one
 
 api = Blueprint("api", __name__)
 
@@ -114,6 +118,29 @@ def qr():
     return Response(qr_page(_connection()), mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
+@api.get("/api/qr")
+@require_key
+def qr_code():
+    """The code to scan as data (`?format=png`: as an image), for a script or a phone shortcut."""
+    form = request.args.get("format", "json").lower()
+    if form not in ("json", "png"):
+        raise BadRequest("format must be json or png")
+    connection = _connection()
+    current = connection.current_qr()
+    if current is None:
+        state = connection.state
+        detail = "the device is logged in" if state == "connected" else "try again in a moment"
+        return error(409, "not_waiting_for_qr", f"not waiting for a scan: WhatsApp is {state.replace('_', ' ')} "
+                     f"({detail})", state=state)
+    headers = {"Cache-Control": "no-store"}
+    if form == "png":
+        return Response(qr_png(current["code"]), mimetype="image/png",
+                        headers={**headers, "X-QR-Expires-At": current["expiresAt"] or ""})
+    response = jsonify(state=connection.state, **current)
+    response.headers.update(headers)
+    return response
+
+
 @api.post("/api/pair")
 @require_key
 def pair():
@@ -126,34 +153,59 @@ def pair():
 @api.post("/api/send")
 @require_key
 def send():
-    body = _json_body({"to", "text"}, required={"to", "text"})
+    body = _json_body({"to", "text", "replyTo"}, required={"to", "text"})
     text = body["text"]
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("text must be a non-empty string")
     if len(text) > MAX_TEXT_CHARS:
         raise BadRequest(f"text is longer than {MAX_TEXT_CHARS} characters")
+    reply_to = body.get("replyTo")
+    if reply_to is not None and (
+        not isinstance(reply_to, str) or not reply_to.isascii() or not reply_to.isalnum()
+        or len(reply_to) > MAX_MESSAGE_ID_CHARS
+    ):
+        raise BadRequest("replyTo must be a message id (letters and digits, as /api/send or the webhook gave it)")
     to = recipients.recipient(body["to"])
-    return jsonify(sent=True, to=to, **_connection().send_text(to, text))
+    return jsonify(sent=True, to=to, **_connection().send_text(to, text, reply_to=reply_to))
 
 
 @api.post("/api/send-document")
 @require_key
 def send_document():
-    unknown = (set(request.form) - {"to", "caption", "filename"}) | (set(request.files) - {"file"})
-    if unknown:
-        raise BadRequest(f"unknown fields: {_names(unknown)}")
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        raise BadRequest("a multipart field 'file' with the document is required")
-    to = recipients.recipient(request.form.get("to", ""))
-    data = upload.read()
-    if not data:
-        raise BadRequest("the file is empty")
+    to, upload, data = _multipart_file({"to", "caption", "filename"}, "the document")
     filename = request.form.get("filename") or upload.filename
     result = _connection().send_document(
         to, data, filename=filename, caption=request.form.get("caption"), mimetype=upload.mimetype
     )
     return jsonify(sent=True, to=to, size=len(data), filename=filename, **result)
+
+
+@api.post("/api/send-image")
+@require_key
+def send_image():
+    to, _, data = _multipart_file({"to", "caption"}, "the image (JPEG, PNG or WebP)")
+    mimetype = media.image_type(data)  # from the bytes, not from the name or the client's Content-Type
+    caption = _caption()
+    result = _connection().send_image(to, data, mimetype=mimetype, caption=caption)
+    return jsonify(sent=True, to=to, size=len(data), mimetype=mimetype, **result)
+
+
+@api.post("/api/send-audio")
+@require_key
+def send_audio():
+    to, _, data = _multipart_file({"to"}, "the voice note (an Ogg/Opus file)")
+    seconds = media.voice_note_seconds(data)
+    result = _connection().send_voice_note(to, data, seconds=seconds)
+    return jsonify(sent=True, to=to, size=len(data), seconds=seconds, ptt=True, **result)
+
+
+@api.post("/api/send-location")
+@require_key
+def send_location():
+    body = _json_body({"to", "latitude", "longitude", "name", "address"}, required={"to", "latitude", "longitude"})
+    place = media.location(body["latitude"], body["longitude"], body.get("name"), body.get("address"))
+    to = recipients.recipient(body["to"])
+    return jsonify(sent=True, to=to, **place, **_connection().send_location(to, **place))
 
 
 # -- errors ----------------------------------------------------------------------------------------------
@@ -174,6 +226,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest):
         return error(400, "bad_request", str(exc))
+
+    @app.errorhandler(media.InvalidMedia)
+    def bad_media(exc: media.InvalidMedia):
+        return error(400, "invalid_media", str(exc))
 
     @app.errorhandler(recipients.InvalidRecipient)
     def bad_recipient(exc: recipients.InvalidRecipient):
@@ -221,6 +277,28 @@ def _parse_json():
         raise BadRequest("the JSON is nested too deeply") from None
     except ValueError:  # malformed JSON, or bytes that are no Unicode text
         return None
+
+
+def _multipart_file(fields: set[str], what: str):
+    """(recipient, the upload, its bytes) of a multipart send; BadRequest naming what is wrong."""
+    unknown = (set(request.form) - fields) | (set(request.files) - {"file"})
+    if unknown:
+        raise BadRequest(f"unknown fields: {_names(unknown)}")
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise BadRequest(f"a multipart field 'file' with {what} is required")
+    to = recipients.recipient(request.form.get("to", ""))
+    data = upload.read()
+    if not data:
+        raise BadRequest("the file is empty")
+    return to, upload, data
+
+
+def _caption() -> str | None:
+    caption = request.form.get("caption")
+    if caption is not None and len(caption) > MAX_CAPTION_CHARS:
+        raise BadRequest(f"caption is longer than {MAX_CAPTION_CHARS} characters")
+    return caption or None
 
 
 def _names(names: set) -> str:

@@ -52,10 +52,13 @@ def create_app(
     if connection is None:
         webhook = None
         if cfg.webhook_url:
-            from webhook import WebhookSender
+            from events import EventQueue
 
-            webhook = WebhookSender(cfg.webhook_url, cfg.webhook_secret)
+            webhook = EventQueue(cfg.webhook_url, cfg.webhook_secret, queue_size=cfg.webhook_queue_size,
+                                 attempts=cfg.webhook_attempts, first_retry=cfg.webhook_retry_delay)
             webhook.start()
+            # A failed save or wipe reaches the owner as a `save_failed` event (queued, never blocking).
+            session.notify = webhook.emit
         connection = Connection(
             session,
             client_factory=load_client_factory(cfg.client_factory),

@@ -65,6 +65,9 @@ class Config:
     pair_phone: str | None = field(default=None, repr=False)
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
+    webhook_queue_size: int = 1000  # events kept while the webhook is down (oldest dropped first)
+    webhook_attempts: int = 10  # tries per event (logged_out: until it is delivered)
+    webhook_retry_delay: float = 1.0  # first wait between tries; doubles up to 60 s
     config_vars_limit: int = CONFIG_VARS_LIMIT
     session_save_delay: float = 5.0
     save_deadline: float = SAVE_DEADLINE
@@ -180,6 +183,13 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, high: float) 
     return value
 
 
+def _positive_seconds(env: Mapping[str, str], name: str, default: float, *, high: float) -> float:
+    value = _seconds(env, name, default, high=high)
+    if value <= 0:
+        raise ConfigError(f"{name} must be above 0 seconds, got {value:g}")
+    return value
+
+
 def _http_url(name: str, raw: str | None, *, allow_http: bool = True) -> str | None:
     if raw is None:
         return None
@@ -283,6 +293,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         pair_phone=pair_phone,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
+        webhook_queue_size=_integer(env, "WEBHOOK_QUEUE_SIZE", 1000, low=10, high=100_000),
+        webhook_attempts=_integer(env, "WEBHOOK_ATTEMPTS", 10, low=1, high=1000),
+        webhook_retry_delay=_positive_seconds(env, "WEBHOOK_RETRY_DELAY", 1.0, high=60),
         config_vars_limit=_integer(
             env, "CONFIG_VARS_LIMIT", CONFIG_VARS_LIMIT, low=1024, high=16 * 1024 * 1024
         ),

@@ -50,3 +50,13 @@ def error_record(exc: BaseException, during: str, at: str, message: str | None =
     if message:
         record["message"] = f"{message}: {record['message']}"
     return {**record, "during": during, "at": at}
+
+
+def failure_event(exc: BaseException, during: str) -> dict:
+    """A failed save or wipe as the `save_failed` event tells it (events.py): our own words, the HTTP
+    status and the hint, never the upstream text (it may quote what was sent)."""
+    if isinstance(exc, BotError):
+        return {"during": during, "error": type(exc).__name__, "status": exc.status,
+                "message": exc.summary, "hint": exc.hint or None}
+    return {"during": during, "error": type(exc).__name__, "status": None,
+            "message": "the bot hit an error", "hint": None}

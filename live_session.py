@@ -15,7 +15,7 @@ from typing import Callable
 
 import snapshot
 from clock import iso_now
-from errors import error_record
+from errors import error_record, failure_event
 from pgsession import PostgresSession
 from textsafe import printable
 
@@ -35,6 +35,8 @@ class LiveDatabaseSession:
         self.last_save_error: dict | None = None
         self.last_wipe: str | None = None
         self.connect_checks = 0
+        # Set by app.create_app: tells the owner (events.py `save_failed`) what failed, with the hint.
+        self.notify: Callable[[str, dict], None] | None = None
 
     def database(self) -> str:
         return self.pg.url
@@ -123,6 +125,11 @@ class LiveDatabaseSession:
                 self.last_save_error = error_record(exc, f"wipe ({reason})", iso_now(),
                                                     "could not delete the device from PostgreSQL")
                 log.error("could not delete the device from PostgreSQL: %s", exc)
+                if self.notify is not None:
+                    try:
+                        self.notify("save_failed", failure_event(exc, f"wipe ({reason})"))
+                    except Exception:
+                        log.exception("could not report the failure")
                 return
             log.info("session wiped (%s)%s", reason, "; device deleted from PostgreSQL" if removed else "")
             if self._snapshot_value:

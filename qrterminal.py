@@ -56,3 +56,14 @@ def qr_svg(data: str) -> str:
     out = io.BytesIO()
     image.save(out)
     return out.getvalue().decode()
+
+
+def qr_png(data: str, box_size: int = 8) -> bytes:
+    """The QR code as a PNG (black on white, quiet zone included), for GET /api/qr?format=png.
+    qrcode draws it with Pillow, which neonize already requires (requirements.txt pins it)."""
+    from qrcode.image.pil import PilImage
+
+    image = qrcode.make(data, image_factory=PilImage, border=4, box_size=box_size)
+    out = io.BytesIO()
+    image.save(out)  # PilImage saves as PNG unless told otherwise
+    return out.getvalue()

@@ -34,6 +34,10 @@ class Session(Protocol):
 
     kind: str
     restored_from: str | None
+    #: Set by app.create_app when WEBHOOK_URL is set: `notify("save_failed", data)` when a save or the
+    #: wipe of the stored session fails (data: errors.failure_event, never a token or a snapshot).
+    #: Must not block: it only queues the event.
+    notify: Callable[[str, dict], None] | None
 
     def restore_on_boot(self) -> str:
         """Before the first connect: bring the stored session back. Returns where it came from

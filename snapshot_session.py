@@ -30,7 +30,7 @@ from typing import Callable
 import snapshot
 from clock import iso_now
 from config import SAVE_DEADLINE, SAVE_WAITERS
-from errors import error_record
+from errors import error_record, failure_event
 from stores import SnapshotStore
 from textsafe import printable
 
@@ -92,6 +92,8 @@ class SnapshotSession:
         self.last_save_error: dict | None = None  # BotError.as_dict() of the last failed save
         self.last_wipe: str | None = None
         self.connect_checks = 0  # how many times the save decision after Connected was taken
+        # Set by app.create_app: tells the owner (events.py `save_failed`) what failed, with the hint.
+        self.notify: Callable[[str, dict], None] | None = None
         self._stored_jid: str | None = None
         self._stored_info: dict | None = None
         self._local_jid: str | None = None
@@ -281,11 +283,15 @@ class SnapshotSession:
             status = getattr(exc, "status", None)
             log.error("saving the session failed (%s): %s%s: %s", flight.reason, type(exc).__name__,
                       f", HTTP {status}" if status else "", exc)
+            if isinstance(exc, Exception):
+                self._report_failure(exc, f"save ({flight.reason})")
         finally:
             flight.done.set()
 
     def _save_now(self, *, force: bool, reason: str, deadline: float) -> dict:
-        if self._local_jid is None:
+        # The device as last read; read again when none is known yet (a save asked for right after a
+        # pairing may come before the read that follows Connected): no Platform API call without one.
+        if self._local_jid is None and self.refresh_local() is None:
             raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
         budget = self.store.budget(deadline=deadline)
         packed = self._pack(budget, deadline)
@@ -346,8 +352,17 @@ class SnapshotSession:
                 self.last_save_error = error_record(exc, f"wipe ({reason})", iso_now(),
                                                     "could not remove the stored session")
                 log.error("could not remove the stored session: %s", exc)
+                self._report_failure(exc, f"wipe ({reason})")
                 return
             log.info("session wiped (%s)%s", reason, "; stored snapshot removed" if removed else "")
+
+    def _report_failure(self, exc: Exception, during: str) -> None:
+        if self.notify is None:
+            return
+        try:
+            self.notify("save_failed", failure_event(exc, during))
+        except Exception:
+            log.exception("could not report the failure")
 
     def _wipe_local(self) -> None:
         directory = self.session_dir

@@ -29,9 +29,11 @@ import random
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+import events
 from clock import iso_from_epoch
 from config import KEEPALIVE_GIVE_UP
 from qrterminal import qr_block
@@ -57,6 +59,13 @@ NOT_STARTED = "not_started"
 # whatsmeow shows a QR for 60 s, then five more for 20 s each, then gives up and disconnects. If no
 # new code came for this long, the round is over: start another so the owner always has a fresh one.
 QR_ROUND_TIMEOUT = 90.0
+# How long each code of a round is valid (whatsmeow qrchan.go: the first code's timeout is 60 s, each
+# later one's 20 s): the `expiresAt` of GET /api/qr and of the `qr` event.
+QR_FIRST_CODE_SECONDS = 60
+QR_NEXT_CODE_SECONDS = 20
+# Recent messages (incoming and sent through the API) kept for `replyTo`: WhatsApp shows the quoted
+# bubble from the quoted message's content, which the reply must carry.
+RECENT_MESSAGES = 200
 # After StreamReplaced the other instance owns the session (often our own next dyno); wait this long
 # before trying again, so two instances never kick each other off in a loop.
 STREAM_REPLACED_DELAY = 60.0
@@ -129,8 +138,9 @@ def _say_once_what_ffmpeg_affects() -> None:
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     if missing:
         log.info(
-            "%s not installed: sending voice notes, videos, GIFs and stickers needs it; text, documents, "
-            "images and locations work without it", " and ".join(missing),
+            "%s not installed: neonize's video, GIF and sticker messages need it (no endpoint of this bot "
+            "sends them); text, documents, images, voice notes and locations work without it",
+            " and ".join(missing),
         )
 
 
@@ -174,6 +184,11 @@ class Connection:
         self.last_error: str | None = None
         self.last_qr: str | None = None
         self.qr_count = 0
+        self.qr_index = 0  # codes shown in the current round (whatsmeow's QR channel)
+        self.qr_expires_at: float | None = None
+        self._link_up = False  # a `connected` event went out and no `disconnected` since
+        self._paired_jid: str | None = None
+        self._recent: OrderedDict[str, tuple[str | None, object]] = OrderedDict()  # id -> (sender, Message)
         self.connected_since: float | None = None
         self.banned_until: float | None = None
         self.pair_code: str | None = None
@@ -258,6 +273,7 @@ class Connection:
                 self._wakeup.clear()
                 continue
             self.connects += 1
+            self.qr_index = 0
             log.info("connecting to WhatsApp")
             with self._lock:
                 if self._stopping.is_set():
@@ -283,6 +299,8 @@ class Connection:
                 continue
             delay = self._backoff.next_delay() if step.delay is None else step.delay
             self._set_state(step.state)
+            if step.state == RECONNECTING:
+                self._went_down(step.reason, delay)
             log.warning("%s; retrying in %.1fs", step.reason, delay)
             self._wakeup.wait(delay)
             self._wakeup.clear()
@@ -331,6 +349,8 @@ class Connection:
 
     def _wipe(self, reason: str) -> None:
         self._set_state(LOGGED_OUT)
+        self._link_up = False
+        self._emit(events.LOGGED_OUT, {"reason": reason, "message": "a new QR scan is needed"})
         log.warning("device logged out (%s): wiping the session and showing a new QR code", reason)
         try:
             self.session.wipe(reason)
@@ -350,6 +370,7 @@ class Connection:
             LoggedOutEv,
             MessageEv,
             PairStatusEv,
+            ReceiptEv,
             StreamErrorEv,
             StreamReplacedEv,
             TemporaryBanEv,
@@ -370,6 +391,7 @@ class Connection:
             KeepAliveTimeoutEv: self._on_keepalive_timeout,
             KeepAliveRestoredEv: self._on_keepalive_restored,
             MessageEv: self._on_message,
+            ReceiptEv: self._on_receipt,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(handler)
@@ -378,7 +400,12 @@ class Connection:
         text = data.decode() if isinstance(data, bytes) else str(data)
         self.last_qr = text
         self.qr_count += 1
+        self.qr_index += 1
+        seconds = QR_FIRST_CODE_SECONDS if self.qr_index == 1 else QR_NEXT_CODE_SECONDS
+        self.qr_expires_at = time.time() + seconds
         self._set_state(WAITING_FOR_QR)
+        self._emit(events.QR, {"code": text, "expiresAt": iso_from_epoch(self.qr_expires_at),
+                               "index": self.qr_index})
         lines = qr_block(text)
         # One write per line, flushed: each is its own line in `heroku logs`.
         for line in lines:
@@ -417,6 +444,8 @@ class Connection:
             jid = printable(jid_text(ev.ID))
             log.info("paired as %s; WhatsApp will reconnect the new device", jid)
             self._set_state(CONNECTING)
+            self._paired_jid = jid_text(ev.ID)
+            self._emit(events.PAIRED, {"jid": self._paired_jid})
         else:
             self.last_error = f"pairing failed: {ev.Error}"
             log.error("pairing failed: %s", ev.Error)
@@ -428,6 +457,8 @@ class Connection:
         self.banned_until = None
         self.pair_code = None
         self._set_state(CONNECTED)
+        self._link_up = True
+        self._emit(events.CONNECTED, {"jid": self._own_jid(client)})
         # The session decides (off this thread) whether this is a new pairing to save once.
         self.session.connected(lambda: self.state == CONNECTED and not self._stopping.is_set())
 
@@ -454,6 +485,9 @@ class Connection:
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.banned_until))
         code = _enum_name(ev, "Code") or "unknown reason"
         self.last_error = f"temporarily banned ({code}) until {until}"
+        self._link_up = False
+        self._emit(events.TEMPORARILY_BANNED, {"code": code, "until": iso_from_epoch(self.banned_until),
+                                               "seconds": seconds})
         log.error("WhatsApp temporarily banned this number (%s) until %s; waiting, the session is kept", code, until)
         self._restart(_Next(reason=f"temporarily banned until {until}", delay=seconds, state=TEMPORARILY_BANNED))
 
@@ -469,6 +503,8 @@ class Connection:
     def _on_client_outdated(self, client, ev) -> None:
         self.last_error = "WhatsApp refuses this client version: upgrade neonize in requirements.txt"
         log.error("client outdated: WhatsApp refuses this whatsmeow version; upgrade neonize and redeploy")
+        self._link_up = False
+        self._emit(events.CLIENT_OUTDATED, {"message": self.last_error})
         self._restart(_Next(reason="client outdated", delay=CLIENT_OUTDATED_DELAY, state=CLIENT_OUTDATED))
 
     def _on_stream_error(self, client, ev) -> None:
@@ -477,6 +513,7 @@ class Connection:
     def _on_disconnected(self, client, ev) -> None:
         if self.state == CONNECTED:
             self._set_state(RECONNECTING)
+            self._went_down("connection lost; whatsmeow reconnects by itself", None)
         log.info("disconnected; whatsmeow reconnects by itself")
 
     def _on_keepalive_timeout(self, client, ev) -> None:
@@ -498,6 +535,13 @@ class Connection:
         log.info("keep-alive restored")
 
     def _on_message(self, client, ev) -> None:
+        try:
+            source = ev.Info.MessageSource
+            if not source.IsFromMe:
+                sender = source.SenderAlt if _is_lid(source.Sender) and source.SenderAlt.User else source.Sender
+                self._remember(ev.Info.ID, _non_ad(sender), ev.Message)
+        except Exception:
+            log.exception("could not keep an incoming message for replies")
         if not self._webhook:
             return
         from webhook import message_payload
@@ -510,17 +554,106 @@ class Connection:
         if payload:
             self._webhook.enqueue(payload)
 
+    def _on_receipt(self, client, ev) -> None:
+        """Delivery and read receipts for messages this account sent (whatsmeow receipt.go: an empty
+        type is "delivered", then "read" and "played"; the other types are about our own devices,
+        retries and server errors, not about the recipient)."""
+        kind = _enum_name(ev, "Type")
+        status = {"DELIVERED": "delivered", "READ": "read", "PLAYED": "read"}.get(kind or "")
+        if status is None or not self._webhook:
+            return
+        source = ev.MessageSource
+        # 1:1 messages go to the contact's LID; name the phone number when whatsmeow knows it.
+        chat = jid_text(source.SenderAlt) if _is_lid(source.Chat) and source.SenderAlt.User else jid_text(source.Chat)
+        at = int(ev.Timestamp)
+        at = at // 1000 if at > 10**11 else at  # neonize gives seconds for receipts, millis elsewhere
+        for message_id in ev.MessageIDs:
+            data = {"id": message_id, "status": status, "chat": chat, "at": iso_from_epoch(at or time.time())}
+            if kind == "PLAYED":
+                data["played"] = True
+            self._emit(events.RECEIPT, data)
+
+    # -- reporting -----------------------------------------------------------------------------------
+    def _emit(self, event: str, data: dict) -> None:
+        """Hand an event to the webhook queue: never blocks, never raises into neonize's thread."""
+        if self._webhook is None:
+            return
+        try:
+            self._webhook.emit(event, data)
+        except Exception:
+            log.exception("could not queue the %s event", event)
+
+    def _went_down(self, reason: str, retry_in: float | None) -> None:
+        """One `disconnected` event per lost connection, however many retries follow."""
+        if not self._link_up:
+            return
+        self._link_up = False
+        self._emit(events.DISCONNECTED, {"reason": reason,
+                                         "retryInSeconds": None if retry_in is None else round(retry_in, 1)})
+
+    def _own_jid(self, client) -> str | None:
+        try:
+            return jid_text(client.get_me().JID) or None
+        except Exception:  # not every client offers it; the session knows the device too
+            return self._paired_jid or self.session.device_jid()
+
+    def _remember(self, message_id: str, sender: str | None, message) -> None:
+        if not message_id:
+            return
+        with self._lock:
+            self._recent[message_id] = (sender, message)
+            self._recent.move_to_end(message_id)
+            while len(self._recent) > RECENT_MESSAGES:
+                self._recent.popitem(last=False)
+
     # -- actions for the API ------------------------------------------------------------------------
     def _live_client(self, *states: str):
         if self._client is None or not self._in_connect or self.state not in states:
             raise NotConnected(f"WhatsApp is {self.state.replace('_', ' ')}, not {' or '.join(states)}")
         return self._client
 
-    def send_text(self, to: str, text: str) -> dict:
+    def send_text(self, to: str, text: str, reply_to: str | None = None) -> dict:
         with self._lock:
             client = self._live_client(CONNECTED)
-            response = client.send_message(_to_jid(to), text)
-        return {"id": response.ID, "timestamp": int(response.Timestamp)}
+            if reply_to:
+                message = self._reply(to, text, reply_to)
+                response = client.send_message(_to_jid(to), message)
+            else:
+                response = client.send_message(_to_jid(to), text)
+                message = _text_message(text)
+        extra = {"replyTo": reply_to, "quoted": reply_to in self._recent} if reply_to else {}
+        return self._sent(to, response, message, **extra)
+
+    def _reply(self, to: str, text: str, reply_to: str):
+        """A text that quotes `reply_to`. WhatsApp draws the quoted bubble from the ContextInfo's
+        quotedMessage; the bot has it for the last RECENT_MESSAGES messages it received or sent. For
+        an older id the reply names the id (stanzaId) and the chat partner as its author, without the
+        content: the phone then shows the reply as plain text."""
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, ExtendedTextMessage, Message
+
+        context = ContextInfo(stanzaID=reply_to, participant=_non_ad_text(to))
+        known = self._recent.get(reply_to)
+        if known is not None:
+            sender, quoted = known
+            context.participant = sender or self._own_bare_jid() or context.participant
+            context.quotedMessage.CopyFrom(quoted)
+        return Message(extendedTextMessage=ExtendedTextMessage(text=text, contextInfo=context))
+
+    def _own_bare_jid(self) -> str | None:
+        jid = self.session.device_jid()
+        if not jid:
+            return None
+        user, _, server = jid.partition("@")
+        return f"{user.split(':')[0]}@{server}"
+
+    def _sent(self, to: str, response, message, **extra) -> dict:
+        """The answer of every send; the `sent` receipt event (WhatsApp's server acknowledged it)."""
+        result = {"id": response.ID, "timestamp": int(response.Timestamp), **extra}
+        if message is not None:
+            self._remember(response.ID, None, message)
+        self._emit(events.RECEIPT, {"id": response.ID, "status": "sent", "chat": _non_ad_text(to),
+                                    "at": iso_from_epoch(result["timestamp"] or time.time())})
+        return result
 
     def send_document(self, to: str, data: bytes, filename: str, caption: str | None, mimetype: str | None) -> dict:
         mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
@@ -529,7 +662,56 @@ class Connection:
             response = client.send_document(
                 _to_jid(to), data, caption=caption or None, filename=filename, mimetype=mimetype
             )
-        return {"id": response.ID, "timestamp": int(response.Timestamp)}
+        return self._sent(to, response, None)
+
+    def send_image(self, to: str, data: bytes, mimetype: str, caption: str | None) -> dict:
+        """Upload (encrypted by whatsmeow) and send an image; `mimetype` as media.image_type found it."""
+        import media
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ImageMessage, Message
+        from neonize.utils.enum import MediaType
+
+        facts = media.image_facts(data)  # before the lock: Pillow's work needs no connection
+        with self._lock:
+            client = self._live_client(CONNECTED)
+            upload = client.upload(data, MediaType.MediaImage)
+            message = Message(imageMessage=ImageMessage(
+                URL=upload.url, directPath=upload.DirectPath, mediaKey=upload.MediaKey,
+                fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
+                mimetype=mimetype, caption=caption or None, width=facts["width"], height=facts["height"],
+                JPEGThumbnail=facts["thumbnail"] or None, mediaKeyTimestamp=int(time.time()),
+            ))
+            response = client.send_message(_to_jid(to), message)
+        return self._sent(to, response, _without_media_keys(message))
+
+    def send_voice_note(self, to: str, data: bytes, seconds: int) -> dict:
+        """Upload an Ogg/Opus file and send it as a voice note (ptt). Built here rather than with
+        neonize's build_audio_message, which runs ffmpeg for the duration (media.py computes it)."""
+        import media
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import AudioMessage, Message
+        from neonize.utils.enum import MediaType
+
+        with self._lock:
+            client = self._live_client(CONNECTED)
+            upload = client.upload(data, MediaType.MediaAudio)
+            message = Message(audioMessage=AudioMessage(
+                URL=upload.url, directPath=upload.DirectPath, mediaKey=upload.MediaKey,
+                fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
+                mimetype=media.OGG_OPUS_MIME, seconds=seconds, PTT=True, mediaKeyTimestamp=int(time.time()),
+            ))
+            response = client.send_message(_to_jid(to), message)
+        return self._sent(to, response, _without_media_keys(message))
+
+    def send_location(self, to: str, latitude: float, longitude: float, name: str | None = None,
+                      address: str | None = None) -> dict:
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import LocationMessage, Message
+
+        message = Message(locationMessage=LocationMessage(
+            degreesLatitude=latitude, degreesLongitude=longitude, name=name or None, address=address or None,
+        ))
+        with self._lock:
+            client = self._live_client(CONNECTED)
+            response = client.send_message(_to_jid(to), message)
+        return self._sent(to, response, message)
 
     def request_pair_code(self, phone_digits: str) -> str:
         phone_digits = phone_digits.lstrip("+")
@@ -573,7 +755,15 @@ class Connection:
             "connectAttempts": self.connect_attempts,
             "clientConnects": self.connects,
             "keepaliveReconnects": self.keepalive_reconnects,
+            "webhook": self._webhook.status() if self._webhook is not None else None,
         }
+
+    def current_qr(self) -> dict | None:
+        """The code to scan now, with when it expires; None when the bot is not waiting for a scan."""
+        text, expires = self.last_qr, self.qr_expires_at
+        if self.state != WAITING_FOR_QR or not text:
+            return None
+        return {"code": text, "expiresAt": iso_from_epoch(expires), "index": self.qr_index}
 
 
 def _enum_name(ev, field: str) -> str | None:
@@ -582,6 +772,41 @@ def _enum_name(ev, field: str) -> str | None:
         return ev.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[value].name
     except (AttributeError, KeyError):
         return None
+
+
+def _is_lid(jid) -> bool:
+    return getattr(jid, "Server", "") == "lid"
+
+
+def _non_ad(jid) -> str | None:
+    """user@server without the device part (what a quote's participant names)."""
+    if not getattr(jid, "User", ""):
+        return None
+    return f"{jid.User}@{jid.Server}"
+
+
+def _non_ad_text(to: str) -> str:
+    user, _, server = to.partition("@")
+    return f"{user.split(':')[0]}@{server or 's.whatsapp.net'}"
+
+
+def _text_message(text: str):
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+
+    return Message(conversation=text)
+
+
+def _without_media_keys(message):
+    """What a later quote of this media message needs: its type and caption and thumbnail, not the key
+    to the file."""
+    quoted = type(message)()
+    quoted.CopyFrom(message)
+    for field in ("imageMessage", "audioMessage"):
+        if quoted.HasField(field):
+            part = getattr(quoted, field)
+            for name in ("mediaKey", "URL", "directPath"):
+                part.ClearField(name)
+    return quoted
 
 
 def _to_jid(to: str):

@@ -76,7 +76,7 @@ def measure(checkout: Path) -> dict:
         try:
             bot.wait_for_line("WHATSAPP QR", timeout=60)
             control.send("pair", seed=71)
-            bot.wait_state("connected", timeout=60)
+            bot.wait_state("connected", timeout=60)  # a save right away must find the new device too
 
             forced = in_parallel(PARALLEL, lambda: bot.request(
                 "POST", "/api/save-session?force=true", headers=AUTH, timeout=60))

@@ -22,9 +22,13 @@ PROTECTED = [
     ("POST", "/api/save-session"),
     ("POST", "/api/clear-session"),
     ("GET", "/qr"),
+    ("GET", "/api/qr"),
     ("POST", "/api/pair"),
     ("POST", "/api/send"),
     ("POST", "/api/send-document"),
+    ("POST", "/api/send-image"),
+    ("POST", "/api/send-audio"),
+    ("POST", "/api/send-location"),
 ]
 
 
@@ -129,6 +133,44 @@ def test_qr_page_takes_basic_auth_and_shows_the_code(bot):
     assert "<svg" in page and "fetch(location.pathname" in page  # updates itself (tests/test_qr_browser.py)
     bot.pair()
     assert "<svg" not in client.get("/qr", headers=AUTH).get_data(as_text=True)
+
+
+def test_api_qr_gives_the_code_as_json_and_png_then_says_it_is_not_waiting(bot):
+    import calendar
+    import time
+
+    import zxingcpp
+    from PIL import Image
+
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    code = bot.control.events("qr")[-1]["code"]
+    response = client.get("/api/qr", headers=AUTH)
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    body = response.json
+    assert body["code"] == code and body["state"] == "waiting_for_qr" and body["index"] == 1
+    expires = calendar.timegm(time.strptime(body["expiresAt"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert 55 <= expires - time.time() <= 61, "whatsmeow's first code of a round lives 60 s"
+    png = client.get("/api/qr?format=png", headers=AUTH)
+    assert png.status_code == 200 and png.mimetype == "image/png" and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+    decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png.data)))
+    assert [d.text for d in decoded] == [code], "a phone camera reads the same code"
+    assert client.get("/api/qr?format=gif", headers=AUTH).json["error"] == "bad_request"
+    bot.pair()
+    for path in ("/api/qr", "/api/qr?format=png"):
+        response = client.get(path, headers=AUTH)
+        assert response.status_code == 409 and response.json["error"] == "not_waiting_for_qr"
+        assert response.json["state"] == "connected" and "not waiting for a scan" in response.json["message"]
+
+
+def test_later_codes_of_a_round_live_20_seconds(bot):
+    import whatsapp
+
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    bot.control.send("qr")  # whatsmeow's next code of the same round
+    wait_for(lambda: client.get("/api/qr", headers=AUTH).json["index"] == 2, 5, "the second code")
+    assert bot.connection.qr_expires_at - whatsapp.time.time() <= whatsapp.QR_NEXT_CODE_SECONDS
 
 
 @pytest.mark.parametrize(
@@ -385,3 +427,118 @@ def test_a_failed_save_through_the_api_logs_one_line_with_the_cause_and_the_hint
     assert len(lines) == 1, [r.getMessage() for r in caplog.records]
     assert cause in lines[0] and "hint: " + response.json["hint"] in lines[0]
     assert TOKEN not in caplog.text and KEY not in caplog.text
+
+
+# -- sending what people send (issue 16) ------------------------------------------------------------
+
+from tests.support import mediafiles  # noqa: E402
+
+
+def test_send_with_reply_to_quotes_a_received_message(bot):
+    client = make_client(bot)
+    bot.pair()
+    bot.control.send("message", text="which day?", sender="14155552671", id="3EB0QUESTION1")
+    wait_for(lambda: "3EB0QUESTION1" in bot.connection._recent, 5, "the incoming message")
+    response = client.post("/api/send", json={"to": "+14155552671", "text": "Tuesday", "replyTo": "3EB0QUESTION1"},
+                           headers=AUTH)
+    assert response.status_code == 200 and response.json["quoted"] is True and response.json["timestamp"] > 0
+    message = bot.control.events("sent_message")[-1]["message"]["extendedTextMessage"]
+    assert message["text"] == "Tuesday"
+    context = message["contextInfo"]
+    assert context["stanzaID"] == "3EB0QUESTION1" and context["participant"] == "14155552671@s.whatsapp.net"
+    assert context["quotedMessage"] == {"conversation": "which day?"}
+    # An id the bot has not seen: the reply names it, without content to show.
+    unknown = client.post("/api/send", json={"to": "+14155552671", "text": "ok", "replyTo": "3EB0OLD"},
+                          headers=AUTH)
+    assert unknown.status_code == 200 and unknown.json["quoted"] is False
+    context = bot.control.events("sent_message")[-1]["message"]["extendedTextMessage"]["contextInfo"]
+    assert context == {"stanzaID": "3EB0OLD", "participant": "14155552671@s.whatsapp.net"}
+    for bad in (5, "", "x" * 200, "3EB0 1", "\u0663EB0"):
+        response = client.post("/api/send", json={"to": "+14155552671", "text": "ok", "replyTo": bad}, headers=AUTH)
+        assert response.status_code == 400 and response.json["error"] == "bad_request", bad
+
+
+@pytest.mark.parametrize("kind, mimetype", [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
+def test_send_image_sniffs_the_type_and_sends_an_image_message(bot, kind, mimetype):
+    client = make_client(bot, max_upload=64 * 1024)
+    bot.pair()
+    data = mediafiles.image(kind)
+    response = client.post("/api/send-image", headers=AUTH, data={
+        "to": "+14155552671", "caption": "the plan", "file": (io.BytesIO(data), "photo.bin")})
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["sent"] is True and body["id"] and body["timestamp"] > 0 and body["mimetype"] == mimetype
+    assert bot.control.events("upload")[-1] == {**bot.control.events("upload")[-1], "media_type": "MediaImage",
+                                                 "size": len(data)}
+    image = bot.control.events("sent_message")[-1]["message"]["imageMessage"]
+    assert image["mimetype"] == mimetype and image["caption"] == "the plan"
+    assert image["width"] == 64 and image["height"] == 48 and image["JPEGThumbnail"]
+
+
+def test_send_image_refuses_what_is_not_an_image_with_the_document_endpoints_shapes(bot):
+    client = make_client(bot, max_upload=4096)
+    bot.pair()
+    for data, name in [(b"%PDF-1.4 not an image", "x.png"), (b"GIF89a......", "x.gif")]:
+        response = client.post("/api/send-image", headers=AUTH, data={"to": "+14155552671", "file": (io.BytesIO(data), name)})
+        assert response.status_code == 400 and response.json["error"] == "invalid_media", response.json
+    missing = client.post("/api/send-image", data={"to": "+14155552671"}, headers=AUTH)
+    assert missing.status_code == 400 and "file" in missing.json["message"]
+    empty = client.post("/api/send-image", headers=AUTH, data={"to": "+14155552671", "file": (io.BytesIO(b""), "a.png")})
+    assert empty.status_code == 400 and empty.json["error"] == "bad_request"
+    extra = client.post("/api/send-image", headers=AUTH,
+                        data={"to": "+14155552671", "filename": "x", "file": (io.BytesIO(b"x"), "a.png")})
+    assert extra.status_code == 400 and "unknown fields" in extra.json["message"]
+    long_caption = client.post("/api/send-image", headers=AUTH, data={
+        "to": "+14155552671", "caption": "c" * 1025, "file": (io.BytesIO(mediafiles.image("PNG", (4, 4))), "a.png")})
+    assert long_caption.status_code == 400 and "caption" in long_caption.json["message"]
+    big = client.post("/api/send-image", headers=AUTH,
+                      data={"to": "+14155552671", "file": (io.BytesIO(b"\x89PNG" + b"x" * 10_000), "big.png")})
+    assert big.status_code == 413 and "MAX_UPLOAD_BYTES" in big.json["message"]
+    nobody = client.post("/api/send-image", headers=AUTH, data={"to": "nobody", "file": (io.BytesIO(b"x"), "a.png")})
+    assert nobody.status_code == 400 and nobody.json["error"] == "invalid_number"
+
+
+def test_send_audio_sends_a_voice_note_with_the_duration_from_the_ogg_pages(bot):
+    client = make_client(bot, max_upload=64 * 1024)
+    bot.pair()
+    data = mediafiles.ogg_opus(3.5)
+    response = client.post("/api/send-audio", headers=AUTH, data={"to": "+14155552671", "file": (io.BytesIO(data), "v.ogg")})
+    assert response.status_code == 200, response.json
+    assert response.json["seconds"] == 4 and response.json["ptt"] is True and response.json["id"]
+    audio = bot.control.events("sent_message")[-1]["message"]["audioMessage"]
+    assert audio["PTT"] is True and audio["seconds"] == 4 and audio["mimetype"] == "audio/ogg; codecs=opus"
+    assert bot.control.events("upload")[-1]["media_type"] == "MediaAudio"
+    vorbis = data.replace(b"OpusHead", b"\x01vorbis\x00", 1)
+    for bad in (b"ID3\x03 an mp3", vorbis, data[:-10]):
+        response = client.post("/api/send-audio", headers=AUTH, data={"to": "+14155552671", "file": (io.BytesIO(bad), "v.ogg")})
+        assert response.status_code == 400 and response.json["error"] == "invalid_media", response.json
+
+
+def test_opus_duration_counts_48khz_granules_minus_the_pre_skip():
+    import media
+
+    assert media.opus_duration(mediafiles.ogg_opus(2.0)) == pytest.approx(2.0)
+    assert media.opus_duration(mediafiles.ogg_opus(61.24)) == pytest.approx(61.24, abs=0.02)
+    assert media.voice_note_seconds(mediafiles.ogg_opus(0.2)) == 1
+
+
+def test_send_location(bot):
+    client = make_client(bot)
+    bot.pair()
+    place = {"to": "+14155552671", "latitude": 52.5163, "longitude": 13.3777, "name": "Brandenburger Tor",
+             "address": "Pariser Platz, Berlin"}
+    response = client.post("/api/send-location", json=place, headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json["id"] and response.json["timestamp"] > 0 and response.json["latitude"] == 52.5163
+    sent = bot.control.events("sent_message")[-1]["message"]["locationMessage"]
+    assert sent == {"degreesLatitude": 52.5163, "degreesLongitude": 13.3777, "name": "Brandenburger Tor",
+                    "address": "Pariser Platz, Berlin"}
+    for bad in ({"latitude": 91}, {"longitude": -180.5}, {"latitude": "52"}, {"latitude": True},
+                {"name": "n" * 257}, {"address": 5}, {"extra": 1}):
+        response = client.post("/api/send-location", json={**place, **bad}, headers=AUTH)
+        assert response.status_code == 400, bad
+    nan = client.post("/api/send-location", data='{"to": "+14155552671", "latitude": NaN, "longitude": 1}',
+                      headers={**AUTH, "Content-Type": "application/json"})
+    assert nan.status_code == 400
+    missing = client.post("/api/send-location", json={"to": "+14155552671", "latitude": 1}, headers=AUTH)
+    assert missing.status_code == 400 and "longitude" in missing.json["message"]

@@ -14,9 +14,9 @@ import pytest
 import snapshot
 import stores
 import whatsapp
+from events import EventQueue as WebhookSender
 from tests.support.botkit import Bot, stored_snapshot_for
 from tests.support.harness import wait_for
-from webhook import WebhookSender
 
 
 @pytest.fixture
@@ -229,21 +229,29 @@ def test_incoming_messages_reach_the_webhook_signed_with_retries(tmp_path):
     sender.start()
     bot = Bot(tmp_path)
     bot.connection._webhook = sender
+
+    def messages():
+        return [json.loads(body) for _, body in _Receiver.received if json.loads(body)["event"] == "message"]
+
     try:
         bot.start()
         bot.pair()
         bot.control.send("message", text="hello bot", sender="15557654321", id="MSG1")
-        wait_for(lambda: sender.delivered == 1, 10, "webhook delivery")
+        wait_for(messages, 10, "webhook delivery of the message")
     finally:
         bot.stop()
         server.shutdown()
-    assert len(_Receiver.received) == 2, "one failed attempt, one retry"
-    headers, body = _Receiver.received[-1]
-    expected = "sha256=" + hmac.new(b"s3cret-hmac", body, hashlib.sha256).hexdigest()
-    assert headers["X-Signature-256"] == expected
-    payload = json.loads(body)
-    assert payload["text"] == "hello bot" and payload["from"] == "15557654321@s.whatsapp.net"
-    assert payload["id"] == "MSG1" and payload["type"] == "text" and payload["time"] > 1_000_000_000
+    names = [json.loads(body)["event"] for _, body in _Receiver.received]
+    assert names[:2] == ["qr", "qr"], "the first attempt failed (503) and was retried, in order"
+    assert names[2:] == ["paired", "connected", "message"]
+    for headers, body in _Receiver.received:
+        expected = "sha256=" + hmac.new(b"s3cret-hmac", body, hashlib.sha256).hexdigest()
+        assert headers["X-Signature-256"] == expected
+    payload = messages()[0]
+    assert set(payload) >= {"event", "timestamp", "data"}
+    for fields in (payload["data"], payload):  # the top level keeps the fields for older receivers
+        assert fields["text"] == "hello bot" and fields["from"] == "15557654321@s.whatsapp.net"
+        assert fields["id"] == "MSG1" and fields["type"] == "text" and fields["time"] > 1_000_000_000
 
 
 def test_webhook_queue_is_bounded_and_never_blocks():

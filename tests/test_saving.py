@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+import snapshot
+from snapshot_session import SnapshotSession
+from stores import LocalFileStore
+from tests.support import wadb
 from tests.support.cycle import AUTH, Cycle
 from tests.support.harness import wait_for
 
@@ -105,3 +110,13 @@ def test_a_hanging_platform_api_never_holds_an_answer_or_the_request_threads(tmp
     finally:
         cycle.heroku.clear_faults()
         cycle.close()
+
+
+def test_a_save_asked_before_the_device_was_read_finds_it(tmp_path):
+    """Right after a pairing the API's save may come before the read that follows Connected."""
+    made = wadb.make_session(str(tmp_path / "session"), "fresh", seed=3)
+    store = LocalFileStore(tmp_path / "session.snapshot")
+    session = SnapshotSession(Path(made.session_dir), store)
+    assert session.device_jid() is None  # nothing read yet: no boot restore, no Connected
+    result = session.save(reason="API request", wait=None)
+    assert result["changed"] is True and snapshot.inspect(store.load()).device_jid == made.jid

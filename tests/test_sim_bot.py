@@ -266,13 +266,15 @@ def test_incoming_message_reaches_the_webhook_and_api_send_reaches_whatsapp(
     sim.wait_logged_in(jid, timeout=WAIT)
 
     message_id = sim.deliver_text(jid, CONTACT, "hello bot", push_name="Ada")
-    post = webhook_receiver.wait_for_post(timeout=WAIT)
+    webhook_receiver.wait_for_event("message", timeout=WAIT)
+    post = next(p for p in webhook_receiver.posts if json.loads(p.body)["event"] == "message")
     expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), post.body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(post.headers.get("X-Signature-256", ""), expected)
     payload = json.loads(post.body)
-    assert payload["id"] == message_id and payload["text"] == "hello bot"
-    assert payload["from"] == f"{CONTACT}@s.whatsapp.net" and payload["chat"] == f"{CONTACT}@s.whatsapp.net"
-    assert payload["pushName"] == "Ada" and payload["isGroup"] is False
+    for fields in (payload["data"], payload):  # the top level keeps the fields for older receivers
+        assert fields["id"] == message_id and fields["text"] == "hello bot"
+        assert fields["from"] == f"{CONTACT}@s.whatsapp.net" and fields["chat"] == f"{CONTACT}@s.whatsapp.net"
+        assert fields["pushName"] == "Ada" and fields["isGroup"] is False
 
     before = len(sim.sent_messages)
     status, body = bot.request("POST", "/api/send", {"to": f"+{CONTACT}", "text": "reply from the bot"},
@@ -281,7 +283,8 @@ def test_incoming_message_reaches_the_webhook_and_api_send_reaches_whatsapp(
     sent = sim.wait_for_sent(timeout=WAIT, after=before)
     assert sent.id == body["id"] and sent.text == "reply from the bot"
     assert sent.recipient_pn == f"{CONTACT}@s.whatsapp.net"
-    assert len(webhook_receiver.posts) == 1, "our own message is not forwarded to the webhook"
+    webhook_receiver.wait_for_event("receipt", timeout=WAIT, where=lambda d: d["id"] == body["id"])
+    assert len(webhook_receiver.events("message")) == 1, "our own message is not forwarded to the webhook"
 
 
 # ------------------------------------------------------------------ pairing by phone code

@@ -32,6 +32,7 @@ from neonize.events import (
     LoggedOutEv,
     MessageEv,
     PairStatusEv,
+    ReceiptEv,
     StreamReplacedEv,
     TemporaryBanEv,
 )
@@ -177,8 +178,27 @@ class ScriptedClient:
     def send_message(self, to, text) -> SendResponse:
         if not self._connected:
             raise ScriptedNeonizeError("not connected")
-        self.control.record("sent", to=f"{to.User}@{to.Server}", text=text)
+        self.sent.append({"to": to, "message": text})
+        if isinstance(text, str):
+            self.control.record("sent", to=f"{to.User}@{to.Server}", text=text)
+        else:  # a built Message (reply, image, voice note, location): what it holds, as JSON
+            from google.protobuf.json_format import MessageToDict
+
+            self.control.record("sent_message", to=f"{to.User}@{to.Server}", message=MessageToDict(text))
         return SendResponse(ID=f"3EB0{len(self.sent):08d}", Timestamp=int(time.time()))
+
+    def upload(self, data: bytes, media_type=None):
+        """As whatsmeow's Upload answers (the encryption itself is checked against the simulator)."""
+        import hashlib
+
+        from neonize.proto.Neonize_pb2 import UploadResponse
+
+        if not self._connected:
+            raise ScriptedNeonizeError("not connected")
+        self.control.record("upload", size=len(data), media_type=getattr(media_type, "name", None))
+        digest = hashlib.sha256(data).digest()
+        return UploadResponse(url="https://mmg.whatsapp.net/scripted", DirectPath="/scripted", MediaKey=b"k" * 32,
+                              FileEncSHA256=digest, FileSHA256=digest, FileLength=len(data))
 
     def send_document(self, to, data, caption=None, filename=None, mimetype=None) -> SendResponse:
         if not self._connected:
@@ -243,6 +263,13 @@ class ScriptedClient:
             self._emit(ConnectFailureEv, ConnectFailureEv(Reason=command.get("reason", 8), Message="scripted"))
         elif cmd == "message" and self._connected:
             self._emit(MessageEv, _text_message(command))
+        elif cmd == "receipt" and self._connected:
+            # whatsmeow receipt.go: the contact's device acknowledges messages we sent.
+            event = ReceiptEv(Type=command.get("type", 0), Timestamp=int(time.time()))
+            event.MessageIDs.extend(command["ids"])
+            event.MessageSource.Chat.User = event.MessageSource.Sender.User = command.get("sender", "15550001111")
+            event.MessageSource.Chat.Server = event.MessageSource.Sender.Server = "s.whatsapp.net"
+            self._emit(ReceiptEv, event)
         elif cmd == "qr" and self._device_jid() is None:
             self._qr_round()
 

@@ -21,6 +21,7 @@ from typing import Callable
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
+from .media import MediaHost
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
@@ -62,6 +63,15 @@ class SentMessage:
     type: str
     text: str | None
     node: Node
+    message: E2EMessage | None = None  # the decrypted content (for the contact's device 0)
+    sim: "WhatsAppSimulator | None" = field(default=None, repr=False)
+
+    def media_bytes(self) -> bytes:
+        """What the contact's phone shows for this image/audio/document: downloaded from the upload
+        host, checked (SHA-256 of blob and file, MAC) and decrypted with the message's media key."""
+        if self.message is None or self.sim is None:
+            raise SimulatorError(f"message {self.id} was not decrypted")
+        return self.sim.media.open(self.message)
 
 
 class _Connection:
@@ -127,6 +137,8 @@ class WhatsAppSimulator:
         self.qr_refs: list[list[str]] = []  # refs of each pair-device sent, in order
         self.pair_code_requests: list[dict] = []
         self.sent_messages: list[SentMessage] = []
+        self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
+        self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
@@ -148,7 +160,7 @@ class WhatsAppSimulator:
             os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source,
             keepalive=self._keepalive,
         )
-        self.proxy = InterceptingProxy(cert, key, self._serve)
+        self.proxy = InterceptingProxy(cert, key, self._serve, on_media=self.media.handle)
         self.proxy.start()
         return self
 
@@ -394,7 +406,10 @@ class WhatsAppSimulator:
             self._handle_iq(conn, node)
         elif node.tag == "message":
             self._handle_message(conn, node)
-        # receipts, acks, presence, ib: recorded in self.received, nothing to answer
+        elif node.tag == "ack" and node.attrs.get("class") == "receipt":
+            with self._cond:
+                self.receipts_acked.append(node)
+        # receipts, other acks, presence, ib: recorded in self.received, nothing to answer
 
     def _handle_iq(self, conn: _Connection, node: Node) -> None:
         xmlns = node.attrs.get("xmlns")
@@ -420,6 +435,12 @@ class WhatsAppSimulator:
         elif xmlns == "passive":
             self._result(conn, node)
             conn.active = first is not None and first.tag == "active"
+        elif xmlns == "w:m" and first is not None and first.tag == "media_conn":
+            # whatsmeow mediaconn.go: auth token and upload hosts for upload.go.
+            from .media import MEDIA_HOST
+
+            self._result(conn, node, [Node("media_conn", self.media.media_conn_attrs(), [
+                Node("host", {"hostname": MEDIA_HOST})])])
         elif xmlns == "md" and first is not None and first.tag == "link_code_companion_reg":
             self._handle_link_code(conn, node, first)
         else:
@@ -578,6 +599,7 @@ class WhatsAppSimulator:
                 targets.append((node.attrs.get("to"), enc))
         recipient = node.attrs.get("to")
         text = None
+        message = None
         for device_jid, enc in targets:
             if not isinstance(device_jid, JID) or device_jid.device != 0:
                 continue  # companion devices: the simulator does not hold their keys
@@ -588,14 +610,31 @@ class WhatsAppSimulator:
                 decrypted = E2EMessage()
                 decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content)))
                 text = decrypted.conversation or decrypted.extendedTextMessage.text
+                message = decrypted
             except (SignalError, ValueError) as exc:
                 self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
         with self._cond:
             pn = node.attrs.get("peer_recipient_pn")
             self.sent_messages.append(SentMessage(
-                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"), type=node.attrs.get("type"), text=text, node=node))
+                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
+                type=node.attrs.get("type"), text=text, node=node, message=message, sim=self))
         conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
                                "t": str(int(time.time()))}))
+
+    def send_receipt(self, jid: str, message_id: str, kind: str = "delivered") -> None:
+        """The contact's phone acknowledges a message device `jid` sent (whatsmeow receipt.go
+        `handleReceipt`/`parseReceipt`): from the address the message went to, type "" (delivered),
+        "read" or "played"."""
+        sent = next((m for m in self.sent_messages if m.id == message_id), None)
+        if sent is None:
+            raise SimulatorError(f"no sent message {message_id!r}")
+        types = {"delivered": None, "read": "read", "played": "played"}
+        if kind not in types:
+            raise SimulatorError(f"receipt kind must be one of {sorted(types)}")
+        attrs = {"from": JID.parse(sent.to), "id": message_id, "t": str(int(time.time()))}
+        if types[kind]:
+            attrs["type"] = types[kind]
+        self._live(jid, required=True)[-1].send(Node("receipt", attrs))
 
     def _handle_usync(self, conn: _Connection, node: Node) -> None:
         usync = node.child("usync")

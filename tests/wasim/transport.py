@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 WS_HOST = "web.whatsapp.com"
+MEDIA_HOSTS = ("mmg.whatsapp.net",)  # the upload host the simulator's media_conn names (media.py)
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -59,7 +60,8 @@ def make_tls_files(directory: str) -> tuple[str, str, str]:
         .not_valid_after(now + datetime.timedelta(days=7))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName(WS_HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [x509.DNSName(WS_HOST), *(x509.DNSName(h) for h in MEDIA_HOSTS),
+                 x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
             ),
             critical=False,
         )
@@ -166,8 +168,11 @@ def _read_http_head(sock) -> bytes:
 class InterceptingProxy:
     """CONNECT proxy on 127.0.0.1; hands each accepted websocket to `on_websocket`."""
 
-    def __init__(self, cert_file: str, key_file: str, on_websocket: Callable[[WebSocket, dict], None]):
+    def __init__(self, cert_file: str, key_file: str, on_websocket: Callable[[WebSocket, dict], None],
+                 on_media: Callable[[str, str, bytes], tuple[int, bytes]] | None = None):
         self.on_websocket = on_websocket
+        # HTTPS requests to the media hosts (method, target, body) -> (status, JSON body).
+        self.on_media = on_media
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.load_cert_chain(cert_file, key_file)
         self.tls.set_alpn_protocols(["http/1.1"])
@@ -221,7 +226,8 @@ class InterceptingProxy:
             head = _read_http_head(conn).decode("latin-1")
             method, target, _ = head.split("\r\n", 1)[0].split(" ", 2)
             host = target.rsplit(":", 1)[0]
-            if method != "CONNECT" or host != WS_HOST:
+            media = self.on_media is not None and host in MEDIA_HOSTS
+            if method != "CONNECT" or (host != WS_HOST and not media):
                 self.refused_hosts.append(target)
                 conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
                 return
@@ -231,6 +237,9 @@ class InterceptingProxy:
                 self._conns.discard(conn)
                 self._conns.add(tls)
             conn = tls
+            if media:
+                self._serve_http(tls)
+                return
             request = _read_http_head(tls).decode("latin-1")
             lines = request.split("\r\n")
             headers = {}
@@ -257,6 +266,76 @@ class InterceptingProxy:
             _hard_close(conn)
             with self._lock:
                 self._conns.discard(conn)
+
+
+    def _serve_http(self, tls) -> None:
+        """HTTP/1.1 requests on one TLS connection (Go's client keeps it alive), until it closes."""
+        reader = _BufferedReader(tls)
+        while True:
+            try:
+                head = reader.read_head()
+            except ConnectionError:
+                return
+            lines = head.split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                body = reader.read_chunked()
+            else:
+                body = reader.read_exact(int(headers.get("content-length") or 0))
+            status, answer = self.on_media(method, target, body)
+            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(status, "Error")
+            tls.sendall(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(answer)}\r\n\r\n".encode() + answer
+            )
+
+
+class _BufferedReader:
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.pending = b""
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        self.pending += chunk
+
+    def read_head(self) -> str:
+        while b"\r\n\r\n" not in self.pending:
+            if len(self.pending) > 65536:
+                raise ConnectionError("HTTP head too large")
+            self._fill()
+        head, self.pending = self.pending.split(b"\r\n\r\n", 1)
+        return head.decode("latin-1")
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.pending) < n:
+            self._fill()
+        data, self.pending = self.pending[:n], self.pending[n:]
+        return data
+
+    def read_line(self) -> bytes:
+        while b"\r\n" not in self.pending:
+            self._fill()
+        line, self.pending = self.pending.split(b"\r\n", 1)
+        return line
+
+    def read_chunked(self) -> bytes:
+        body = b""
+        while True:
+            size = int(self.read_line().split(b";")[0], 16)
+            if size == 0:
+                while self.read_line():  # trailers up to the empty line
+                    pass
+                return body
+            body += self.read_exact(size)
+            self.read_exact(2)
 
 
 def _hard_close(conn: socket.socket) -> None:

@@ -1,0 +1,213 @@
+"""The event vocabulary and its queue (events.py), and what a connection reports, in process.
+
+The real webhook receiver, the real bot and the WhatsApp simulator: tests/test_sim_events.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import events
+import stores
+from errors import failure_event
+from events import EventQueue
+from tests.support.botkit import Bot
+from tests.support.harness import wait_for
+
+
+class Recorder:
+    """Stands in for the EventQueue where only what the connection emits matters."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def emit(self, event, data=None):
+        self.events.append(events.envelope(event, data))
+
+    def enqueue(self, payload):
+        self.events.append(payload)
+
+    def names(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+    def of(self, name: str) -> list[dict]:
+        return [e["data"] for e in self.events if e["event"] == name]
+
+    def status(self):
+        return {}
+
+    def stop(self, timeout=0):
+        pass
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    bot = Bot(tmp_path)
+    recorder = Recorder()
+    bot.connection._webhook = recorder
+    bot.session.notify = recorder.emit
+    bot.start()
+    yield bot, recorder
+    bot.stop()
+
+
+def test_the_queue_drops_the_oldest_ordinary_event_never_logged_out():
+    queue = EventQueue("http://127.0.0.1:9/never", queue_size=3)  # not started: nothing drains it
+    queue.emit("logged_out", {"reason": "r"})
+    for n in range(4):
+        queue.emit("qr", {"index": n})
+    assert queue.pending() == 3 and queue.dropped == 2
+    assert [p["event"] for p in queue._queue] == ["logged_out", "qr", "qr"]
+    assert [p["data"]["index"] for p in list(queue._queue)[1:]] == [2, 3]
+    for _ in range(3):
+        queue.emit("logged_out", {})
+    assert [p["event"] for p in queue._queue].count("logged_out") == 4, "critical events are all kept"
+    assert queue.status() == {"pending": 4, "delivered": 0, "dropped": 4, "failed": 0, "lastError": None}
+
+
+def test_every_event_has_one_shape():
+    payload = events.envelope("connected", {"jid": "1@s.whatsapp.net"})
+    assert set(payload) == {"event", "timestamp", "data"}
+    assert payload["timestamp"].endswith("Z") and payload["data"] == {"jid": "1@s.whatsapp.net"}
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """503 while `down` is set; records what it accepted."""
+
+    down = threading.Event()
+    accepted: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).down.is_set():
+            self.send_response(503)
+        else:
+            type(self).accepted.append((dict(self.headers), body))
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_webhook_that_is_down_for_a_while_gets_every_event_in_order_then_the_status_says_so():
+    _Flaky.accepted = []
+    _Flaky.down.set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    queue = EventQueue(f"http://127.0.0.1:{server.server_port}/hook", "k3y", first_retry=0.02, attempts=1000)
+    queue.start()
+    try:
+        for n in range(20):
+            queue.emit("receipt", {"id": f"M{n}", "status": "delivered"})
+        wait_for(lambda: queue.last_error and queue.status()["pending"] == 20, 5, "failed attempts")
+        assert queue.status()["lastError"] == "receipt event: HTTP 503"
+        _Flaky.down.clear()
+        wait_for(lambda: queue.delivered == 20, 10, "every event once the webhook is back")
+    finally:
+        queue.stop()
+        server.shutdown()
+        server.server_close()
+    ids = [json.loads(body)["data"]["id"] for _, body in _Flaky.accepted]
+    assert ids == [f"M{n}" for n in range(20)]
+    for headers, body in _Flaky.accepted:
+        assert headers["X-Signature-256"] == "sha256=" + hmac.new(b"k3y", body, hashlib.sha256).hexdigest()
+    assert queue.status()["pending"] == 0 and queue.dropped == 0 and queue.failed == 0
+
+
+def test_a_connection_reports_qr_pairing_connection_loss_and_logout(recorded):
+    bot, recorder = recorded
+    bot.pair(seed=31)
+    qr = recorder.of("qr")[0]
+    assert qr["code"] == bot.control.events("qr")[0]["code"] and qr["index"] == 1 and qr["expiresAt"]
+    jid = bot.control.events("paired")[-1]["jid"]
+    assert recorder.of("paired") == [{"jid": jid}]
+    wait_for(lambda: recorder.of("connected"), 5, "the connected event")
+    assert recorder.of("connected")[0]["jid"].split("@")[0].split(":")[0] == jid.split("@")[0].split(":")[0]
+
+    bot.control.send("drop")  # whatsmeow reconnects by itself
+    wait_for(lambda: len(recorder.of("connected")) == 2, 5, "the reconnect")
+    assert recorder.of("disconnected")[0]["retryInSeconds"] is None
+
+    bot.control.send("logout")
+    bot.wait_state("waiting_for_qr")
+    assert recorder.of("logged_out") and "logged out by WhatsApp" in recorder.of("logged_out")[0]["reason"]
+    assert recorder.names().index("logged_out") > recorder.names().index("connected")
+    assert len(recorder.of("disconnected")) == 1, "a logout is its own event"
+
+
+def test_stream_replaced_is_one_disconnected_event_with_the_wait(recorded):
+    bot, recorder = recorded
+    bot.pair(seed=32)
+    bot.control.send("replace")
+    wait_for(lambda: recorder.of("disconnected"), 5, "the disconnected event")
+    assert recorder.of("disconnected")[0]["retryInSeconds"] == 60.0
+    assert "stream replaced" in recorder.of("disconnected")[0]["reason"]
+
+
+class BrokenStore:
+    """A local store whose writes fail the way a full disk does."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def save(self, text, **kwargs):
+        raise stores.LocalStoreError("could not write /secret/path/session.snapshot: disk full")
+
+    def clear(self, **kwargs):
+        raise stores.LocalStoreError("could not remove /secret/path/session.snapshot")
+
+
+def test_a_failed_save_and_a_failed_wipe_are_save_failed_events_with_the_hint(tmp_path):
+    bot = Bot(tmp_path, store=BrokenStore(stores.LocalFileStore(tmp_path / "session.snapshot")))
+    recorder = Recorder()
+    bot.connection._webhook = recorder
+    bot.session.notify = recorder.emit
+    bot.start()
+    try:
+        bot.pair(seed=33)
+        wait_for(lambda: recorder.of("save_failed"), 10, "the save_failed event")
+        failed = recorder.of("save_failed")[0]
+        assert failed == {"during": "save (new pairing)", "error": "LocalStoreError", "status": None,
+                          "message": stores.LocalStoreError.summary, "hint": stores.LocalStoreError.hint}
+        bot.control.send("logout")
+        wait_for(lambda: len(recorder.of("save_failed")) == 2, 10, "the failed wipe")
+        assert recorder.of("save_failed")[1]["during"].startswith("wipe (")
+        assert "/secret/path" not in json.dumps(recorder.events), "our words, not the error's text"
+    finally:
+        bot.stop()
+
+
+def test_failure_event_never_carries_the_upstream_text():
+    from heroku_api import AuthenticationFailed
+
+    data = failure_event(AuthenticationFailed("HTTP 401: token HRKU-abc is invalid", status=401), "save (x)")
+    assert "HRKU" not in json.dumps(data) and data["status"] == 401 and data["hint"]
+
+
+def test_receipts_of_sent_messages_are_keyed_by_the_id_the_send_returned(recorded):
+    from neonize.proto.Neonize_pb2 import Receipt
+
+    bot, recorder = recorded
+    bot.pair(seed=34)
+    sent = bot.connection.send_text("4915112345678", "hello")
+    assert recorder.of("receipt")[0] == {"id": sent["id"], "status": "sent",
+                                         "chat": "4915112345678@s.whatsapp.net",
+                                         "at": recorder.of("receipt")[0]["at"]}
+    for kind in (Receipt.DELIVERED, Receipt.READ, Receipt.PLAYED, Receipt.READ_SELF, Receipt.RETRY):
+        bot.control.send("receipt", ids=[sent["id"]], type=kind, sender="4915112345678")
+    bot.control.send("receipt", ids=["END"], type=Receipt.DELIVERED)
+    wait_for(lambda: recorder.of("receipt")[-1]["id"] == "END", 5, "the receipts")
+    got = recorder.of("receipt")[1:-1]
+    assert [r["status"] for r in got] == ["delivered", "read", "read"]
+    assert got[2]["played"] is True and all(r["id"] == sent["id"] for r in got)
+    assert got[0]["chat"] == "4915112345678@s.whatsapp.net"
