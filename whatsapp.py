@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import events
+import messages
 from clock import iso_from_epoch
 from config import KEEPALIVE_GIVE_UP
 from qrterminal import qr_block
@@ -538,8 +539,8 @@ class Connection:
         try:
             source = ev.Info.MessageSource
             if not source.IsFromMe:
-                sender = source.SenderAlt if _is_lid(source.Sender) and source.SenderAlt.User else source.Sender
-                self._remember(ev.Info.ID, _non_ad(sender), ev.Message)
+                sender = source.SenderAlt if messages.is_lid(source.Sender) and source.SenderAlt.User else source.Sender
+                self._remember(ev.Info.ID, messages.bare_jid(sender), ev.Message)
         except Exception:
             log.exception("could not keep an incoming message for replies")
         if not self._webhook:
@@ -564,7 +565,7 @@ class Connection:
             return
         source = ev.MessageSource
         # 1:1 messages go to the contact's LID; name the phone number when whatsmeow knows it.
-        chat = jid_text(source.SenderAlt) if _is_lid(source.Chat) and source.SenderAlt.User else jid_text(source.Chat)
+        chat = jid_text(source.SenderAlt) if messages.is_lid(source.Chat) and source.SenderAlt.User else jid_text(source.Chat)
         at = int(ev.Timestamp)
         at = at // 1000 if at > 10**11 else at  # neonize gives seconds for receipts, millis elsewhere
         for message_id in ev.MessageIDs:
@@ -617,27 +618,19 @@ class Connection:
             client = self._live_client(CONNECTED)
             if reply_to:
                 message = self._reply(to, text, reply_to)
-                response = client.send_message(_to_jid(to), message)
+                response = client.send_message(messages.to_jid(to), message)
             else:
-                response = client.send_message(_to_jid(to), text)
-                message = _text_message(text)
+                response = client.send_message(messages.to_jid(to), text)
+                message = messages.text(text)
         extra = {"replyTo": reply_to, "quoted": reply_to in self._recent} if reply_to else {}
         return self._sent(to, response, message, **extra)
 
     def _reply(self, to: str, text: str, reply_to: str):
-        """A text that quotes `reply_to`. WhatsApp draws the quoted bubble from the ContextInfo's
-        quotedMessage; the bot has it for the last RECENT_MESSAGES messages it received or sent. For
-        an older id the reply names the id (stanzaId) and the chat partner as its author, without the
-        content: the phone then shows the reply as plain text."""
-        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, ExtendedTextMessage, Message
-
-        context = ContextInfo(stanzaID=reply_to, participant=_non_ad_text(to))
         known = self._recent.get(reply_to)
+        sender, quoted = known if known is not None else (None, None)
         if known is not None:
-            sender, quoted = known
-            context.participant = sender or self._own_bare_jid() or context.participant
-            context.quotedMessage.CopyFrom(quoted)
-        return Message(extendedTextMessage=ExtendedTextMessage(text=text, contextInfo=context))
+            sender = sender or self._own_bare_jid()
+        return messages.reply(to, text, reply_to, quoted=quoted, quoted_sender=sender)
 
     def _own_bare_jid(self) -> str | None:
         jid = self.session.device_jid()
@@ -651,7 +644,7 @@ class Connection:
         result = {"id": response.ID, "timestamp": int(response.Timestamp), **extra}
         if message is not None:
             self._remember(response.ID, None, message)
-        self._emit(events.RECEIPT, {"id": response.ID, "status": "sent", "chat": _non_ad_text(to),
+        self._emit(events.RECEIPT, {"id": response.ID, "status": "sent", "chat": messages.bare_jid_text(to),
                                     "at": iso_from_epoch(result["timestamp"] or time.time())})
         return result
 
@@ -660,57 +653,40 @@ class Connection:
         with self._lock:
             client = self._live_client(CONNECTED)
             response = client.send_document(
-                _to_jid(to), data, caption=caption or None, filename=filename, mimetype=mimetype
+                messages.to_jid(to), data, caption=caption or None, filename=filename, mimetype=mimetype
             )
         return self._sent(to, response, None)
 
     def send_image(self, to: str, data: bytes, mimetype: str, caption: str | None) -> dict:
         """Upload (encrypted by whatsmeow) and send an image; `mimetype` as media.image_type found it."""
         import media
-        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ImageMessage, Message
         from neonize.utils.enum import MediaType
 
         facts = media.image_facts(data)  # before the lock: Pillow's work needs no connection
         with self._lock:
             client = self._live_client(CONNECTED)
             upload = client.upload(data, MediaType.MediaImage)
-            message = Message(imageMessage=ImageMessage(
-                URL=upload.url, directPath=upload.DirectPath, mediaKey=upload.MediaKey,
-                fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
-                mimetype=mimetype, caption=caption or None, width=facts["width"], height=facts["height"],
-                JPEGThumbnail=facts["thumbnail"] or None, mediaKeyTimestamp=int(time.time()),
-            ))
-            response = client.send_message(_to_jid(to), message)
-        return self._sent(to, response, _without_media_keys(message))
+            message = messages.image(upload, mimetype, caption, facts)
+            response = client.send_message(messages.to_jid(to), message)
+        return self._sent(to, response, messages.without_media_keys(message))
 
     def send_voice_note(self, to: str, data: bytes, seconds: int) -> dict:
-        """Upload an Ogg/Opus file and send it as a voice note (ptt). Built here rather than with
-        neonize's build_audio_message, which runs ffmpeg for the duration (media.py computes it)."""
-        import media
-        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import AudioMessage, Message
+        """Upload an Ogg/Opus file and send it as a voice note (see messages.voice_note)."""
         from neonize.utils.enum import MediaType
 
         with self._lock:
             client = self._live_client(CONNECTED)
             upload = client.upload(data, MediaType.MediaAudio)
-            message = Message(audioMessage=AudioMessage(
-                URL=upload.url, directPath=upload.DirectPath, mediaKey=upload.MediaKey,
-                fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
-                mimetype=media.OGG_OPUS_MIME, seconds=seconds, PTT=True, mediaKeyTimestamp=int(time.time()),
-            ))
-            response = client.send_message(_to_jid(to), message)
-        return self._sent(to, response, _without_media_keys(message))
+            message = messages.voice_note(upload, seconds)
+            response = client.send_message(messages.to_jid(to), message)
+        return self._sent(to, response, messages.without_media_keys(message))
 
     def send_location(self, to: str, latitude: float, longitude: float, name: str | None = None,
                       address: str | None = None) -> dict:
-        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import LocationMessage, Message
-
-        message = Message(locationMessage=LocationMessage(
-            degreesLatitude=latitude, degreesLongitude=longitude, name=name or None, address=address or None,
-        ))
+        message = messages.location(latitude, longitude, name, address)
         with self._lock:
             client = self._live_client(CONNECTED)
-            response = client.send_message(_to_jid(to), message)
+            response = client.send_message(messages.to_jid(to), message)
         return self._sent(to, response, message)
 
     def request_pair_code(self, phone_digits: str) -> str:
@@ -772,46 +748,3 @@ def _enum_name(ev, field: str) -> str | None:
         return ev.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[value].name
     except (AttributeError, KeyError):
         return None
-
-
-def _is_lid(jid) -> bool:
-    return getattr(jid, "Server", "") == "lid"
-
-
-def _non_ad(jid) -> str | None:
-    """user@server without the device part (what a quote's participant names)."""
-    if not getattr(jid, "User", ""):
-        return None
-    return f"{jid.User}@{jid.Server}"
-
-
-def _non_ad_text(to: str) -> str:
-    user, _, server = to.partition("@")
-    return f"{user.split(':')[0]}@{server or 's.whatsapp.net'}"
-
-
-def _text_message(text: str):
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
-
-    return Message(conversation=text)
-
-
-def _without_media_keys(message):
-    """What a later quote of this media message needs: its type and caption and thumbnail, not the key
-    to the file."""
-    quoted = type(message)()
-    quoted.CopyFrom(message)
-    for field in ("imageMessage", "audioMessage"):
-        if quoted.HasField(field):
-            part = getattr(quoted, field)
-            for name in ("mediaKey", "URL", "directPath"):
-                part.ClearField(name)
-    return quoted
-
-
-def _to_jid(to: str):
-    """A validated recipient (see recipients.py) as neonize's JID."""
-    from neonize.utils.jid import build_jid
-
-    user, _, server = to.partition("@")
-    return build_jid(user, server or "s.whatsapp.net")
