@@ -29,10 +29,13 @@ import collections
 import json
 import logging
 import threading
+import time
 
 import requests
 
 from clock import iso_now
+from recipients import jid_text
+from webhook import SIGNATURE_HEADER, sign
 
 log = logging.getLogger("webhook")
 
@@ -159,7 +162,6 @@ class EventQueue:
                     self._queue.popleft()
 
     def _deliver(self, payload: dict) -> None:
-        from webhook import SIGNATURE_HEADER, sign
 
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "whatsapp-heroku-bot webhook"}
@@ -196,3 +198,45 @@ class EventQueue:
                 if self._wake.wait_for(lambda: self._stopping, timeout=delay):
                     return
             delay = min(delay * 2, MAX_RETRY_DELAY)
+
+
+# -- the `message` event: an incoming message ----------------------------------------------------
+
+def message_payload(event) -> dict | None:
+    """The webhook JSON for a neonize Message event; None for what is not worth forwarding.
+
+    The `message` event's shape (`{"event", "timestamp", "data"}`), with the message's fields also at
+    the top level, where receivers written before events read them."""
+    data = message_data(event)
+    if data is None:
+        return None
+    return {**data, **envelope(MESSAGE, data)}
+
+
+def message_data(event) -> dict | None:
+    """An incoming message's fields; None for the bot's own messages."""
+    info = event.Info
+    source = info.MessageSource
+    if source.IsFromMe:
+        return None
+    message = event.Message
+    text = (
+        message.conversation
+        or message.extendedTextMessage.text
+        or message.imageMessage.caption
+        or message.videoMessage.caption
+        or message.documentMessage.caption
+        or ""
+    )
+    return {
+        "id": info.ID,
+        "from": jid_text(source.Sender),
+        "chat": jid_text(source.Chat),
+        "isGroup": bool(source.IsGroup),
+        "pushName": info.Pushname,
+        "time": int(info.Timestamp),
+        "type": info.Type or ("text" if text else "other"),
+        "mediaType": info.MediaType or None,
+        "text": text,
+        "receivedAt": int(time.time()),
+    }

