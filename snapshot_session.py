@@ -97,7 +97,6 @@ class SnapshotSession:
         self._stored_jid: str | None = None
         self._stored_info: dict | None = None
         self._local_jid: str | None = None
-        self._read_stored_snapshot()
 
     # -- what neonize opens -----------------------------------------------------------------------
     @property
@@ -149,36 +148,40 @@ class SnapshotSession:
         return proc.stdout
 
     # -- boot -------------------------------------------------------------------------------------
-    def _read_stored_snapshot(self) -> None:
-        """Remember which device the stored snapshot holds (no API call: the value came with the env)."""
-        text = self.store.load()
-        self._stored_jid, self._stored_info = None, None
-        if not text:
-            return
+    def _read_stored_snapshot(self, text: str) -> None:
+        """Remember which device the stored snapshot holds, for the save decision and the status."""
         try:
             info = snapshot.inspect(text)
         except snapshot.SnapshotError as exc:
             self._stored_info = {"valid": False, "error": str(exc), "encodedSize": len(text)}
             return
+        self._remember_stored(info)
+
+    def _remember_stored(self, info) -> None:
         self._stored_jid = info.device_jid
         self._stored_info = {"valid": True, **info.as_dict()}
 
     def restore_on_boot(self) -> str:
         """Unpack the stored snapshot when there is no valid local session. Never raises for bad data.
 
-        Runs before neonize opens the database, so it may read it in this process."""
+        Runs before neonize opens the database, so it may read it in this process. The stored snapshot
+        (it came with the environment: no API call) is decoded once: restored, or only described when
+        a local session is there already."""
         self._local_jid = snapshot.device_jid(self.session_dir)
+        text = self.store.load()
         if self.has_local_session():
             self.restored_from = "local"
             log.info("local session present for %s; not restoring", printable(self.device_jid()))
+            if text:
+                self._read_stored_snapshot(text)
             return "local"
-        text = self.store.load()
         if not text:
             log.info("no stored session: a QR code will be shown for pairing")
             return "none"
         try:
             info = snapshot.unpack(text, self.session_dir)
         except snapshot.SnapshotError as exc:
+            self._stored_info = {"valid": False, "error": str(exc), "encodedSize": len(text)}
             self.restore_error = str(exc)
             log.error(
                 "the stored session could not be restored (%s); it is left untouched in the store, and a QR "
@@ -188,6 +191,7 @@ class SnapshotSession:
             return "failed"
         self.restored_from = "store"
         self._local_jid = info.device_jid
+        self._remember_stored(info)
         # Text from the snapshot (JID, tier, member names) is logged escaped: it must not forge log lines.
         log.info(
             "restored session for %s from %s (tier=%s, %d chars)%s",
@@ -302,8 +306,7 @@ class SnapshotSession:
             )
         text, info = packed["text"], packed["info"]
         result = self.store.save(text, force=force, budget=budget, deadline=deadline)
-        self._local_jid = info["device_jid"]
-        self._stored_jid = info["device_jid"]
+        self._local_jid = self._stored_jid = info["device_jid"]
         self._stored_info = {"valid": True, **info}
         self.last_save = {
             "at": iso_now(),

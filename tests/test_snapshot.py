@@ -669,7 +669,7 @@ def test_hot_journal_naming_an_outside_file_deletes_nothing(how, fresh, tmp_path
     elif how == "boot":
         from snapshot_session import SnapshotSession
 
-        manager = SnapshotSession(dest, _FileStore(text))  # inspects the stored value at start
+        manager = SnapshotSession(dest, _FileStore(text))  # decodes the stored value once, at restore
         assert manager.restore_on_boot() == "store"
     else:
         command = how.split()[1]
