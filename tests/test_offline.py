@@ -93,9 +93,14 @@ class Gate:
     (or, without one, accepts each connection and closes it at once: port open, handshake fails)."""
 
     def __init__(self, target_port: int | None) -> None:
-        self.port = free_port()
+        # Bound now but not listening: the port is ours (no other socket can take it meanwhile, as a
+        # port merely chosen and bound later could be), and a connection to it is refused until open().
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
         self.target_port = target_port
-        self._listener: socket.socket | None = None
+        self._listener: socket.socket = listener
         self._threads: list[threading.Thread] = []
 
     @property
@@ -103,11 +108,7 @@ class Gate:
         return f"http://127.0.0.1:{self.port}"
 
     def open(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
+        self._listener.listen(16)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -138,12 +139,11 @@ class Gate:
                     pass
 
     def close(self) -> None:
-        if self._listener:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
 
 
 def pair(sim, start_bot, **env: str):
