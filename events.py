@@ -162,7 +162,6 @@ class EventQueue:
                     self._queue.popleft()
 
     def _deliver(self, payload: dict) -> None:
-
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "whatsapp-heroku-bot webhook"}
         if self._secret:
