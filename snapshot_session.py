@@ -39,11 +39,6 @@ log = logging.getLogger("session")
 # The directory that holds the snapshot package: the child runs `python -m snapshot.child` from there.
 _PROJECT_DIR = Path(snapshot.__file__).resolve().parent.parent
 
-#: One save (snapshot child + Platform API calls + retries) ends within this many seconds; the API
-#: answers within it plus a little, below Heroku's 30 s router limit.
-DEFAULT_SAVE_DEADLINE = 20.0
-
-
 class SaveInProgress(Exception):
     """The caller stopped waiting; the save goes on (see `SnapshotSession.status()['saveInProgress']`)."""
 
@@ -116,9 +111,10 @@ class SnapshotSession:
         endpoint asks often). Read at boot, after each connect, and after saves and wipes."""
         return self._local_jid
 
-    def refresh_local(self) -> str | None:
+    def refresh_local(self, timeout: float = 120) -> str | None:
         """Read the device from the database neonize may have open, in a separate process."""
-        self._local_jid = json.loads(self._snapshot_child("probe", str(self.session_dir.resolve())))["jid"]
+        probed = self._snapshot_child("probe", str(self.session_dir.resolve()), timeout=timeout)
+        self._local_jid = json.loads(probed)["jid"]
         return self._local_jid
 
     def wait_until_device_gone(self, timeout: float = 5.0) -> bool:
@@ -295,7 +291,7 @@ class SnapshotSession:
     def _save_now(self, *, force: bool, reason: str, deadline: float) -> dict:
         # The device as last read; read again when none is known yet (a save asked for right after a
         # pairing may come before the read that follows Connected): no Platform API call without one.
-        if self._local_jid is None and self.refresh_local() is None:
+        if self._local_jid is None and self.refresh_local(timeout=deadline - time.monotonic()) is None:
             raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
         budget = self.store.budget(deadline=deadline)
         packed = self._pack(budget, deadline)
@@ -327,7 +323,8 @@ class SnapshotSession:
     def _pack(self, budget, deadline: float) -> dict:
         """The snapshot and its description from one child process (see _snapshot_child)."""
         out = self._snapshot_child(
-            "pack-json", str(self.session_dir.resolve()), "--target", str(budget.target), "--ceiling", str(budget.ceiling),
+            "pack-json", str(self.session_dir.resolve()),
+            "--target", str(budget.target), "--ceiling", str(budget.ceiling),
             timeout=deadline - time.monotonic(),
         )
         packed = json.loads(out)
