@@ -10,6 +10,7 @@ import logging
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+import apidoc
 import media
 import recipients
 import snapshot
@@ -57,6 +58,15 @@ def health():
     return jsonify(ok=True, state=_connection().state, timestamp=iso_now())
 
 
+@api.get("/api/openapi.json")
+def openapi_document():
+    # Public: it describes the API and holds no secret. Any site's page may read it (Swagger UI run
+    # from elsewhere imports it by URL); calling the API from such a page is still refused (auth.py).
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    body = apidoc.served(request.host, forwarded or request.scheme)
+    return Response(body, mimetype="application/json", headers={"Access-Control-Allow-Origin": "*"})
+
+
 @api.get("/api/session-status")
 def session_status():
     # Anyone may ask; only a key holder (from the app's own origin) gets the device and the upstream
@@ -79,7 +89,7 @@ def session_status():
 @api.post("/api/save-session")
 @require_key
 def save_session():
-    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    force = _flag("force")
     try:
         result = _session().save(force=force, reason="API request" + (" (forced)" if force else ""), wait=None)
     except SaveInProgress as exc:
@@ -221,7 +231,10 @@ def register_error_handlers(app: Flask) -> None:
         if exc.code == 413:
             limit = current_app.config["MAX_CONTENT_LENGTH"]
             message = f"the request is larger than {limit} bytes (MAX_UPLOAD_BYTES)"
-        return error(exc.code or 500, code, message)
+        response, status = error(exc.code or 500, code, message)
+        # What the exception's own answer says in headers stays: a 405's `Allow` (RFC 9110 15.5.6).
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+        return response, status
 
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest):
@@ -292,6 +305,18 @@ def _multipart_file(fields: set[str], what: str):
     if not data:
         raise BadRequest("the file is empty")
     return to, upload, data
+
+
+_YES, _NO = ("1", "true", "yes"), ("", "0", "false", "no")
+
+
+def _flag(name: str) -> bool:
+    """A yes/no query parameter. Anything else is a 400, not a silent no: `?force=ture` must not
+    quietly run the save that is not forced."""
+    value = request.args.get(name, "").lower()
+    if value not in _YES + _NO:
+        raise BadRequest(f"{name} must be one of {', '.join(_YES)} (yes) or {', '.join(_NO[1:])} (no)")
+    return value in _YES
 
 
 def _caption() -> str | None:

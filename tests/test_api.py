@@ -15,6 +15,7 @@ from stores import HerokuConfigVarStore
 from tests.support.botkit import Bot
 from tests.support.fake_heroku import FakeHeroku
 from tests.support.harness import wait_for
+from tests.support.openapi_check import SchemaCheckedClient
 
 KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -42,6 +43,7 @@ def bot(tmp_path):
 def make_client(bot, api_key=KEY, **cfg):
     config = Config(api_key=api_key, session_dir=bot.session_dir, max_upload_bytes=cfg.pop("max_upload", 4096), **cfg)
     app = create_app(config, session=bot.session, connection=bot.connection)
+    app.test_client_class = SchemaCheckedClient  # every answer below is checked against openapi.yaml
     return app.test_client()
 
 

@@ -1,0 +1,324 @@
+"""The API's OpenAPI 3.1 document (openapi.yaml, served at GET /api/openapi.json) tells the truth:
+it is valid, it names exactly the app's routes, its limits are the code's, its webhooks are the events
+the bot sends, every answer the tests receive fits it (tests/support/openapi_check.py), and Schemathesis,
+given the document alone, finds nothing against a live bot.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import OpenAPIV31SpecValidator
+
+import api
+import apidoc
+import events
+import media
+import whatsapp
+from app import create_app
+from config import Config
+from tests.support import mediafiles
+from tests.support.botkit import Bot
+from tests.support.harness import ROOT, wait_for
+from tests.support.openapi_check import AnswerOutsideSchema, SchemaCheckedClient, check_response
+from tests.support.scripted_client import Control
+from tests.support.simulator import WebhookReceiver
+
+KEY = "openapi-test-key-0123456789"
+AUTH = {"X-Api-Key": KEY}
+DOC = apidoc.document()
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@pytest.fixture
+def bot(tmp_path):
+    bot = Bot(tmp_path).start()
+    yield bot
+    bot.stop()
+
+
+def make_app(bot, api_key=KEY, max_upload=64 * 1024):
+    config = Config(api_key=api_key, session_dir=bot.session_dir, max_upload_bytes=max_upload)
+    app = create_app(config, session=bot.session, connection=bot.connection)
+    app.test_client_class = SchemaCheckedClient
+    return app
+
+
+# -- the document ---------------------------------------------------------------------------------------
+
+def test_the_document_is_valid_openapi_3_1():
+    OpenAPIV31SpecValidator(DOC).validate()
+    assert DOC["openapi"].startswith("3.1.")
+
+
+def test_the_served_document_is_public_json_naming_the_address_it_was_fetched_from(bot):
+    # No API_KEY at all: protected endpoints answer 503, the document still answers.
+    client = make_app(bot, api_key=None).test_client()
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"  # Swagger UI elsewhere may import it
+    served = response.json
+    OpenAPIV31SpecValidator(served).validate()
+    assert served["servers"] == [{"url": "http://localhost", "description": "this bot"}]
+    assert {k: v for k, v in served.items() if k != "servers"} == DOC
+    assert list(served)[:2] == ["openapi", "info"]  # in the YAML's order, not sorted
+    behind_router = client.get("/api/openapi.json", headers={"Host": "my-bot.herokuapp.com",
+                                                             "X-Forwarded-Proto": "https"})
+    assert behind_router.json["servers"][0]["url"] == "https://my-bot.herokuapp.com"
+    text = response.get_data(as_text=True)
+    assert KEY not in text
+
+
+def _flask_routes(app) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every route the app serves: `<id>` and `<int:id>` become `{id}`."""
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        routes |= {(method.lower(), path) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return routes
+
+
+def _documented_routes(doc: dict) -> set[tuple[str, str]]:
+    return {(method, path) for path, item in doc["paths"].items() for method in item if method in METHODS}
+
+
+def test_every_flask_route_is_described_and_the_document_names_no_other(bot):
+    routes = _flask_routes(make_app(bot))
+    documented = _documented_routes(DOC)
+    assert not routes - documented, f"routes missing from openapi.yaml: {sorted(routes - documented)}"
+    assert not documented - routes, f"openapi.yaml names routes the app does not have: {sorted(documented - routes)}"
+
+
+def test_the_route_check_fails_on_a_missing_or_an_invented_route(bot):
+    app = make_app(bot)
+    app.add_url_rule("/api/new-thing/<int:thing_id>", "new_thing", lambda thing_id: "", methods=["PUT"])
+    assert ("put", "/api/new-thing/{thing_id}") in _flask_routes(app) - _documented_routes(DOC)
+    invented = {**DOC, "paths": {**DOC["paths"], "/api/nothing": {"get": {"responses": {}}}}}
+    assert _documented_routes(invented) - _flask_routes(make_app(bot)) == {("get", "/api/nothing")}
+
+
+def _schema(pointer: str) -> dict:
+    node = DOC
+    for part in pointer.strip("/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _body_schema(path: str, content: str = "application~1json") -> dict:
+    return _schema(f"paths/{path.replace('/', '~1')}/post/requestBody/content/{content}/schema")
+
+
+def test_the_documents_limits_and_names_are_the_codes():
+    send = _body_schema("/api/send")["properties"]
+    assert send["text"]["maxLength"] == api.MAX_TEXT_CHARS
+    assert send["replyTo"]["maxLength"] == api.MAX_MESSAGE_ID_CHARS
+    image = _body_schema("/api/send-image", "multipart~1form-data")["properties"]
+    assert image["caption"]["maxLength"] == api.MAX_CAPTION_CHARS
+    place = _body_schema("/api/send-location")["properties"]
+    assert place["name"]["maxLength"] == media.MAX_LOCATION_NAME
+    assert place["address"]["maxLength"] == media.MAX_LOCATION_ADDRESS
+    states = {value for name, value in vars(whatsapp).items() if name.isupper() and isinstance(value, str)
+              and re.fullmatch(r"[a-z_]+", value) and name == value.upper()}
+    assert set(DOC["components"]["schemas"]["State"]["enum"]) == states
+    assert set(DOC["webhooks"]) == set(events.NAMES), "every event the bot sends, and no other, is a webhook"
+
+
+# -- webhook events ---------------------------------------------------------------------------------------
+
+def _event_validator(name: str) -> OAS31Validator:
+    pointer = f"#/webhooks/{name}/post/requestBody/content/application~1json/schema"
+    # The whole document as the root, so the $refs to components resolve; its other keys are no keywords.
+    return OAS31Validator({**DOC, "$ref": pointer})
+
+
+def _readme_event_examples() -> dict[str, dict]:
+    """The `data` example of each row of the README's Events table."""
+    examples = {}
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Events\n", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        match = re.match(r"\| `(\w+)` \|[^|]*\| `(\{.*?\})`", line)
+        if match:
+            examples[match.group(1)] = json.loads(match.group(2))
+    return examples
+
+
+def test_the_readmes_event_examples_fit_the_documented_webhooks():
+    examples = _readme_event_examples()
+    assert set(examples) == set(events.NAMES)
+    for name, data in examples.items():
+        payload = events.envelope(name, data)
+        if name == events.MESSAGE:
+            payload = {**data, **payload}
+        _event_validator(name).validate(payload)
+    wrong = events.envelope(events.RECEIPT, {**examples["receipt"], "status": "lost"})
+    assert not _event_validator(events.RECEIPT).is_valid(wrong)
+
+
+# -- answers the tests receive ------------------------------------------------------------------------------
+
+def test_the_answer_check_fails_an_answer_outside_the_schema(bot):
+    app = make_app(bot)
+    response = FlaskClient(app, app.response_class).get("/api/health")  # unchecked: mutated below
+    check_response(response)
+    response.set_data(json.dumps({"ok": True, "timestamp": "2026-12-03T05:00:00Z"}))  # no state
+    with pytest.raises(AnswerOutsideSchema, match="state"):
+        check_response(response)
+    response.status_code = 418
+    with pytest.raises(AnswerOutsideSchema):
+        check_response(response)
+
+
+def test_every_operation_answers_within_its_schema_in_success_and_in_error(bot):
+    """One success and one error answer for every operation the document names (each checked by
+    SchemaCheckedClient as it arrives)."""
+    app = make_app(bot)
+    client = app.test_client()
+    seen: set[tuple[str, str, int]] = set()
+    adapter = app.url_map.bind("localhost")
+
+    def call(method, path, **kwargs):
+        response = client.open(path, method=method, **kwargs)
+        rule, _ = adapter.match(path.split("?")[0], method=method, return_rule=True)
+        seen.add((method.lower(), re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule), response.status_code))
+        return response
+
+    bot.wait_state("waiting_for_qr")
+    call("GET", "/api/health")
+    call("GET", "/api/openapi.json")
+    call("GET", "/api/session-status")
+    call("GET", "/api/session-status", headers=AUTH)
+    assert call("GET", "/qr", headers=AUTH).status_code == 200
+    assert call("GET", "/qr").status_code == 401
+    assert call("GET", "/api/qr", headers=AUTH).status_code == 200
+    assert call("GET", "/api/qr?format=png", headers=AUTH).status_code == 200
+    assert call("GET", "/api/qr?format=gif", headers=AUTH).status_code == 400
+    assert call("POST", "/api/save-session", headers=AUTH).status_code == 409
+    assert call("POST", "/api/pair", json={"phone": "+14155552671"}, headers=AUTH).status_code == 200
+    assert call("POST", "/api/pair", json={"phone": "12"}, headers=AUTH).status_code == 400
+    assert call("POST", "/api/send", json={"to": "+14155552671", "text": "hi"}, headers=AUTH).status_code == 409
+    bot.pair(seed=31)
+    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    assert call("GET", "/api/qr", headers=AUTH).status_code == 409
+    assert call("POST", "/api/save-session?force=true", headers=AUTH).status_code == 200
+    assert call("POST", "/api/save-session", headers={"Origin": "https://evil.example", **AUTH}).status_code == 403
+    call("GET", "/api/session-status", headers=AUTH)
+    assert call("POST", "/api/send", json={"to": "+14155552671", "text": "hi", "replyTo": "3EB0X"},
+                headers=AUTH).status_code == 200
+    assert call("POST", "/api/send", json={"to": "+14155552671", "text": " "}, headers=AUTH).status_code == 400
+    document = {"to": "+14155552671", "caption": "invoice", "file": (io.BytesIO(b"%PDF-1.4 tiny"), "inv.pdf")}
+    assert call("POST", "/api/send-document", data=document, headers=AUTH).status_code == 200
+    too_big = {"to": "+14155552671", "file": (io.BytesIO(b"x" * 70_000), "big.bin")}
+    assert call("POST", "/api/send-document", data=too_big, headers=AUTH).status_code == 413
+    image = {"to": "+14155552671", "file": (io.BytesIO(mediafiles.image("PNG")), "a.png")}
+    assert call("POST", "/api/send-image", data=image, headers=AUTH).status_code == 200
+    not_image = {"to": "+14155552671", "file": (io.BytesIO(b"%PDF"), "a.png")}
+    assert call("POST", "/api/send-image", data=not_image, headers=AUTH).status_code == 400
+    voice = {"to": "+14155552671", "file": (io.BytesIO(mediafiles.ogg_opus(1.5)), "v.ogg")}
+    assert call("POST", "/api/send-audio", data=voice, headers=AUTH).status_code == 200
+    assert call("POST", "/api/send-audio", data={"to": "+14155552671"}, headers=AUTH).status_code == 400
+    place = {"to": "+14155552671", "latitude": 52.5, "longitude": 13.4, "name": "Tor"}
+    assert call("POST", "/api/send-location", json=place, headers=AUTH).status_code == 200
+    assert call("POST", "/api/send-location", json={**place, "latitude": 91}, headers=AUTH).status_code == 400
+    assert call("POST", "/api/pair", json={"phone": "+14155552671"}, headers=AUTH).status_code == 409
+    assert call("POST", "/api/clear-session", headers=AUTH).status_code == 200
+    assert call("POST", "/api/clear-session", headers={"X-Api-Key": "wrong"}).status_code == 401
+    # A path or a method the document does not name: JSON 404 / 405 (checked by the client too).
+    assert client.get("/api/nothing-here").status_code == 404
+    assert client.delete("/api/send", headers=AUTH).status_code == 405
+
+    unanswered = {(method, path) for method, path in _documented_routes(DOC)
+                  if not any(m == method and p == path and s < 300 for m, p, s in seen)}
+    public = {("get", "/api/health"), ("get", "/api/openapi.json"), ("get", "/api/session-status")}
+    no_error = {(m, p) for m, p in _documented_routes(DOC) - public
+                if not any(m2 == m and p2 == p and s >= 400 for m2, p2, s in seen)}
+    assert not unanswered and not no_error, (unanswered, no_error)
+
+
+# -- what the answer check and Schemathesis found ------------------------------------------------------------
+
+def test_a_method_a_path_does_not_take_is_a_json_405_naming_the_ones_it_does(bot):
+    # Found by the answer check (and Schemathesis's unsupported_method): the JSON 405 had lost `Allow`.
+    response = make_app(bot).test_client().delete("/api/send", headers=AUTH)
+    assert response.status_code == 405 and response.json["error"] == "method_not_allowed"
+    assert response.mimetype == "application/json"
+    assert "POST" in {m.strip() for m in response.headers["Allow"].split(",")}
+
+
+def test_save_session_refuses_a_force_value_it_does_not_know(bot):
+    # Found by Schemathesis: `?force=00000000000000000` (or a typo, `ture`) quietly ran a save that was
+    # not forced; now it is a 400 that says which values count.
+    client = make_app(bot).test_client()
+    bot.pair(seed=32)
+    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    saves = len(bot.store.saves)
+    for value in ("00000000000000000", "ture", "2", "on"):
+        response = client.post(f"/api/save-session?force={value}", headers=AUTH)
+        assert response.status_code == 400 and response.json["error"] == "bad_request", value
+        assert "force must be one of" in response.json["message"]
+    assert len(bot.store.saves) == saves, "a refused request saves nothing"
+    for value, forced in (("TRUE", True), ("yes", True), ("1", True), ("0", False), ("no", False), ("", False)):
+        response = client.post(f"/api/save-session?force={value}", headers=AUTH)
+        assert response.status_code == 200 and response.json["reason"].endswith("(forced)") == forced, value
+
+
+# -- Schemathesis against the live bot ------------------------------------------------------------------
+
+SCHEMATHESIS_SEED = 20261203  # the same cases every run: CI must not turn red by chance
+
+
+def _schemathesis(bot, tmp_path, examples: int, *selection: str) -> None:
+    """One `schemathesis run` from GET /api/openapi.json alone (the key is all it is given): the
+    document's examples, boundary values (coverage) and random cases, valid and invalid, one worker,
+    every check but the two tests/schemathesis.toml explains."""
+    run = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
+         "run", f"{bot.url}/api/openapi.json", "--header", f"X-Api-Key: {KEY}",
+         "--phases", "examples,coverage,fuzzing", "--max-examples", str(examples),
+         "--seed", str(SCHEMATHESIS_SEED), "--workers", "1", "--request-timeout", "30",
+         "--no-color", "--output-truncate", "true", "--report", "junit", "--report-dir", str(tmp_path / "report"),
+         *selection],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8"},
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and " passed" in output, output[-12000:]
+
+
+def test_schemathesis_finds_nothing_against_the_live_bot(start_bot, tmp_path):
+    """Real gunicorn (Procfile), a paired scripted WhatsApp connection, a webhook receiver. First with
+    the bot connected (sends go through; /api/clear-session left out, it would end that), then every
+    operation, clear-session included, so the rest also runs against a bot waiting for a scan. Every
+    answer fits its schema, no request gets a 5xx, the bot logs no traceback, and every event it
+    POSTs meanwhile fits its webhook."""
+    control = Control(tmp_path / "control")
+    receiver = WebhookReceiver().start()
+    try:
+        bot = start_bot(WHATSAPP_CLIENT_FACTORY="tests.support.scripted_client:factory",
+                        SCRIPTED_WA_DIR=str(control.dir), API_KEY=KEY, SESSION_SAVE_DELAY="0.2",
+                        WEBHOOK_URL=receiver.url)
+        bot.wait_state("waiting_for_qr")
+        control.send("pair", seed=41)
+        bot.wait_state("connected")
+        _schemathesis(bot, tmp_path, 25, "--exclude-path", "/api/clear-session")
+        assert bot.request("GET", "/api/health")[1]["state"] == "connected"
+        _schemathesis(bot, tmp_path, 10)
+        assert bot.proc.poll() is None, "the bot still runs"
+        log = bot.output()
+        assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
+        posts = [json.loads(post.body) for post in receiver.posts]
+    finally:
+        receiver.stop()
+    assert {p["event"] for p in posts} >= {"qr", "paired", "connected", "receipt", "logged_out"}
+    for payload in posts:
+        _event_validator(payload["event"]).validate(payload)
