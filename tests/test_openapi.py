@@ -22,12 +22,13 @@ import api
 import apidoc
 import events
 import media
+import stores
 import whatsapp
 from app import create_app
 from config import Config
 from tests.support import mediafiles
 from tests.support.botkit import Bot
-from tests.support.harness import ROOT, wait_for
+from tests.support.harness import ROOT, free_port, wait_for
 from tests.support.openapi_check import AnswerOutsideSchema, SchemaCheckedClient, check_response
 from tests.support.scripted_client import Control
 from tests.support.simulator import WebhookReceiver
@@ -165,6 +166,69 @@ def test_the_readmes_event_examples_fit_the_documented_webhooks():
     assert not _event_validator(events.RECEIPT).is_valid(wrong)
 
 
+class _Recorder:
+    """Stands in for the webhook queue: every payload the connection and the session hand it."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+
+    def emit(self, event, data=None):
+        self.payloads.append(events.envelope(event, data))
+
+    def enqueue(self, payload):
+        self.payloads.append(payload)
+
+    def names(self) -> set[str]:
+        return {p["event"] for p in self.payloads}
+
+    def status(self):
+        return {}
+
+    def stop(self, timeout=0):
+        pass
+
+
+class _FullDisk:
+    """A local store whose writes fail as on a full disk (a save_failed event)."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def save(self, text, **kwargs):
+        raise stores.LocalStoreError("could not write the snapshot: disk full")
+
+
+def test_the_events_the_bot_sends_fit_their_webhooks(tmp_path):
+    """The bot's own payloads, from a scripted WhatsApp connection: a scan, a message, receipts, a lost
+    connection, a ban, a failed save. (logged_out: in the Schemathesis run below, which clears the
+    session; client_outdated: the README's example above.)"""
+    bot = Bot(tmp_path, store=_FullDisk(stores.LocalFileStore(tmp_path / "session.snapshot")))
+    recorder = _Recorder()
+    bot.connection._webhook = recorder
+    bot.session.notify = recorder.emit
+    bot.start()
+    try:
+        bot.pair(seed=35)
+        wait_for(lambda: "save_failed" in recorder.names(), 10, "the failed save")
+        bot.control.send("message", text="hi", sender="4915112345678", id="3EB0INCOMING")
+        sent = bot.connection.send_text("4915112345678", "hello")
+        bot.control.send("receipt", ids=[sent["id"]], type=1, sender="4915112345678")  # READ
+        bot.control.send("drop")
+        wait_for(lambda: {"message", "receipt", "disconnected"} <= recorder.names(), 10, "the events")
+        bot.control.update_world(ban_seconds=120)
+        bot.control.send("connect_failure")  # the next connect meets the ban
+        wait_for(lambda: "temporarily_banned" in recorder.names(), 10, "the ban")
+    finally:
+        bot.stop()
+    expected = set(events.NAMES) - {events.CLIENT_OUTDATED, events.LOGGED_OUT}
+    assert recorder.names() >= expected, expected - recorder.names()
+    for payload in recorder.payloads:
+        _event_validator(payload["event"]).validate(payload)
+
+
 # -- answers the tests receive ------------------------------------------------------------------------------
 
 def test_the_answer_check_fails_an_answer_outside_the_schema(bot):
@@ -243,6 +307,25 @@ def test_every_operation_answers_within_its_schema_in_success_and_in_error(bot):
     no_error = {(m, p) for m, p in _documented_routes(DOC) - public
                 if not any(m2 == m and p2 == p and s >= 400 for m2, p2, s in seen)}
     assert not unanswered and not no_error, (unanswered, no_error)
+
+
+def test_the_status_and_save_answers_on_postgres_fit_the_document(pg_server, database_url, tmp_path):
+    """The live PostgreSQL session's own status and save answers, reachable or not (no device yet)."""
+    from live_session import LiveDatabaseSession
+    from pgsession import PostgresSession
+
+    unreachable = pg_server.url("postgres").replace(f":{pg_server.port}/", f":{free_port()}/")
+    for url in (database_url, unreachable):
+        session = LiveDatabaseSession(PostgresSession(url))
+        connection = whatsapp.Connection(session, client_factory=lambda database: None)  # not started
+        config = Config(api_key=KEY, session_store="postgres", database_url=url, session_dir=tmp_path / "unused")
+        app = create_app(config, session=session, connection=connection)
+        app.test_client_class = SchemaCheckedClient
+        client = app.test_client()
+        for headers in ({}, AUTH):
+            body = client.get("/api/session-status", headers=headers).json
+            assert body["storeKind"] == "postgres" and pg_server.password not in json.dumps(body)
+        assert client.post("/api/save-session", headers=AUTH).status_code == 409
 
 
 # -- what the answer check and Schemathesis found ------------------------------------------------------------
