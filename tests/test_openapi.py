@@ -24,6 +24,7 @@ import events
 import media
 import stores
 import whatsapp
+import whatsapp.states
 from app import create_app
 from config import Config
 from tests.support import mediafiles
@@ -128,7 +129,7 @@ def test_the_documents_limits_and_names_are_the_codes():
     place = _body_schema("/api/send-location")["properties"]
     assert place["name"]["maxLength"] == media.MAX_LOCATION_NAME
     assert place["address"]["maxLength"] == media.MAX_LOCATION_ADDRESS
-    states = {value for name, value in vars(whatsapp).items() if name.isupper() and isinstance(value, str)
+    states = {value for name, value in vars(whatsapp.states).items() if name.isupper() and isinstance(value, str)
               and re.fullmatch(r"[a-z_]+", value) and name == value.upper()}
     assert set(DOC["components"]["schemas"]["State"]["enum"]) == states
     assert set(DOC["webhooks"]) == set(events.NAMES), "every event the bot sends, and no other, is a webhook"
