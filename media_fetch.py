@@ -50,6 +50,14 @@ TEMP_PREFIX = "media-"
 TEMP_SUFFIX = ".part"
 
 
+class MediaNotFound(LookupError):
+    """No file is known for this message id (never seen, not media, or no longer kept): 404."""
+
+
+class MediaBusy(RuntimeError):
+    """Too many downloads run at once; the request threads stay free for everything else: 503."""
+
+
 class MediaDownloadError(BotError):
     """WhatsApp's media servers did not give us the file; the API answers 502 with the hint."""
 
