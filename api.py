@@ -252,7 +252,9 @@ def _file_response(handle, ref) -> Response:
         "Content-Security-Policy": "sandbox; default-src 'none'",
         "Cache-Control": "no-store",
     }
-    return Response(chunks(), mimetype=ref.mimetype, headers=headers, direct_passthrough=True)
+    response = Response(chunks(), mimetype=ref.mimetype, headers=headers, direct_passthrough=True)
+    response.call_on_close(handle.close)  # also when the body is never read (HEAD, a client gone early)
+    return response
 
 
 # -- errors ----------------------------------------------------------------------------------------------
