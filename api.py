@@ -226,7 +226,7 @@ def media_file(message_id: str):
     if not message_id.isascii() or not message_id.isalnum() or len(message_id) > MAX_MESSAGE_ID_CHARS:
         return error(404, "media_not_found", "no such message: ids are letters and digits, as the message event gave them")
     try:
-        handle, ref = _connection().download.open(message_id)
+        handle, ref = _connection().open_media(message_id)
     except media_fetch.MediaNotFound as exc:
         return error(404, "media_not_found", str(exc))
     except media_fetch.MediaBusy as exc:

@@ -225,7 +225,14 @@ def message_payload(event) -> dict | None:
     found = incoming_event(event)
     if found is None or found[0] != MESSAGE:
         return None
-    return {**found[1], **envelope(MESSAGE, found[1])}
+    return payload(*found)
+
+
+def payload(name: str, data: dict) -> dict:
+    """The webhook JSON of an event; a `message` also has its fields at the top level."""
+    if name == MESSAGE:
+        return {**data, **envelope(MESSAGE, data)}
+    return envelope(name, data)
 
 
 def incoming_event(event) -> tuple[str, dict] | None:

@@ -20,41 +20,40 @@ from textsafe import printable
 log = logging.getLogger("whatsapp")
 
 
-class Call:
-    def __init__(self, connection, *, reject: bool = False, reply: str | None = None) -> None:
-        self.connection = connection
-        self.reject = reject
-        self.reply = reply if reject else None
-        self.offers = 0
-        self.rejected = 0
+class Calls:
+    """Mixin of Connection (client.py)."""
 
-    def on_offer(self, client, ev) -> None:
-        threading.Thread(target=self._handle, args=(client, ev), name="call-offer", daemon=True).start()
+    HANDLERS = {"CallOfferEv": "_on_call_offer"}
 
-    def _handle(self, client, ev) -> None:
+    def _init_calls(self, reject: bool = False, reply: str | None = None) -> None:
+        self._reject_calls = reject
+        self._reject_calls_reply = reply if reject else None
+
+    def _on_call_offer(self, client, ev) -> None:
+        threading.Thread(target=self._handle_call_offer, args=(client, ev), name="call-offer", daemon=True).start()
+
+    def _handle_call_offer(self, client, ev) -> None:
         try:
             data = events.call_data(ev)
         except Exception:
             log.exception("could not read a call offer")
             return
-        self.offers += 1
         data.update(rejected=False, replied=False)
         caller = printable(data["from"], 80)
-        if self.reject:
+        if self._reject_calls:
             try:
                 # The JID exactly as the offer named the caller (neonize's reject_call asks for that).
                 client.reject_call(ev.basicCallMeta.callCreator, ev.basicCallMeta.callID)
                 data["rejected"] = True
-                self.rejected += 1
             except Exception as exc:
                 log.warning("could not decline the call from %s: %s", caller, printable(exc, 200))
-        if data["rejected"] and self.reply:
+        if data["rejected"] and self._reject_calls_reply:
             try:
-                self.connection.send_text(data["from"], self.reply)
+                self.send_text(data["from"], self._reject_calls_reply)
                 data["replied"] = True
             except Exception as exc:
                 log.warning("declined the call from %s but could not text them: %s", caller, printable(exc, 200))
         log.info("call %s from %s: %s%s", printable(data["id"], 64), caller,
                  "declined" if data["rejected"] else "left ringing (REJECT_CALLS is off)",
                  ", caller texted" if data["replied"] else "")
-        self.connection._emit(events.CALL, data)
+        self._emit(events.CALL, data)

@@ -27,44 +27,46 @@ MAX_PARALLEL = 4
 TEMP_DIR = "media-tmp"
 
 
-class Download:
-    def __init__(self, connection, *, session_dir: Path | str = "session", max_entries: int = MEDIA_CACHE_ENTRIES,
-                 max_age: float = MEDIA_CACHE_SECONDS, deadline: float = MEDIA_DOWNLOAD_DEADLINE) -> None:
-        self.connection = connection
-        self.cache: MediaCache[incoming_media.MediaRef] = MediaCache(max_entries, max_age)
-        self.directory = Path(session_dir) / TEMP_DIR
-        self.deadline = deadline
-        self._slots = threading.BoundedSemaphore(MAX_PARALLEL)
-        self._cleaned = False
+class Downloads:
+    """Mixin of Connection (client.py). Owns `_media`: message id -> MediaRef (media_cache.py). The
+    message concern (message.py) hands it every peer's message; no neonize event of its own."""
 
-    def remember(self, message_id: str, message) -> None:
+    def _init_downloads(self, session_dir: Path | str, max_entries: int = MEDIA_CACHE_ENTRIES,
+                        max_age: float = MEDIA_CACHE_SECONDS, deadline: float = MEDIA_DOWNLOAD_DEADLINE) -> None:
+        self._media: MediaCache[incoming_media.MediaRef] = MediaCache(max_entries, max_age)
+        self._media_dir = Path(session_dir) / TEMP_DIR
+        self._media_deadline = deadline
+        self._media_slots = threading.BoundedSemaphore(MAX_PARALLEL)
+        self._media_dir_cleaned = False
+
+    def _remember_media(self, message_id: str, message) -> None:
         """Keep what fetching this message's file needs (nothing for a message without one)."""
         ref = incoming_media.media_ref(message)
         if ref is not None:
-            self.cache.put(message_id, ref)
+            self._media.put(message_id, ref)
 
-    def open(self, message_id: str):
+    def open_media(self, message_id: str):
         """(an open file holding the checked, decrypted file, its MediaRef). The file is already
         unlinked: it disappears when the handle closes, however the answer ends. Raises MediaNotFound,
         MediaBusy, or a media_fetch.MediaDownloadError."""
-        ref = self.cache.get(message_id)
+        ref = self._media.get(message_id)
         if ref is None:
             raise media_fetch.MediaNotFound(
                 "no file for this message id: not a media message received since the bot started, or "
                 "no longer kept (MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS)")
-        if not self._slots.acquire(blocking=False):
+        if not self._media_slots.acquire(blocking=False):
             raise media_fetch.MediaBusy(f"{MAX_PARALLEL} downloads are running; try again in a few seconds")
         try:
-            if not self._cleaned:
-                media_fetch.clean_leftovers(self.directory)  # a worker killed mid-download left them
-                self._cleaned = True
+            if not self._media_dir_cleaned:
+                media_fetch.clean_leftovers(self._media_dir)  # a worker killed mid-download left them
+                self._media_dir_cleaned = True
             try:
-                path = media_fetch.download_to_file(ref, self.directory, deadline=self.deadline)
+                path = media_fetch.download_to_file(ref, self._media_dir, deadline=self._media_deadline)
             except media_fetch.MediaDownloadError as exc:
                 log.warning("download of the %s in message %s failed: %s", ref.kind, printable(message_id), exc)
                 raise
         finally:
-            self._slots.release()
+            self._media_slots.release()
         handle = open(path, "rb")
         os.unlink(path)
         log.info("serving the %s of message %s (%d bytes, checked)", ref.kind, printable(message_id),
