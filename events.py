@@ -249,7 +249,7 @@ def incoming_event(event) -> tuple[str, dict] | None:
         return None
     message = event.Message
     who = {"from": jid_text(source.Sender), "chat": jid_text(source.Chat), "isGroup": bool(source.IsGroup),
-           "time": int(info.Timestamp)}
+           "time": unix_seconds(info.Timestamp)}
     if message.HasField("reactionMessage"):
         reaction = message.reactionMessage
         return REACTION, {"id": info.ID, "messageId": reaction.key.ID, **who, "emoji": reaction.text,
@@ -278,13 +278,20 @@ def message_data(event) -> dict | None:
         "chat": jid_text(source.Chat),
         "isGroup": bool(source.IsGroup),
         "pushName": info.Pushname,
-        "time": int(info.Timestamp),
+        "time": unix_seconds(info.Timestamp),
         "type": info.Type or ("text" if text else "other"),
         "mediaType": info.MediaType or None,
         "media": incoming_media.describe(message, info.ID),
         "text": text,
         "receivedAt": int(time.time()),
     }
+
+
+def unix_seconds(value) -> int:
+    """A neonize timestamp as Unix seconds: neonize hands whatsmeow's times over in milliseconds for
+    messages and calls (seconds for receipts); a value past 10^11 (year 5138 in seconds) is milliseconds."""
+    value = int(value)
+    return value // 1000 if value > 10**11 else value
 
 
 def _text(message) -> str:
@@ -305,7 +312,5 @@ def call_data(offer) -> dict:
     caller = meta.callCreator
     if caller.Server == "lid" and meta.callCreatorAlt.User:
         caller = meta.callCreatorAlt
-    at = int(meta.timestamp)
-    at = at // 1000 if at > 10**11 else at  # a millisecond value, as neonize gives for most times
-    return {"id": meta.callID, "from": jid_text(caller), "time": at,
+    return {"id": meta.callID, "from": jid_text(caller), "time": unix_seconds(meta.timestamp),
             "video": any(node.Tag == "video" for node in offer.data.Nodes)}

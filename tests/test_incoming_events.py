@@ -59,6 +59,10 @@ def test_what_is_never_forwarded():
 def test_a_plain_message_is_still_a_message_with_its_old_fields():
     payload = events.message_payload(event(Message(conversation="hello")))
     assert payload["event"] == "message" and payload["text"] == "hello" and payload["data"]["media"] is None
+    assert payload["time"] == 1764112744
+    in_ms = event(Message(conversation="hello"))
+    in_ms.Info.Timestamp = 1764112744123  # what neonize hands over for a live message
+    assert events.message_payload(in_ms)["time"] == 1764112744
     assert payload["id"] == payload["data"]["id"] == "3EB0AA"
 
 

@@ -164,3 +164,25 @@ def test_the_cache_is_bounded_by_count_and_age():
     off = MediaCache(0, 100)
     off.put("m", 1)
     assert off.get("m") is None
+
+
+def test_downloads_beyond_the_parallel_limit_are_refused_not_queued(tmp_path, server):
+    from whatsapp.download import MAX_PARALLEL, Downloads
+
+    downloads = Downloads()
+    downloads._init_downloads(tmp_path / "session", max_entries=10, max_age=60)
+    data = os.urandom(1000)
+    ref, _ = encrypted(tmp_path, server, data)
+    downloads._media.put("3EB0A", ref)
+    with pytest.raises(media_fetch.MediaNotFound):
+        downloads.open_media("3EB0B")
+    for _ in range(MAX_PARALLEL):  # as many downloads as may run are running
+        downloads._media_slots.acquire()
+    with pytest.raises(media_fetch.MediaBusy):
+        downloads.open_media("3EB0A")
+    for _ in range(MAX_PARALLEL):
+        downloads._media_slots.release()
+    handle, got = downloads.open_media("3EB0A")
+    with handle:
+        assert handle.read() == data and got is ref
+    assert os.listdir(tmp_path / "session" / "media-tmp") == [], "served from an unlinked file"

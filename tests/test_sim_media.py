@@ -10,6 +10,7 @@ hint; the cache's bound is a 404. Reactions, edits and deletes are their own eve
 from __future__ import annotations
 
 import os
+import time
 
 import requests
 
@@ -50,6 +51,7 @@ def test_each_kind_of_media_is_described_and_fetched_whole(sim, start_bot, tmp_p
         event = _message_event(receiver, ids[kind])
         media = event["media"]
         assert event["from"] == CONTACT_JID and event["type"] == "media"
+        assert abs(event["time"] - time.time()) < 600, "Unix seconds, as the README shows (neonize gives ms)"
         assert media == {
             "kind": kind, "mimetype": facts["mimetype"], "size": len(data), "caption": facts.get("caption"),
             "fileName": facts.get("file_name"), "seconds": facts.get("seconds"), "width": facts.get("width"),
@@ -76,13 +78,23 @@ def test_each_kind_of_media_is_described_and_fetched_whole(sim, start_bot, tmp_p
     assert _media(bot, sixth).content == photo
 
 
-def test_a_file_whatsapp_no_longer_has_is_a_502_with_a_hint(sim, start_bot, tmp_path, receiver):
+def test_files_come_while_the_connection_is_down_and_a_file_whatsapp_no_longer_has_is_a_502(
+        sim, start_bot, tmp_path, receiver):
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver)
-    message_id, upload = peer.send_media(sim, jid, CONTACT, "document", b"%PDF-1.4 old", mimetype="application/pdf",
-                                         file_name="old.pdf")
-    _message_event(receiver, message_id)
+    kept, _ = peer.send_media(sim, jid, CONTACT, "document", b"%PDF-1.4 kept", mimetype="application/pdf")
+    gone, upload = peer.send_media(sim, jid, CONTACT, "document", b"%PDF-1.4 old", mimetype="application/pdf",
+                                   file_name="old.pdf")
+    _message_event(receiver, kept)
+    _message_event(receiver, gone)
+
+    # Another client took the stream: the bot waits a minute before it reconnects (STREAM_REPLACED_DELAY).
+    sim.replace_stream(jid)
+    bot.wait_state("reconnecting", timeout=WAIT)
+    answer = _media(bot, kept)
+    assert answer.status_code == 200 and answer.content == b"%PDF-1.4 kept", "the media servers need no connection"
+
     sim.peer_media.make_gone(upload, 410)
-    answer = _media(bot, message_id)
+    answer = _media(bot, gone)
     body = answer.json()
     assert answer.status_code == 502 and body["error"] == "media_gone", body
     assert "send it again" in body["hint"]
@@ -103,6 +115,7 @@ def test_reactions_edits_deletes_and_calls_are_their_own_events(sim, start_bot, 
     assert [(r["data"]["messageId"], r["data"]["emoji"], r["data"]["removed"]) for r in reactions] == [
         (mine["id"], "👍", False), (mine["id"], "", True)]
     assert reactions[0]["data"]["from"] == CONTACT_JID
+    assert abs(reactions[0]["data"]["time"] - time.time()) < 600, "Unix seconds, as the message event's time"
 
     edit_id = peer.edit(sim, jid, CONTACT, original, "see you at 6")
     edit = receiver.wait_for_event("edit", timeout=WAIT)[0]["data"]
