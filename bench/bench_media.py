@@ -31,7 +31,7 @@ from bench.bench_boot import rss_mb  # noqa: E402
 from qrterminal import END_MARKER  # noqa: E402
 from tests.support.harness import BotProcess, base_env  # noqa: E402
 from tests.support.qrdecode import printed_qr_texts  # noqa: E402
-from tests.support.simulator import running_sim, sim_overrides  # noqa: E402
+from tests.support.simulator import WebhookReceiver, running_sim, sim_overrides  # noqa: E402
 from tests.wasim import peer_events as peer  # noqa: E402
 
 API_KEY = "bench-media-api-key-5b1e0c"
@@ -81,8 +81,9 @@ def worker_pid(bot: BotProcess) -> int:
 
 
 def bench_bot(sim, tmp: Path, sizes: list[int]) -> list[tuple[int, float, float, float]]:
+    receiver = WebhookReceiver().start()
     bot = BotProcess(base_env(**sim_overrides(sim), API_KEY=API_KEY, SESSION_DIR=str(tmp / "session"),
-                              SESSION_SAVE_DELAY="0.3")).start()
+                              SESSION_SAVE_DELAY="0.3", WEBHOOK_URL=receiver.url)).start()
     rows = []
     try:
         sim.wait_for_qr(timeout=60)
@@ -95,7 +96,8 @@ def bench_bot(sim, tmp: Path, sizes: list[int]) -> list[tuple[int, float, float,
             source = tmp / f"video-{size_mb}.mp4"
             expected = random_file(source, size_mb * MB)
             message_id, _ = peer.send_media(sim, jid, CONTACT, "video", str(source), mimetype="video/mp4", seconds=60)
-            time.sleep(0.5)  # the message event reaches the worker; RSS before is measured after it
+            # The worker has the message (its event went out) before the RSS "before" is read.
+            receiver.wait_for_event("message", timeout=60, where=lambda data: data["id"] == message_id)
             before = rss_mb(pid)
             started = time.monotonic()
             digest = hashlib.sha256()
@@ -110,6 +112,7 @@ def bench_bot(sim, tmp: Path, sizes: list[int]) -> list[tuple[int, float, float,
             source.unlink()
     finally:
         bot.stop()
+        receiver.stop()
     return rows
 
 
