@@ -67,8 +67,13 @@ class Downloads:
                 raise
         finally:
             self._media_slots.release()
-        handle = open(path, "rb")
-        os.unlink(path)
+        try:
+            handle = open(path, "rb")
+            os.unlink(path)
+        except OSError:
+            # A logout wiped the session directory while the download ran.
+            raise media_fetch.MediaDownloadError("the downloaded file was removed before it could be sent "
+                                                 "(the session directory was wiped)") from None
         log.info("serving the %s of message %s (%d bytes, checked)", ref.kind, printable(message_id),
                  os.fstat(handle.fileno()).st_size)
         return handle, ref
