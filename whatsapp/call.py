@@ -16,6 +16,7 @@ import threading
 
 import events
 from textsafe import printable
+from whatsapp.states import CONNECTED
 
 log = logging.getLogger("whatsapp")
 
@@ -42,8 +43,12 @@ class Calls:
         caller = printable(data["from"], 80)
         if self._reject_calls:
             try:
-                # The JID exactly as the offer named the caller (neonize's reject_call asks for that).
-                client.reject_call(ev.basicCallMeta.callCreator, ev.basicCallMeta.callID)
+                # Under the lock, on the live client only: a call into neonize's Go side after stop()
+                # freed the client would take the whole process down (client.py).
+                with self._lock:
+                    live = self._live_client(CONNECTED)
+                    # The JID exactly as the offer named the caller (neonize's reject_call asks for that).
+                    live.reject_call(ev.basicCallMeta.callCreator, ev.basicCallMeta.callID)
                 data["rejected"] = True
             except Exception as exc:
                 log.warning("could not decline the call from %s: %s", caller, printable(exc, 200))
