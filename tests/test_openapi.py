@@ -6,11 +6,13 @@ given the document alone, finds nothing against a live bot.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -202,9 +204,49 @@ class _FullDisk:
         raise stores.LocalStoreError("could not write the snapshot: disk full")
 
 
+def _peer_message(message, message_id: str):
+    """A peer's neonize Message event as whatsmeow hands it over (tests/test_incoming_events.py's shape)."""
+    from neonize.proto.Neonize_pb2 import JID, Message as MessageEv
+
+    peer = JID(User="4915112345678", Server="s.whatsapp.net")
+    ev = MessageEv(Message=message)
+    ev.Info.ID = message_id
+    ev.Info.Timestamp = 1764112744123  # milliseconds, as neonize gives them
+    ev.Info.MessageSource.Sender.CopyFrom(peer)
+    ev.Info.MessageSource.Chat.CopyFrom(peer)
+    return ev
+
+
+def _peer_news(connection) -> None:
+    """A photo, a reaction, an edit, a delete and a call, through the connection's own handlers (what
+    the scripted client cannot send)."""
+    from neonize.proto.Neonize_pb2 import CallOffer, Node
+    from neonize.proto.waCommon.WACommon_pb2 import MessageKey
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
+        ExtendedTextMessage, ImageMessage, Message, ProtocolMessage, ReactionMessage)
+
+    key = MessageKey(remoteJID="4915112345678@s.whatsapp.net", ID="3EB0PHOTO")
+    photo = ImageMessage(mimetype="image/jpeg", caption="the part", fileLength=1234, width=64, height=48,
+                         mediaKey=b"k" * 32, directPath="/v/t62/x", fileSHA256=b"s" * 32, fileEncSHA256=b"e" * 32)
+    edit = ProtocolMessage(key=key, type=ProtocolMessage.MESSAGE_EDIT,
+                           editedMessage=Message(extendedTextMessage=ExtendedTextMessage(text="at 6")))
+    for message, message_id in [
+        (Message(imageMessage=photo), "3EB0PHOTO"),
+        (Message(reactionMessage=ReactionMessage(key=key, text="\U0001f44d")), "3EB0REACT"),
+        (Message(protocolMessage=edit), "3EB0EDIT"),
+        (Message(protocolMessage=ProtocolMessage(key=key, type=ProtocolMessage.REVOKE)), "3EB0DEL"),
+    ]:
+        connection._on_message(None, _peer_message(message, message_id))
+    offer = CallOffer(data=Node(Tag="offer", Nodes=[Node(Tag="audio")]))
+    offer.basicCallMeta.callID = "CALL1"
+    offer.basicCallMeta.timestamp = 1764112900000
+    offer.basicCallMeta.callCreator.User, offer.basicCallMeta.callCreator.Server = "4915112345678", "s.whatsapp.net"
+    connection._on_call_offer(None, offer)
+
+
 def test_the_events_the_bot_sends_fit_their_webhooks(tmp_path):
-    """The bot's own payloads, from a scripted WhatsApp connection: a scan, a message, receipts, a lost
-    connection, a ban, a failed save. (logged_out: in the Schemathesis run below, which clears the
+    """The bot's own payloads, from a scripted WhatsApp connection: a scan, messages (a photo among
+    them), reactions, edits, deletes, a call, receipts, a lost connection, a ban, a failed save. (logged_out: in the Schemathesis run below, which clears the
     session; client_outdated: the README's example above.)"""
     bot = Bot(tmp_path, store=_FullDisk(stores.LocalFileStore(tmp_path / "session.snapshot")))
     recorder = _Recorder()
@@ -219,15 +261,19 @@ def test_the_events_the_bot_sends_fit_their_webhooks(tmp_path):
         bot.control.send("receipt", ids=[sent["id"]], type=1, sender="4915112345678")  # READ
         bot.control.send("drop")
         wait_for(lambda: {"message", "receipt", "disconnected"} <= recorder.names(), 10, "the events")
+        _peer_news(bot.connection)
         bot.control.update_world(ban_seconds=120)
         bot.control.send("connect_failure")  # the next connect meets the ban
         wait_for(lambda: "temporarily_banned" in recorder.names(), 10, "the ban")
+        wait_for(lambda: "call" in recorder.names(), 10, "the call event")
     finally:
         bot.stop()
     expected = set(events.NAMES) - {events.CLIENT_OUTDATED, events.LOGGED_OUT}
     assert recorder.names() >= expected, expected - recorder.names()
     for payload in recorder.payloads:
         _event_validator(payload["event"]).validate(payload)
+    photo = [p["data"]["media"] for p in recorder.payloads if p["event"] == "message" and p["data"]["media"]]
+    assert photo and photo[0]["url"] == "/api/media/3EB0PHOTO"
 
 
 # -- answers the tests receive ------------------------------------------------------------------------------
@@ -244,7 +290,48 @@ def test_the_answer_check_fails_an_answer_outside_the_schema(bot):
         check_response(response)
 
 
-def test_every_operation_answers_within_its_schema_in_success_and_in_error(bot):
+class _MediaHost:
+    """WhatsApp's media host on loopback: GET /<name> answers the encrypted file stored under it, 404
+    for any other name (a file WhatsApp no longer has)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                body = host.files.get(self.path.lstrip("/").split("?")[0])
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def ref(self, tmp_path, name: str, data: bytes):
+        """The MediaRef of a peer's photo of `data`, encrypted as a phone does and served as `name`."""
+        from incoming_media import PARTS, MediaRef
+        from tests.wasim.download import PeerMediaHost
+
+        upload = PeerMediaHost(str(tmp_path / "peer")).upload("imageMessage", data)
+        self.files[name] = Path(upload.blob_path).read_bytes()
+        info, mms = PARTS["imageMessage"]
+        return MediaRef(kind="image", mimetype="image/png", file_name=None,
+                        url=f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}", direct_path="",
+                        media_key=upload.media_key, file_sha256=upload.file_sha256,
+                        file_enc_sha256=upload.file_enc_sha256, size=upload.file_length, key_info=info,
+                        mms_type=mms)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_every_operation_answers_within_its_schema_in_success_and_in_error(bot, tmp_path):
     """One success and one error answer for every operation the document names (each checked by
     SchemaCheckedClient as it arrives)."""
     app = make_app(bot)
@@ -296,6 +383,19 @@ def test_every_operation_answers_within_its_schema_in_success_and_in_error(bot):
     assert call("POST", "/api/send-location", json=place, headers=AUTH).status_code == 200
     assert call("POST", "/api/send-location", json={**place, "latitude": 91}, headers=AUTH).status_code == 400
     assert call("POST", "/api/pair", json={"phone": "+14155552671"}, headers=AUTH).status_code == 409
+    host = _MediaHost()
+    try:
+        photo = mediafiles.image("PNG")
+        bot.connection._media.put("3EB0PHOTO", host.ref(tmp_path, "photo", photo))
+        gone = host.ref(tmp_path, "gone", photo)
+        bot.connection._media.put("3EB0GONE", gone)
+        host.files.pop("gone")
+        fetched = call("GET", "/api/media/3EB0PHOTO", headers=AUTH)
+        assert fetched.status_code == 200 and fetched.data == photo and fetched.mimetype == "image/png"
+        assert call("GET", "/api/media/3EB0GONE", headers=AUTH).json["error"] == "media_gone"
+        assert call("GET", "/api/media/3EB0NOSUCH", headers=AUTH).status_code == 404
+    finally:
+        host.stop()
     assert call("POST", "/api/clear-session", headers=AUTH).status_code == 200
     assert call("POST", "/api/clear-session", headers={"X-Api-Key": "wrong"}).status_code == 401
     # A path or a method the document does not name: JSON 404 / 405 (checked by the client too).
