@@ -14,7 +14,7 @@ import pytest
 import snapshot
 import stores
 import whatsapp
-from events import EventQueue as WebhookSender
+from delivery import EventQueue as WebhookSender
 from tests.support.botkit import Bot, stored_snapshot_for
 from tests.support.harness import wait_for
 

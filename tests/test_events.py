@@ -16,7 +16,7 @@ import pytest
 import events
 import stores
 from errors import failure_event
-from events import EventQueue
+from delivery import EventQueue
 from tests.support.botkit import Bot
 from tests.support.harness import wait_for
 
@@ -63,17 +63,19 @@ def test_the_queue_drops_the_oldest_ordinary_event_never_logged_out():
     for n in range(4):
         queue.emit("qr", {"index": n})
     assert queue.pending() == 3 and queue.dropped == 2
-    assert [p["event"] for p in queue._queue] == ["logged_out", "qr", "qr"]
-    assert [p["data"]["index"] for p in list(queue._queue)[1:]] == [2, 3]
+    assert queue.store.names() == ["logged_out", "qr", "qr"]
+    assert [json.loads(body)["data"]["index"] for _, body in list(queue.store._items)[1:]] == [2, 3]
     for _ in range(3):
         queue.emit("logged_out", {})
-    assert [p["event"] for p in queue._queue].count("logged_out") == 4, "critical events are all kept"
-    assert queue.status() == {"pending": 4, "delivered": 0, "dropped": 4, "failed": 0, "lastError": None}
+    assert queue.store.names().count("logged_out") == 4, "critical events are all kept"
+    assert queue.status() == {"pending": 4, "delivered": 0, "dropped": 4, "failed": 0, "lastError": None,
+                              "queue": "memory"}
 
 
 def test_every_event_has_one_shape():
     payload = events.envelope("connected", {"jid": "1@s.whatsapp.net"})
-    assert set(payload) == {"event", "timestamp", "data"}
+    assert set(payload) == {"eventId", "event", "timestamp", "data"}
+    assert payload["eventId"] != events.envelope("connected", {})["eventId"], "every event its own id"
     assert payload["timestamp"].endswith("Z") and payload["data"] == {"jid": "1@s.whatsapp.net"}
 
 
