@@ -120,6 +120,7 @@ class EventQueue:
         self._wake = threading.Condition()
         self._stopping = False
         self._busy = False  # an event is being delivered
+        self._closing = False  # close() runs: a retry waiting out its backoff goes at once
         self._attempts = attempts
         self._first_retry = first_retry
         self._timeout = timeout
@@ -148,6 +149,7 @@ class EventQueue:
         """Deliver until the queue is empty or `deadline` (time.monotonic()) passes, stop, and log what
         is left as a count; returns that count."""
         with self._wake:
+            self._closing = True  # cuts a backoff wait short: the receiver may be back by now
             self._wake.notify_all()
             while (self.pending() or self._busy) and self._thread and self._thread.is_alive():
                 left = deadline - time.monotonic()
@@ -265,6 +267,10 @@ class EventQueue:
             log.warning("webhook delivery of the %s event failed (%s), retry %d in %.1fs", name, problem,
                         attempt, delay)
             with self._wake:
-                if self._wake.wait_for(lambda: self._stopping, timeout=delay):
-                    return STOPPED
+                closing = self._closing
+                if self._wake.wait_for(lambda: self._stopping or self._closing != closing, timeout=delay):
+                    if self._stopping:
+                        return STOPPED
+                    delay = self._first_retry  # the shutdown began: try now, then from the first delay
+                    continue
             delay = min(delay * 2, MAX_RETRY_DELAY)

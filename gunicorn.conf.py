@@ -118,6 +118,11 @@ def post_worker_init(worker):
     connection.start()
 
 
+def _grace(worker) -> float:
+    # The value in effect: GUNICORN_CMD_ARGS or the command line may override this file's.
+    return float(getattr(worker.cfg, "graceful_timeout", graceful_timeout))
+
+
 def _note_sigterm(worker) -> None:
     """Remember when the SIGTERM came: the master kills the worker graceful_timeout later, whatever the
     worker still does (in-flight requests are waited for first, so worker_exit may start late)."""
@@ -125,7 +130,7 @@ def _note_sigterm(worker) -> None:
 
     def on_sigterm(sig, frame):
         if getattr(worker, "bot_deadline", None) is None:
-            worker.bot_deadline = time.monotonic() + graceful_timeout - EXIT_MARGIN
+            worker.bot_deadline = time.monotonic() + _grace(worker) - EXIT_MARGIN
         if callable(previous):
             previous(sig, frame)
 
@@ -136,7 +141,7 @@ def _note_sigterm(worker) -> None:
 def worker_exit(server, worker):
     """Worker, on its way out (SIGTERM included): stop the connection so the Go call returns, and deliver
     the webhook queue within what is left of the grace; what is still undelivered is logged as a count."""
-    deadline = getattr(worker, "bot_deadline", None) or time.monotonic() + graceful_timeout - EXIT_MARGIN
+    deadline = getattr(worker, "bot_deadline", None) or time.monotonic() + _grace(worker) - EXIT_MARGIN
     extensions = worker.wsgi.extensions if getattr(worker, "wsgi", None) is not None else {}
     connection = extensions.get("whatsapp")
     if connection is not None:
