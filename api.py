@@ -115,7 +115,8 @@ def clear_session():
 @api.get("/qr")
 @require_key(basic=True)
 def qr():
-    return Response(qr_page(_connection()), mimetype="text/html", headers={"Cache-Control": "no-store"})
+    page = qr_page(_connection(), _session(), current_app.extensions.get("events"))
+    return Response(page, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
 @api.get("/api/qr")
