@@ -11,6 +11,7 @@ section shows each with an example):
     paired             a phone linked this device: jid
     connected          logged in to WhatsApp: jid
     disconnected       the connection was lost; reason, retryInSeconds (null: whatsmeow reconnects at once)
+    unreachable        WhatsApp out of reach past UNREACHABLE_GRACE (once per outage): cause, since, seconds
     logged_out         the device was removed: a new scan is needed. Never dropped from a full queue
     temporarily_banned WhatsApp refuses this number until `until`
     client_outdated    WhatsApp refuses this neonize version
@@ -47,9 +48,10 @@ TEMPORARILY_BANNED = "temporarily_banned"
 CLIENT_OUTDATED = "client_outdated"
 SAVE_FAILED = "save_failed"
 RECEIPT = "receipt"
+UNREACHABLE = "unreachable"
 
-NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, LOGGED_OUT, TEMPORARILY_BANNED, CLIENT_OUTDATED,
-         SAVE_FAILED, RECEIPT)
+NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, UNREACHABLE, LOGGED_OUT, TEMPORARILY_BANNED,
+         CLIENT_OUTDATED, SAVE_FAILED, RECEIPT)
 #: Events a full queue never drops, and whose delivery is retried until it succeeds (or the receiver
 #: refuses it with a 4xx): the owner must learn that a new scan is needed.
 CRITICAL = frozenset({LOGGED_OUT})
@@ -82,7 +84,11 @@ def summary(payload: dict) -> str:
     if name == PAIRED:
         return f"a phone linked this bot as {short(data.get('jid'))}"
     if name == CONNECTED:
-        return f"logged in to WhatsApp as {short(data.get('jid'))}"
+        after = data.get("outageSeconds")
+        return f"logged in to WhatsApp as {short(data.get('jid'))}" + (
+            f", after {after:.0f} s out of reach" if isinstance(after, (int, float)) else "")
+    if name == UNREACHABLE:
+        return f"WhatsApp out of reach for {data.get('seconds', '?')} s: {short(data.get('cause'))}"
     if name == DISCONNECTED:
         retry = data.get("retryInSeconds")
         return "the connection was lost; " + ("reconnecting at once" if retry is None else f"retrying in {retry} s")
