@@ -21,11 +21,18 @@ import time
 from typing import Callable
 
 from clock import iso_from_epoch
+from logsetup import secret_filter
+from textsafe import printable
 
 log = logging.getLogger("whatsapp")
 
 UNREACHABLE = "unreachable"
 NEVER_CONNECTED = "not connected to WhatsApp since the start"
+#: The causes in our own words (the event's `cause`); what failed exactly goes in `detail`, masked.
+NO_ANSWER = "WhatsApp does not answer (the network, a proxy or WhatsApp itself is down)"
+CONNECT_FAILED = "connecting to WhatsApp failed"
+CONNECTION_LOST = "the connection to WhatsApp was lost"
+DETAIL_CHARS = 200
 
 
 class OutageWatch:
@@ -36,15 +43,20 @@ class OutageWatch:
         self._since: float | None = None  # time.time() the outage began
         self._began: float = 0.0  # time.monotonic() of the same moment: how long, whatever the wall clock does
         self._cause: str | None = None
+        self._detail: str | None = None
         self._reported = False
         self._timer: threading.Timer | None = None
         self._outage = 0  # which outage a timer belongs to (a late timer of an ended one does nothing)
         self.reported_total = 0
 
-    def begin(self, cause: str) -> None:
-        """WhatsApp is out of reach (again): starts an outage, or updates the cause of the running one."""
+    def begin(self, cause: str = "", detail: str | None = None) -> None:
+        """WhatsApp is out of reach (again): starts an outage, or updates the cause of the running one.
+        `cause` in our own words (the constants above); `detail` what failed, as the library said it."""
         with self._lock:
-            self._cause = cause or self._cause
+            if cause:
+                self._cause = cause
+                # Upstream text: one printable line, no secret (a proxy URL may carry a password).
+                self._detail = printable(secret_filter.mask(detail), DETAIL_CHARS) if detail else None
             if self._since is not None:
                 return
             self._since, self._began, self._reported = time.time(), time.monotonic(), False
@@ -78,7 +90,7 @@ class OutageWatch:
     def _clear(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._since, self._cause, self._reported = None, None, None, False
+        self._timer, self._since, self._cause, self._detail, self._reported = None, None, None, None, False
 
     def _due(self, outage: int) -> None:
         with self._lock:
@@ -94,8 +106,8 @@ class OutageWatch:
             log.exception("could not queue the unreachable event")
 
     def _data(self) -> dict:
-        return {"cause": self._cause or NEVER_CONNECTED, "since": iso_from_epoch(self._since),
-                "seconds": int(time.monotonic() - self._began)}
+        return {"cause": self._cause or NEVER_CONNECTED, "detail": self._detail,
+                "since": iso_from_epoch(self._since), "seconds": int(time.monotonic() - self._began)}
 
     def status(self) -> dict | None:
         """The running outage as /api/session-status shows it (`unreachable`): since, cause, how long,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from outage import NEVER_CONNECTED, OutageWatch
+from outage import NEVER_CONNECTED, NO_ANSWER, OutageWatch
 from tests.support.harness import wait_for
 
 
@@ -25,15 +25,15 @@ def test_one_event_per_outage_after_the_grace_with_the_cause_and_how_long():
     watch = OutageWatch(0.3, sink)
     watch.begin("")  # the start: never connected yet
     assert watch.status()["cause"] == NEVER_CONNECTED and watch.status()["reported"] is False
-    watch.begin("WhatsApp unreachable (connection refused)")
-    for _ in range(5):
-        watch.begin("WhatsApp unreachable (connection refused)")  # every failed attempt: still one outage
+    for _ in range(5):  # every failed attempt: still one outage
+        watch.begin(NO_ANSWER, "cannot reach proxy 127.0.0.1:9: [Errno 111] Connection refused\x1b[2J")
     assert not sink.events, "nothing within the grace"
     wait_for(lambda: sink.events, 5, "the unreachable event")
     time.sleep(0.5)  # the event must stay single while the outage goes on
     assert len(sink.events) == 1
     name, data = sink.events[0]
-    assert name == "unreachable" and data["cause"] == "WhatsApp unreachable (connection refused)"
+    assert name == "unreachable" and data["cause"] == NO_ANSWER
+    assert data["detail"] == "cannot reach proxy 127.0.0.1:9: [Errno 111] Connection refused\\x1b[2J"
     assert data["seconds"] >= 0 and data["since"].endswith("Z")
     assert watch.status()["reported"] is True and watch.status()["seconds"] >= data["seconds"]
     lasted = watch.end()
