@@ -86,6 +86,7 @@ def create_app(
             # Only in front of neonize itself: a test's scripted client has no WhatsApp to probe.
             probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
             keepalive_give_up=cfg.keepalive_give_up,
+            unreachable_grace=cfg.unreachable_grace,
         )
 
     app = Flask(__name__)

@@ -115,6 +115,7 @@ class Events:
     def __init__(self, queue=None, *, recent: int = RECENT) -> None:
         self.queue = queue  # delivery.EventQueue, or None without WEBHOOK_URL
         self._recent: collections.deque[dict] = collections.deque(maxlen=recent)
+        self._last: dict[str, str] = {}  # event name -> when the last one happened
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -131,6 +132,7 @@ class Events:
             line = {"at": iso_now(), "event": str(payload.get("event")), "summary": "an event"}
         with self._lock:
             self._recent.append(line)
+            self._last[line["event"]] = line["at"]
         if self.queue is not None:
             try:
                 self.queue.enqueue(payload)
@@ -141,6 +143,12 @@ class Events:
         """The last events, newest first: time, name and a summary in our own words."""
         with self._lock:
             return list(reversed(self._recent))
+
+    def last_seen(self) -> dict[str, str]:
+        """When the last event of each name happened since this start (/api/session-status
+        `lastEvents`): the status's counterpart of every event, traffic (message, receipt) included."""
+        with self._lock:
+            return dict(self._last)
 
     def status(self) -> dict | None:
         return self.queue.status() if self.queue is not None else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from outage import NEVER_CONNECTED, NO_ANSWER, OutageWatch
+from whatsapp.outage import NEVER_CONNECTED, NO_ANSWER, OutageWatch
 from tests.support.harness import wait_for
 
 

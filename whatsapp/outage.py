@@ -50,13 +50,15 @@ class OutageWatch:
         self.reported_total = 0
 
     def begin(self, cause: str = "", detail: str | None = None) -> None:
-        """WhatsApp is out of reach (again): starts an outage, or updates the cause of the running one.
-        `cause` in our own words (the constants above); `detail` what failed, as the library said it."""
+        """WhatsApp is out of reach (again): starts an outage, or goes on with the running one.
+        `cause` in our own words (the constants above): what began the outage (the start's outage takes
+        the first cause that comes); `detail`: what failed last, as the library said it."""
         with self._lock:
-            if cause:
-                self._cause = cause
+            if cause and not self._cause:
+                self._cause = cause  # what began it; a later failed attempt updates the detail only
+            if detail:
                 # Upstream text: one printable line, no secret (a proxy URL may carry a password).
-                self._detail = printable(secret_filter.mask(detail), DETAIL_CHARS) if detail else None
+                self._detail = printable(secret_filter.mask(detail), DETAIL_CHARS)
             if self._since is not None:
                 return
             self._since, self._began, self._reported = time.time(), time.monotonic(), False
@@ -99,7 +101,7 @@ class OutageWatch:
             self._reported = True
             self.reported_total += 1
             data = self._data()
-        log.warning("WhatsApp out of reach for %ds: %s", data["seconds"], data["cause"])
+        log.warning("WhatsApp out of reach for %.0fs: %s", data["seconds"], data["cause"])
         try:
             self._emit(UNREACHABLE, data)
         except Exception:
@@ -107,7 +109,7 @@ class OutageWatch:
 
     def _data(self) -> dict:
         return {"cause": self._cause or NEVER_CONNECTED, "detail": self._detail,
-                "since": iso_from_epoch(self._since), "seconds": int(time.monotonic() - self._began)}
+                "since": iso_from_epoch(self._since), "seconds": round(time.monotonic() - self._began, 1)}
 
     def status(self) -> dict | None:
         """The running outage as /api/session-status shows it (`unreachable`): since, cause, how long,
