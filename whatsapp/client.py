@@ -112,6 +112,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
         self._outage = OutageWatch(unreachable_grace, self._emit)
         self.last_disconnect: dict | None = None  # the `disconnected` event's counterpart in the status
         self.last_logout: dict | None = None  # the `logged_out` event's
+        self.connected_as: str | None = None  # the `connected` event's device (key holders only)
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
         self._init_pairing(pair_phone)
@@ -354,6 +355,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
             "unreachable": self._outage.status(),
             "lastDisconnect": self.last_disconnect,
             "lastLogout": self.last_logout,
+            "connectedAs": self.connected_as,
             "qr": ({"index": self.qr_index, "expiresAt": iso_from_epoch(self.qr_expires_at)}
                    if self.state == WAITING_FOR_QR and self.last_qr is not None else None),
             "webhook": self._webhook.status() if self._webhook is not None else None,

@@ -55,6 +55,7 @@ class ConnectionEvents:
         self._set_state(CONNECTED)
         self._link_up = True
         data = {"jid": self._own_jid(client)}
+        self.connected_as = data["jid"]  # the status's counterpart (the session's deviceJid follows)
         outage = self._outage.end()  # the login ends the outage; a told one gets its length
         if outage is not None:
             data["outageSeconds"] = outage
@@ -153,6 +154,7 @@ class ConnectionEvents:
         self._link_up = False
         self._outage.pause()  # not an outage: a new scan is needed, and the event says so
         data = {"reason": reason, "message": "a new QR scan is needed"}
+        self.connected_as = None
         self.last_logout = {**data, "at": iso_now()}
         self._emit(events.LOGGED_OUT, data)
         log.warning("device logged out (%s): wiping the session and showing a new QR code", reason)

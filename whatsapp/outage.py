@@ -99,6 +99,7 @@ class OutageWatch:
             if outage != self._outage or self._since is None or self._reported:
                 return
             self._reported = True
+            self._cause = self._cause or NEVER_CONNECTED  # as told: the status keeps saying the same
             self.reported_total += 1
             data = self._data()
         log.warning("WhatsApp out of reach for %.0fs: %s", data["seconds"], data["cause"])
