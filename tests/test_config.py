@@ -17,6 +17,7 @@ def test_empty_environment_gives_laptop_defaults():
     assert cfg.session_save_delay == 5.0
     assert cfg.heroku_api_url == "https://api.heroku.com"
     assert cfg.snapshot_file.name == "session.snapshot"
+    assert cfg.unreachable_grace == 60.0
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,8 @@ def test_empty_environment_gives_laptop_defaults():
         ({"PAIR_PHONE": "call me"}, ["PAIR_PHONE"]),
         ({"LOG_LEVEL": "LOUD"}, ["LOG_LEVEL"]),
         ({"HEROKU_API_URL": "api.heroku.com"}, ["HEROKU_API_URL"]),
+        ({"UNREACHABLE_GRACE": "0"}, ["UNREACHABLE_GRACE", "above 0"]),
+        ({"UNREACHABLE_GRACE": "a minute"}, ["UNREACHABLE_GRACE"]),
     ],
 )
 def test_bad_values_name_the_variable(env, names):

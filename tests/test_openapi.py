@@ -245,15 +245,19 @@ def _peer_news(connection) -> None:
 
 
 def test_the_events_the_bot_sends_fit_their_webhooks(tmp_path):
-    """The bot's own payloads, from a scripted WhatsApp connection: a scan, messages (a photo among
+    """The bot's own payloads, from a scripted WhatsApp connection: an outage, a scan, messages (a photo among
     them), reactions, edits, deletes, a call, receipts, a lost connection, a ban, a failed save. (logged_out: in the Schemathesis run below, which clears the
     session; client_outdated: the README's example above.)"""
     bot = Bot(tmp_path, store=_FullDisk(stores.LocalFileStore(tmp_path / "session.snapshot")))
     recorder = _Recorder()
     bot.connection._webhook = recorder
     bot.session.notify = recorder.emit
+    bot.connection._outage.grace = 0.2  # UNREACHABLE_GRACE, shortened
+    bot.control.update_world(unreachable=True)  # WhatsApp out of reach from the start
     bot.start()
     try:
+        wait_for(lambda: "unreachable" in recorder.names(), 10, "the unreachable event")
+        bot.control.update_world(unreachable=False)
         bot.pair(seed=35)
         wait_for(lambda: "save_failed" in recorder.names(), 10, "the failed save")
         bot.control.send("message", text="hi", sender="4915112345678", id="3EB0INCOMING")

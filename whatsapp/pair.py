@@ -48,6 +48,7 @@ class Pairing:
         self.qr_index += 1
         seconds = QR_FIRST_CODE_SECONDS if self.qr_index == 1 else QR_NEXT_CODE_SECONDS
         self.qr_expires_at = time.time() + seconds
+        self._outage.pause()  # WhatsApp answers: a scan is awaited, no outage
         self._set_state(WAITING_FOR_QR)
         self._emit(events.QR, {"code": text, "expiresAt": iso_from_epoch(self.qr_expires_at),
                                "index": self.qr_index})
