@@ -117,3 +117,21 @@ def worker_exit(server, worker):
     import stdout_bridge
 
     stdout_bridge.uninstall()  # drains what is left in the pipe, so the last lines are not lost
+    _exit_now_if_neonize_holds_the_worker()
+
+
+def _exit_now_if_neonize_holds_the_worker():
+    """neonize runs its blocking Go call on a non-daemon thread, which Stop() cannot end while a QR code
+    is shown (see whatsapp/client.py, stop()). Python's exit would wait for that thread until the master
+    kills the worker after graceful_timeout: a SIGTERM during a scan took 10 s. By now the connection,
+    the webhook queue and the log bridge are stopped and flushed, so nothing is lost by leaving at once."""
+    import threading
+
+    held = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.current_thread()]
+    if held:
+        logging.getLogger("app").info("worker exits now: %s still running inside neonize",
+                                      ", ".join(t.name for t in held))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
