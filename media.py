@@ -99,7 +99,11 @@ def location(latitude, longitude, name=None, address=None) -> dict:
     """Validated location fields; InvalidMedia naming the first bad one."""
     values = {}
     for field, value, limit in (("latitude", latitude, 90), ("longitude", longitude, 180)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidMedia(f"{field} must be a number")
+        # Compare before converting: JSON's integers have no size limit, and `1` followed by 400 zeros
+        # is an int that float() (and math.isfinite) cannot take (OverflowError).
+        if isinstance(value, float) and not math.isfinite(value):
             raise InvalidMedia(f"{field} must be a number")
         if not -limit <= value <= limit:
             raise InvalidMedia(f"{field} must be between -{limit} and {limit}")
