@@ -11,9 +11,11 @@ import sys
 import config as bot_config
 
 # Validate the environment in the master, before any worker is forked: a bad variable then stops the
-# start with one line naming it, instead of a worker boot loop with tracebacks.
+# start with one line naming it, instead of a worker boot loop with tracebacks. The local API key file
+# is checked here too (config.with_local_api_key: a link or a file others may read stops the start);
+# the worker then reuses the key this wrote.
 try:
-    _cfg = bot_config.load_config()
+    _cfg = bot_config.with_local_api_key(bot_config.load_config())
 except bot_config.ConfigError as _exc:
     print(f"configuration error: {_exc}", flush=True)
     sys.exit(1)
