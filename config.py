@@ -40,6 +40,15 @@ KEEPALIVE_GIVE_UP = 50.0
 REQUEST_THREADS = 16
 SAVE_WAITERS = 10
 
+#: Seconds a request's line and headers may take to arrive; a connection slower than that is answered
+#: 408 and closed without ever holding a request thread (request_arrival.py). A real client sends its
+#: headers in one packet; nginx waits 60 s (client_header_timeout), which 16 threads cannot afford.
+REQUEST_ARRIVAL_TIMEOUT = 10.0
+#: A request line and headers larger than this are answered 431. The API needs a few hundred bytes;
+#: the bound also caps what connections still arriving hold (gunicorn's worker_connections, 1,000,
+#: of them at most: 32 MB).
+MAX_REQUEST_HEAD_BYTES = 32 * 1024
+
 #: The Platform API's base URL (HEROKU_API_URL points the bot at a stand-in, as the tests do).
 HEROKU_API_URL = "https://api.heroku.com"
 

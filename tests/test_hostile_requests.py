@@ -6,7 +6,12 @@ In process where the view's answer is the point; on real gunicorn where memory o
 from __future__ import annotations
 
 import io
+import json
 import logging
+import select
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from app import create_app
 from config import Config
 from tests.support import mediafiles
 from tests.support.botkit import Bot
+from tests.support.harness import wait_for
 
 KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -116,3 +122,102 @@ def test_image_bombs_keep_the_worker_under_300_mb_on_real_gunicorn(start_bot):
     print(f"worker peak RSS after the bombs and the largest thumbnails: {peak:.0f} MB")
     assert peak < 300, f"the worker peaked at {peak:.0f} MB"
     assert bot.request("GET", "/api/health")[0] == 200 and _worker_pid(bot) == worker
+
+
+# -- slow clients: request heads dripped a byte a second ------------------------------------------------
+
+class Dripper:
+    """A client sending a request's head one byte a second (slowloris), noting when the bot cut it."""
+
+    HEAD = b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n"
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.started = time.monotonic()
+        self.cut_after: float | None = None
+        self.answer = b""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._drip, daemon=True)
+        self.thread.start()
+
+    def _drip(self) -> None:
+        for byte in self.HEAD:
+            try:
+                self.sock.send(bytes([byte]))
+                # Wait a second for the bot to say or close something (readable), then the next byte.
+                readable, _, _ = select.select([self.sock], [], [], 1.0)
+                if readable:
+                    while chunk := self.sock.recv(4096):
+                        self.answer += chunk
+            except OSError:
+                pass
+            else:
+                if not readable and not self.stop.is_set():
+                    continue
+            break
+        if not self.stop.is_set():
+            self.cut_after = time.monotonic() - self.started
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_twenty_clients_dripping_headers_neither_starve_health_nor_last_on_real_gunicorn(start_bot):
+    import config
+
+    bot = start_bot(API_KEY=KEY)
+    bot.wait_healthy()
+    drippers = [Dripper(bot.port) for _ in range(20)]  # more than the 16 request threads
+    try:
+        wait_for(lambda: all(d.sock for d in drippers), 5, "the drippers to connect")
+        # Health answers while they drip, again and again: no request thread is theirs.
+        answered = []
+        while time.monotonic() - drippers[-1].started < config.REQUEST_ARRIVAL_TIMEOUT - 3:
+            started = time.monotonic()
+            status, body = bot.request("GET", "/api/health", timeout=5)
+            assert status == 200 and body["ok"] is True
+            answered.append(time.monotonic() - started)
+        assert len(answered) >= 3 and max(answered) < 2.0, answered
+        assert not [d for d in drippers if d.cut_after is not None], "cut before their deadline"
+        # Then each is cut at its deadline (the worker sweeps once a second), with a 408 in the API's shape.
+        deadline = config.REQUEST_ARRIVAL_TIMEOUT + 5
+        wait_for(lambda: all(d.cut_after is not None for d in drippers), deadline + 5, "every dripper cut off")
+        for dripper in drippers:
+            assert config.REQUEST_ARRIVAL_TIMEOUT - 1 <= dripper.cut_after <= deadline, dripper.cut_after
+            assert dripper.answer.startswith(b"HTTP/1.1 408 "), dripper.answer[:100]
+            assert b'"error": "request_timeout"' in dripper.answer
+    finally:
+        for dripper in drippers:
+            dripper.close()
+    assert bot.request("GET", "/api/health")[0] == 200
+    # Said in the log, in one line a minute however many there are (the first sweep may not get all 20).
+    bot.wait_for_line("connection(s) whose request line and headers did not arrive within 10s")
+
+
+def test_a_request_head_larger_than_the_bound_is_431_and_normal_requests_still_work(start_bot):
+    import config
+
+    bot = start_bot(API_KEY=KEY)
+    bot.wait_healthy()
+    with socket.create_connection(("127.0.0.1", bot.port), timeout=10) as sock:
+        start = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: "
+        # One byte past the bound and no more: the bot reads all of it, so its close is no reset.
+        sock.sendall(start + b"x" * (config.MAX_REQUEST_HEAD_BYTES + 1 - len(start)))
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"request_header_too_large" in answer
+    # A head that comes in pieces, and a body behind it, still reach the API whole.
+    with socket.create_connection(("127.0.0.1", bot.port), timeout=10) as sock:
+        body = json.dumps({"to": "+14155552671", "text": "hi"}).encode()
+        head = (f"POST /api/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        for piece in (head[:7], head[7:40], head[40:-2], head[-2:] + body[:5], body[5:]):
+            sock.sendall(piece)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 409 "), answer[:300]  # not connected to WhatsApp: the body was read
+    assert b"Connection: close" in answer
