@@ -96,9 +96,7 @@ def _peak_rss_mb(pid: int) -> float:
 def test_image_bombs_keep_the_worker_under_300_mb_on_real_gunicorn(start_bot):
     bot = start_bot(API_KEY=KEY)
     bot.wait_healthy()
-    # The connection thread has imported neonize once it tried to connect (a send racing that import
-    # is issue 21 section 1, not this test's subject).
-    bot.wait_for_line("WhatsApp unreachable")
+    bot.wait_for_line("WhatsApp unreachable")  # settled: the connection is trying (no WhatsApp here)
     worker = _worker_pid(bot)
 
     def send(data: bytes):
