@@ -8,11 +8,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import select
 import socket
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -22,6 +19,7 @@ from config import Config
 from tests.support import mediafiles
 from tests.support.botkit import Bot
 from tests.support.harness import wait_for
+from tests.support.slowclients import Dripper, peak_rss_mb, worker_pid
 
 KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -79,25 +77,11 @@ def test_an_image_bomb_is_refused_from_its_header_and_a_large_image_goes_without
     assert image["width"] == 4000 and image["height"] == 4000 and "JPEGThumbnail" not in image
 
 
-def _worker_pid(bot) -> int:
-    [pid] = [p for p in bot.process_tree() if p != bot.proc.pid
-             and int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) == bot.proc.pid]
-    return pid
-
-
-def _peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory since it started (the kernel's high-water mark)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_image_bombs_keep_the_worker_under_300_mb_on_real_gunicorn(start_bot):
     bot = start_bot(API_KEY=KEY)
     bot.wait_healthy()
     bot.wait_for_line("WhatsApp unreachable")  # settled: the connection is trying (no WhatsApp here)
-    worker = _worker_pid(bot)
+    worker = worker_pid(bot)
 
     def send(data: bytes):
         response = requests.post(bot.url + "/api/send-image", headers=AUTH, timeout=120,
@@ -116,51 +100,13 @@ def test_image_bombs_keep_the_worker_under_300_mb_on_real_gunicorn(start_bot):
                        ("PNG 9000 x 9900", mediafiles.png_of_zeros(9000, 9900))):
         status, body = send(data)
         assert status == 409 and body["error"] == "not_connected", (name, status, body)
-    peak = _peak_rss_mb(worker)
+    peak = peak_rss_mb(worker)
     print(f"worker peak RSS after the bombs and the largest thumbnails: {peak:.0f} MB")
     assert peak < 300, f"the worker peaked at {peak:.0f} MB"
-    assert bot.request("GET", "/api/health")[0] == 200 and _worker_pid(bot) == worker
+    assert bot.request("GET", "/api/health")[0] == 200 and worker_pid(bot) == worker
 
 
 # -- slow clients: request heads dripped a byte a second ------------------------------------------------
-
-class Dripper:
-    """A client sending a request's head one byte a second (slowloris), noting when the bot cut it."""
-
-    HEAD = b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n"
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.started = time.monotonic()
-        self.cut_after: float | None = None
-        self.answer = b""
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._drip, daemon=True)
-        self.thread.start()
-
-    def _drip(self) -> None:
-        for byte in self.HEAD:
-            try:
-                self.sock.send(bytes([byte]))
-                # Wait a second for the bot to say or close something (readable), then the next byte.
-                readable, _, _ = select.select([self.sock], [], [], 1.0)
-                if readable:
-                    while chunk := self.sock.recv(4096):
-                        self.answer += chunk
-            except OSError:
-                pass
-            else:
-                if not readable and not self.stop.is_set():
-                    continue
-            break
-        if not self.stop.is_set():
-            self.cut_after = time.monotonic() - self.started
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
 
 def test_twenty_clients_dripping_headers_neither_starve_health_nor_last_on_real_gunicorn(start_bot):
     import config
