@@ -15,7 +15,7 @@ import time
 import requests
 
 from tests.support import mediafiles
-from tests.test_sim_events import API_KEY, AUTH, CONTACT, SIM_PHONE, WAIT, paired_bot, receiver  # noqa: F401
+from tests.test_sim_events import AUTH, CONTACT, SIM_PHONE, WAIT, paired_bot, receiver  # noqa: F401
 from tests.wasim import peer_events as peer
 
 SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
