@@ -33,6 +33,7 @@ put only our own words, JIDs, ids and times in it.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ import uuid
 import incoming_media
 from clock import iso_now
 from recipients import jid_text
+from textsafe import proto_text
 
 log = logging.getLogger("webhook")
 
@@ -69,6 +71,19 @@ CRITICAL = frozenset({LOGGED_OUT})
 
 #: How many events the owner's page (qrpage.py) lists.
 RECENT = 20
+
+
+def encode(payload: dict) -> bytes:
+    """The JSON body of an event. Bytes anywhere in it (a proto2 string field that is not UTF-8) are
+    decoded with replacement; anything else JSON cannot carry raises TypeError (or ValueError for a
+    circular reference)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=_jsonable).encode()
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray)):
+        return proto_text(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def envelope(event: str, data: dict | None = None) -> dict:
@@ -240,14 +255,14 @@ def message_data(event) -> dict | None:
     message = event.Message
     text = _text(message)
     return {
-        "id": info.ID,
+        "id": proto_text(info.ID),
         "from": jid_text(source.Sender),
         "chat": jid_text(source.Chat),
         "isGroup": bool(source.IsGroup),
-        "pushName": info.Pushname,
+        "pushName": proto_text(info.Pushname),
         "time": unix_seconds(info.Timestamp),
-        "type": info.Type or ("text" if text else "other"),
-        "mediaType": info.MediaType or None,
+        "type": proto_text(info.Type) or ("text" if text else "other"),
+        "mediaType": proto_text(info.MediaType) or None,
         "media": incoming_media.describe(message, info.ID),
         "text": text,
         "receivedAt": int(time.time()),
@@ -262,7 +277,8 @@ def unix_seconds(value) -> int:
 
 
 def _text(message) -> str:
-    return (
+    # proto_text: a field that is not valid UTF-8 comes as bytes (proto2), decoded with replacement.
+    return proto_text(
         message.conversation
         or message.extendedTextMessage.text
         or message.imageMessage.caption

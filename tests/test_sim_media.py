@@ -9,13 +9,15 @@ hint; the cache's bound is a 404. Reactions, edits and deletes are their own eve
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 import time
 
 import requests
 
 from tests.support import mediafiles
-from tests.test_sim_events import API_KEY, AUTH, CONTACT, SIM_PHONE, WAIT, paired_bot, receiver  # noqa: F401
+from tests.test_sim_events import AUTH, CONTACT, SIM_PHONE, WAIT, paired_bot, receiver  # noqa: F401
 from tests.wasim import peer_events as peer
 
 SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
@@ -24,6 +26,13 @@ CONTACT_JID = f"{CONTACT}@s.whatsapp.net"
 
 def _media(bot, message_id: str, headers=AUTH):
     return requests.get(f"{bot.url}/api/media/{message_id}", headers=headers, timeout=WAIT)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def _message_event(receiver, message_id: str) -> dict:
@@ -86,6 +95,36 @@ def test_files_come_while_the_connection_is_down_and_a_file_whatsapp_no_longer_h
                                    file_name="old.pdf")
     _message_event(receiver, kept)
     _message_event(receiver, gone)
+
+    # A 40 MB video passes through in bounded memory (neonize's own download would hold it 4 times over).
+    video = tmp_path / "big.mp4"
+    with open(video, "wb") as out:
+        for _ in range(40):
+            out.write(os.urandom(1 << 20))
+    big, _ = peer.send_media(sim, jid, CONTACT, "video", str(video), mimetype="video/mp4", seconds=300)
+    _message_event(receiver, big)
+    worker = next(pid for pid in bot.process_tree() if pid != bot.proc.pid)
+    before = _rss_mb(worker)
+    peak = [before]
+    done = threading.Event()
+
+    def sample():  # a measurement, not a wait: every 5 ms until the download ends
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss_mb(worker))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    digest = hashlib.sha256()
+    try:
+        with requests.get(f"{bot.url}/api/media/{big}", headers=AUTH, stream=True, timeout=WAIT) as answer:
+            assert answer.status_code == 200
+            for piece in answer.iter_content(1 << 20):
+                digest.update(piece)
+    finally:
+        done.set()
+        sampler.join()
+    assert digest.digest() == hashlib.sha256(video.read_bytes()).digest()
+    assert peak[0] - before < 20, f"the worker grew by {peak[0] - before:.1f} MB for a 40 MB file"
 
     # Another client took the stream: the bot waits a minute before it reconnects (STREAM_REPLACED_DELAY).
     sim.replace_stream(jid)

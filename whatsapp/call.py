@@ -31,9 +31,9 @@ class Calls:
         self._reject_calls_reply = reply if reject else None
 
     def _on_call_offer(self, client, ev) -> None:
-        threading.Thread(target=self._handle_call_offer, args=(client, ev), name="call-offer", daemon=True).start()
+        threading.Thread(target=self._handle_call_offer, args=(ev,), name="call-offer", daemon=True).start()
 
-    def _handle_call_offer(self, client, ev) -> None:
+    def _handle_call_offer(self, ev) -> None:
         try:
             data = events.call_data(ev)
         except Exception:
