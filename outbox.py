@@ -23,6 +23,7 @@ import collections
 import json
 import logging
 import threading
+import time
 
 from events import CRITICAL
 
@@ -32,6 +33,9 @@ TABLE = "webhook_outbox"
 #: pg_advisory_lock key of the sender (any fixed 64-bit number; "whatsapp webhook outbox" in spirit).
 LOCK_KEY = 0x7768_6f75_7462_6f78
 CONNECT_TIMEOUT = 5  # seconds; a producer waits at most this long before keeping the event in memory
+#: After a failed write, producers keep events in memory this long without trying the database: with
+#: the database away every event would otherwise hold neonize's thread for CONNECT_TIMEOUT.
+RETRY_WRITES_AFTER = 10.0
 STATEMENT_TIMEOUT_MS = 5000
 
 SCHEMA = f"""
@@ -54,6 +58,7 @@ class PostgresOutbox:
         self._url = url  # pgsession.neonize_database_url(): sslmode stated
         self._producer = None  # connection for add(), guarded by _producer_lock
         self._producer_lock = threading.Lock()
+        self._write_again_at = 0.0  # time.monotonic(); before it, add() keeps events in memory
         self._sender = None  # connection of the sender thread; holds the advisory lock
         self._locked = False
         self._waiting_logged = False
@@ -91,6 +96,9 @@ class PostgresOutbox:
     def add(self, name: str, body: str) -> None:
         event_id = json.loads(body).get("eventId")
         with self._producer_lock:
+            if time.monotonic() < self._write_again_at:
+                self._keep(event_id, name, body)  # the sender writes it once the database answers
+                return
             try:
                 if self._producer is None or self._producer.closed:
                     self._producer = self._connect()
@@ -101,6 +109,7 @@ class PostgresOutbox:
                 if self._producer is not None:
                     self._close_quietly(self._producer)
                     self._producer = None
+                self._write_again_at = time.monotonic() + RETRY_WRITES_AFTER
                 log.warning("could not write the %s event to the webhook outbox (%s): kept in memory until "
                             "the database answers", name, type(exc).__name__)
             self._keep(event_id, name, body)
@@ -153,6 +162,7 @@ class PostgresOutbox:
                 return None
             with self._producer_lock:
                 self._flush_spill(conn)
+                self._write_again_at = 0.0  # the database answers: producers write again
             row = conn.execute(f"SELECT seq, event, body, count(*) OVER () FROM {TABLE} WHERE refused_at IS NULL "
                                "ORDER BY seq LIMIT 1").fetchone()
         except Exception:
