@@ -23,7 +23,7 @@ import time
 
 import requests
 
-from events import CRITICAL
+from events import CRITICAL, encode
 from webhook import SIGNATURE_HEADER, sign
 
 log = logging.getLogger("webhook")
@@ -38,9 +38,6 @@ EVENT_ID_HEADER = "X-Event-Id"
 DELIVERED, REFUSED, GAVE_UP, STOPPED = "delivered", "refused", "gave up", "stopped"
 
 
-def body_of(payload: dict) -> str:
-    """The exact JSON sent (and signed); the outbox stores this text, so a resend is byte-identical."""
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
 
 class MemoryQueue:
@@ -175,8 +172,20 @@ class EventQueue:
         self.enqueue(envelope(event, data))
 
     def enqueue(self, payload: dict) -> None:
-        """Hand a ready payload to the store; never waits for the webhook."""
-        self.store.add(payload.get("event") or "message", body_of(payload))
+        """Hand a ready payload to the store; never waits for the webhook. Encoded here, once: the
+        outbox keeps the exact body, so a resend is byte-identical (same signature, same eventId)."""
+        name = payload.get("event") or "message"
+        try:
+            body = encode(payload)
+        except (TypeError, ValueError) as exc:
+            # A producer put something in the event that JSON cannot carry: counted and said, never
+            # dropped in silence (nor queued: the same payload fails the same way every time).
+            self.failed += 1
+            self.last_error = f"{name} event could not be encoded as JSON ({type(exc).__name__})"
+            log.error("webhook: the %s event could not be encoded as JSON (%s); it is not sent", name,
+                      type(exc).__name__)
+            return
+        self.store.add(name, body)
         with self._wake:
             self._wake.notify_all()
 

@@ -28,6 +28,7 @@ put only our own words, JIDs, ids and times in it.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ import uuid
 
 from clock import iso_now
 from recipients import jid_text
+from textsafe import proto_text
 
 log = logging.getLogger("webhook")
 
@@ -64,6 +66,19 @@ def envelope(event: str, data: dict | None = None) -> dict:
     """The one shape of every webhook call. `eventId` (not `id`: a `message` event carries the
     message's id at the top level too, for receivers written before events) is new for every event."""
     return {"eventId": uuid.uuid4().hex, "event": event, "timestamp": iso_now(), "data": dict(data or {})}
+
+
+def encode(payload: dict) -> str:
+    """The JSON body of an event, as sent, signed and kept in the outbox. Bytes anywhere in it (a proto2
+    string field that is not UTF-8) are decoded with replacement; anything else JSON cannot carry raises
+    TypeError (or ValueError for a circular reference)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=_jsonable)
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray)):
+        return proto_text(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def summary(payload: dict) -> str:
@@ -185,7 +200,8 @@ def message_data(event) -> dict | None:
     if source.IsFromMe:
         return None
     message = event.Message
-    text = (
+    # proto_text: a field that is not valid UTF-8 comes as bytes (proto2), decoded with replacement.
+    text = proto_text(
         message.conversation
         or message.extendedTextMessage.text
         or message.imageMessage.caption
@@ -194,14 +210,14 @@ def message_data(event) -> dict | None:
         or ""
     )
     return {
-        "id": info.ID,
+        "id": proto_text(info.ID),
         "from": jid_text(source.Sender),
         "chat": jid_text(source.Chat),
         "isGroup": bool(source.IsGroup),
-        "pushName": info.Pushname,
+        "pushName": proto_text(info.Pushname),
         "time": int(info.Timestamp),
-        "type": info.Type or ("text" if text else "other"),
-        "mediaType": info.MediaType or None,
+        "type": proto_text(info.Type) or ("text" if text else "other"),
+        "mediaType": proto_text(info.MediaType) or None,
         "text": text,
         "receivedAt": int(time.time()),
     }

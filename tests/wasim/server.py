@@ -565,7 +565,7 @@ class WhatsAppSimulator:
             self.contacts[user] = contact
             return contact
 
-    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact") -> str:
+    def deliver_text(self, jid: str, sender: str, text: str, push_name: str | bytes = "Sim Contact") -> str:
         """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id."""
         device = self._device(jid)
         conns = self._live(jid, required=True)
