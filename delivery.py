@@ -148,10 +148,11 @@ class EventQueue:
         with self._wake:
             self._closing = True  # cuts a backoff wait short: the receiver may be back by now
             self._wake.notify_all()
-            while (self.pending() or self._busy) and self._thread and self._thread.is_alive():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+        while (self._busy or self.pending()) and self._thread and self._thread.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with self._wake:
                 self._wake.wait(min(left, 0.5))
         self.stop(timeout=max(0.0, min(2.0, deadline - time.monotonic())))
         kept, lost = self.store.close()
@@ -215,12 +216,16 @@ class EventQueue:
                 log.warning("cannot read the webhook outbox (%s); trying again in 5 s", type(exc).__name__)
                 item, unreadable = None, True
             if item is None:
-                with self._wake:
-                    if not self._stopping:
-                        if unreadable or self.store.durable:
-                            # The outbox can also fill from another process (the previous worker).
-                            self._wake.wait(5.0 if unreadable or not self.store.count() else 1.0)
-                        elif not self.store.count():
+                if unreadable or self.store.durable:
+                    # The outbox can also fill from another process (the previous worker); its count is
+                    # a database query: asked outside the lock producers take to wake this thread.
+                    pause = 5.0 if unreadable or not self.store.count() else 1.0
+                    with self._wake:
+                        if not self._stopping:
+                            self._wake.wait(pause)
+                else:
+                    with self._wake:
+                        if not self._stopping and not self.store.count():
                             self._wake.wait()
                 continue
             key, name, body = item

@@ -36,6 +36,8 @@ CONNECT_TIMEOUT = 5  # seconds; a producer waits at most this long before keepin
 #: After a failed write, producers keep events in memory this long without trying the database: with
 #: the database away every event would otherwise hold neonize's thread for CONNECT_TIMEOUT.
 RETRY_WRITES_AFTER = 10.0
+#: How old the count of undelivered rows may be (the status and the sender's loop ask for it often).
+COUNT_TTL = 0.5
 STATEMENT_TIMEOUT_MS = 5000
 
 SCHEMA = f"""
@@ -64,7 +66,8 @@ class PostgresOutbox:
         self._waiting_logged = False
         self._spill: collections.deque[tuple[str, str, str]] = collections.deque()  # (event_id, name, body)
         self._spill_size = spill_size
-        self._rows = 0  # undelivered rows, as last counted (plus the ones added since)
+        self._rows = 0  # undelivered rows, as last counted (give or take what happened since)
+        self._counted_at = float("-inf")  # time.monotonic() of that count
         self.dropped = 0
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -163,16 +166,12 @@ class PostgresOutbox:
             with self._producer_lock:
                 self._flush_spill(conn)
                 self._write_again_at = 0.0  # the database answers: producers write again
-            row = conn.execute(f"SELECT seq, event, body, count(*) OVER () FROM {TABLE} WHERE refused_at IS NULL "
+            row = conn.execute(f"SELECT seq, event, body FROM {TABLE} WHERE refused_at IS NULL "
                                "ORDER BY seq LIMIT 1").fetchone()
         except Exception:
             self._drop_sender()
             raise
-        if row is None:
-            self._rows = 0
-            return None
-        self._rows = row[3]
-        return row[0], row[1], row[2]
+        return None if row is None else (row[0], row[1], row[2])
 
     def remove(self, seq: int) -> None:
         self._finish(f"DELETE FROM {TABLE} WHERE seq = %s", seq)
@@ -198,6 +197,22 @@ class PostgresOutbox:
         self._sender, self._locked = None, False
 
     def count(self) -> int:
+        """Undelivered events: rows (counted at most COUNT_TTL ago; other processes may add rows too)
+        plus what waits in memory for the database."""
+        now = time.monotonic()
+        if now - self._counted_at > COUNT_TTL and now >= self._write_again_at:
+            with self._producer_lock:
+                try:
+                    if self._producer is None or self._producer.closed:
+                        self._producer = self._connect()
+                    self._rows = self._producer.execute(
+                        f"SELECT count(*) FROM {TABLE} WHERE refused_at IS NULL").fetchone()[0]
+                    self._counted_at = now
+                except Exception:
+                    if self._producer is not None:
+                        self._close_quietly(self._producer)
+                        self._producer = None
+                    self._write_again_at = now + RETRY_WRITES_AFTER  # the last count stands meanwhile
         return self._rows + len(self._spill)
 
     def close(self) -> tuple[int, int]:
