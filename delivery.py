@@ -38,11 +38,6 @@ EVENT_ID_HEADER = "X-Event-Id"
 DELIVERED, REFUSED, GAVE_UP, STOPPED = "delivered", "refused", "gave up", "stopped"
 
 
-def body_of(payload: dict) -> str:
-    """The exact JSON sent (and signed); the outbox stores this text, so a resend is byte-identical.
-    Bytes in it are decoded with replacement; TypeError/ValueError for what JSON cannot carry
-    (events.encode)."""
-    return encode(payload).decode()
 
 
 class MemoryQueue:
@@ -153,10 +148,11 @@ class EventQueue:
         with self._wake:
             self._closing = True  # cuts a backoff wait short: the receiver may be back by now
             self._wake.notify_all()
-            while (self.pending() or self._busy) and self._thread and self._thread.is_alive():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+        while (self._busy or self.pending()) and self._thread and self._thread.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with self._wake:
                 self._wake.wait(min(left, 0.5))
         self.stop(timeout=max(0.0, min(2.0, deadline - time.monotonic())))
         kept, lost = self.store.close()
@@ -177,14 +173,14 @@ class EventQueue:
         self.enqueue(envelope(event, data))
 
     def enqueue(self, payload: dict) -> None:
-        """Hand a ready payload to the store; never waits for the webhook, never raises into the
-        producer's thread."""
+        """Hand a ready payload to the store; never waits for the webhook. Encoded here, once: the
+        outbox keeps the exact body, so a resend is byte-identical (same signature, same eventId)."""
         name = payload.get("event") or "message"
         try:
-            body = body_of(payload)
+            body = encode(payload)
         except (TypeError, ValueError) as exc:
             # A producer put something in the event that JSON cannot carry: counted and said, never
-            # dropped in silence (nor retried: the same payload fails the same way).
+            # dropped in silence (nor queued: the same payload fails the same way every time).
             self.failed += 1
             self.last_error = f"{name} event could not be encoded as JSON ({type(exc).__name__})"
             log.error("webhook: the %s event could not be encoded as JSON (%s); it is not sent", name,
@@ -220,12 +216,16 @@ class EventQueue:
                 log.warning("cannot read the webhook outbox (%s); trying again in 5 s", type(exc).__name__)
                 item, unreadable = None, True
             if item is None:
-                with self._wake:
-                    if not self._stopping:
-                        if unreadable or self.store.durable:
-                            # The outbox can also fill from another process (the previous worker).
-                            self._wake.wait(5.0 if unreadable or not self.store.count() else 1.0)
-                        elif not self.store.count():
+                if unreadable or self.store.durable:
+                    # The outbox can also fill from another process (the previous worker); its count is
+                    # a database query: asked outside the lock producers take to wake this thread.
+                    pause = 5.0 if unreadable or not self.store.count() else 1.0
+                    with self._wake:
+                        if not self._stopping:
+                            self._wake.wait(pause)
+                else:
+                    with self._wake:
+                        if not self._stopping and not self.store.count():
                             self._wake.wait()
                 continue
             key, name, body = item

@@ -73,23 +73,23 @@ CRITICAL = frozenset({LOGGED_OUT})
 RECENT = 20
 
 
-def encode(payload: dict) -> bytes:
-    """The JSON body of an event. Bytes anywhere in it (a proto2 string field that is not UTF-8) are
-    decoded with replacement; anything else JSON cannot carry raises TypeError (or ValueError for a
-    circular reference)."""
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=_jsonable).encode()
+def envelope(event: str, data: dict | None = None) -> dict:
+    """The one shape of every webhook call. `eventId` (not `id`: a `message` event carries the
+    message's id at the top level too, for receivers written before events) is new for every event."""
+    return {"eventId": uuid.uuid4().hex, "event": event, "timestamp": iso_now(), "data": dict(data or {})}
+
+
+def encode(payload: dict) -> str:
+    """The JSON body of an event, as sent, signed and kept in the outbox. Bytes anywhere in it (a proto2
+    string field that is not UTF-8) are decoded with replacement; anything else JSON cannot carry raises
+    TypeError (or ValueError for a circular reference)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=_jsonable)
 
 
 def _jsonable(value):
     if isinstance(value, (bytes, bytearray)):
         return proto_text(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def envelope(event: str, data: dict | None = None) -> dict:
-    """The one shape of every webhook call. `eventId` (not `id`: a `message` event carries the
-    message's id at the top level too, for receivers written before events) is new for every event."""
-    return {"eventId": uuid.uuid4().hex, "event": event, "timestamp": iso_now(), "data": dict(data or {})}
 
 
 def summary(payload: dict) -> str:

@@ -23,6 +23,7 @@ import collections
 import json
 import logging
 import threading
+import time
 
 from events import CRITICAL
 
@@ -32,6 +33,11 @@ TABLE = "webhook_outbox"
 #: pg_advisory_lock key of the sender (any fixed 64-bit number; "whatsapp webhook outbox" in spirit).
 LOCK_KEY = 0x7768_6f75_7462_6f78
 CONNECT_TIMEOUT = 5  # seconds; a producer waits at most this long before keeping the event in memory
+#: After a failed write, producers keep events in memory this long without trying the database: with
+#: the database away every event would otherwise hold neonize's thread for CONNECT_TIMEOUT.
+RETRY_WRITES_AFTER = 10.0
+#: How old the count of undelivered rows may be (the status and the sender's loop ask for it often).
+COUNT_TTL = 0.5
 STATEMENT_TIMEOUT_MS = 5000
 
 SCHEMA = f"""
@@ -54,12 +60,14 @@ class PostgresOutbox:
         self._url = url  # pgsession.neonize_database_url(): sslmode stated
         self._producer = None  # connection for add(), guarded by _producer_lock
         self._producer_lock = threading.Lock()
+        self._write_again_at = 0.0  # time.monotonic(); before it, add() keeps events in memory
         self._sender = None  # connection of the sender thread; holds the advisory lock
         self._locked = False
         self._waiting_logged = False
         self._spill: collections.deque[tuple[str, str, str]] = collections.deque()  # (event_id, name, body)
         self._spill_size = spill_size
-        self._rows = 0  # undelivered rows, as last counted (plus the ones added since)
+        self._rows = 0  # undelivered rows, as last counted (give or take what happened since)
+        self._counted_at = float("-inf")  # time.monotonic() of that count
         self.dropped = 0
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -91,6 +99,9 @@ class PostgresOutbox:
     def add(self, name: str, body: str) -> None:
         event_id = json.loads(body).get("eventId")
         with self._producer_lock:
+            if time.monotonic() < self._write_again_at:
+                self._keep(event_id, name, body)  # the sender writes it once the database answers
+                return
             try:
                 if self._producer is None or self._producer.closed:
                     self._producer = self._connect()
@@ -101,6 +112,7 @@ class PostgresOutbox:
                 if self._producer is not None:
                     self._close_quietly(self._producer)
                     self._producer = None
+                self._write_again_at = time.monotonic() + RETRY_WRITES_AFTER
                 log.warning("could not write the %s event to the webhook outbox (%s): kept in memory until "
                             "the database answers", name, type(exc).__name__)
             self._keep(event_id, name, body)
@@ -153,16 +165,13 @@ class PostgresOutbox:
                 return None
             with self._producer_lock:
                 self._flush_spill(conn)
-            row = conn.execute(f"SELECT seq, event, body, count(*) OVER () FROM {TABLE} WHERE refused_at IS NULL "
+                self._write_again_at = 0.0  # the database answers: producers write again
+            row = conn.execute(f"SELECT seq, event, body FROM {TABLE} WHERE refused_at IS NULL "
                                "ORDER BY seq LIMIT 1").fetchone()
         except Exception:
             self._drop_sender()
             raise
-        if row is None:
-            self._rows = 0
-            return None
-        self._rows = row[3]
-        return row[0], row[1], row[2]
+        return None if row is None else (row[0], row[1], row[2])
 
     def remove(self, seq: int) -> None:
         self._finish(f"DELETE FROM {TABLE} WHERE seq = %s", seq)
@@ -188,6 +197,22 @@ class PostgresOutbox:
         self._sender, self._locked = None, False
 
     def count(self) -> int:
+        """Undelivered events: rows (counted at most COUNT_TTL ago; other processes may add rows too)
+        plus what waits in memory for the database."""
+        now = time.monotonic()
+        if now - self._counted_at > COUNT_TTL and now >= self._write_again_at:
+            with self._producer_lock:
+                try:
+                    if self._producer is None or self._producer.closed:
+                        self._producer = self._connect()
+                    self._rows = self._producer.execute(
+                        f"SELECT count(*) FROM {TABLE} WHERE refused_at IS NULL").fetchone()[0]
+                    self._counted_at = now
+                except Exception:
+                    if self._producer is not None:
+                        self._close_quietly(self._producer)
+                        self._producer = None
+                    self._write_again_at = now + RETRY_WRITES_AFTER  # the last count stands meanwhile
         return self._rows + len(self._spill)
 
     def close(self) -> tuple[int, int]:

@@ -148,8 +148,7 @@ def _webhook_rows(hub) -> list[tuple[str, str]]:
     return rows
 
 
-def _events_list(hub) -> str:
-    recent = hub.recent() if hub is not None else []
+def _events_list(recent: list[dict]) -> str:
     if not recent:
         return "<p class='muted'>Nothing has happened since this start.</p>"
     items = "".join(f"<li><time>{_when(e['at'])}</time>{_text(e['summary'])}</li>" for e in recent)
@@ -182,11 +181,11 @@ def qr_page(connection, session=None, hub=None) -> str:
                          "This page updates itself.</p>")
         bot_rows = _state_rows(connection) + (_device_rows(session) if session is not None else [])
         save_rows = _save_rows(session) if session is not None else []
+        recent = hub.recent() if hub is not None else []
         body = (
             f"{headline}<div class='cards'>"
             f"<section><h2>This bot</h2><dl>{_rows(bot_rows + save_rows + _webhook_rows(hub))}</dl></section>"
-            f"<section><h2>Last {len(hub.recent()) if hub is not None else 0} events, newest first</h2>"
-            f"{_events_list(hub)}</section></div>"
+            f"<section><h2>Last {len(recent)} events, newest first</h2>{_events_list(recent)}</section></div>"
         )
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -17,6 +17,7 @@ import pytest
 import events
 from delivery import EVENT_ID_HEADER, EventQueue
 from outbox import TABLE, PostgresOutbox
+from tests.support.gate import Gate
 from tests.support.harness import wait_for
 from tests.support.simulator import WebhookReceiver
 
@@ -163,3 +164,25 @@ def test_the_owner_sees_the_last_twenty_events_in_our_own_words_without_texts_or
     assert "SECRETQRCODE" not in shown and "4711" not in shown
     assert "text message from 4915112345678@s.whatsapp.net" in shown
     assert hub2.status() is None and hub2.close() == 0
+
+
+def test_while_the_database_is_away_events_wait_in_memory_then_go_out_in_order(pg_server, database_url, receiver):
+    gate = Gate(pg_server.port)  # refuses connections until open(): the database is away
+    url = database_url.replace(f":{pg_server.port}/", f":{gate.port}/")
+    queue = EventQueue(receiver.url, "outbox-secret", store=PostgresOutbox(url), first_retry=0.05)
+    queue.start()
+    try:
+        started = time.monotonic()
+        for n in range(5):
+            queue.emit("receipt", {"id": f"M{n}", "status": "sent"})
+        assert time.monotonic() - started < 2, "a producer never waits for a database that is away"
+        assert queue.pending() == 5 and not receiver.posts
+        gate.open()
+        wait_for(lambda: len(receiver.posts) == 5, 30, "the events once the database answers")
+        queue.emit("receipt", {"id": "M5", "status": "sent"})
+        wait_for(lambda: len(receiver.posts) == 6, 30, "an event written directly again")
+    finally:
+        queue.close(time.monotonic() + 5)
+        gate.close()
+    assert [e["data"]["id"] for e in receiver.events()] == [f"M{n}" for n in range(6)]
+    assert rows(database_url) == []
