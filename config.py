@@ -46,6 +46,11 @@ STORE_KINDS = ("heroku", "file", "postgres")
 #: An API_KEY shorter than this starts with a warning (it still works).
 MIN_API_KEY_CHARS = 16
 
+#: Sends and chat actions per minute (SEND_RATE_LIMIT) before the API answers 429. WhatsApp bans numbers
+#: that send too much, too fast; a person typing and tapping by hand stays well under one every two
+#: seconds over a whole minute, so this only stops a loop (a bug in the owner's code) in its first minute.
+SEND_RATE_LIMIT = 30
+
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or contradicts another; the message names the variable."""
@@ -76,6 +81,7 @@ class Config:
     reconnect_delay_min: float = 1.0  # first backoff delay (s); doubles per failed attempt
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
     keepalive_give_up: float = KEEPALIVE_GIVE_UP
+    send_rate_limit: int = SEND_RATE_LIMIT  # sends + chat actions per minute; 0: no limit
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
     log_level: str = "INFO"
     dyno: str | None = None  # DYNO, which Heroku sets on every dyno ("web.1"): tells Heroku from a laptop
@@ -118,6 +124,11 @@ class Config:
                 f"API_KEY has {len(self.api_key)} characters, fewer than {MIN_API_KEY_CHARS}: anyone who guesses "
                 "it can send messages as this WhatsApp number, read its QR code and wipe its session; "
                 "use a random one (openssl rand -hex 24)"
+            )
+        if self.send_rate_limit == 0:
+            found.append(
+                "SEND_RATE_LIMIT=0: sends are not paced; a loop in the code calling the API can send "
+                "thousands of messages a minute, and WhatsApp bans numbers that send too much, too fast"
             )
         if self.on_heroku and self.session_store == "file":
             found.append(
@@ -310,6 +321,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reconnect_delay_max=reconnect_delay_max,
         reconnect_probe=probe in ("1", "true", "yes", "on"),
         keepalive_give_up=_seconds(env, "KEEPALIVE_GIVE_UP", KEEPALIVE_GIVE_UP, high=3600),
+        send_rate_limit=_integer(env, "SEND_RATE_LIMIT", SEND_RATE_LIMIT, low=0, high=10_000),
         log_level=log_level,
         dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),
