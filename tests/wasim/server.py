@@ -21,7 +21,9 @@ from typing import Callable
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
+from .chatactions import ChatActionLog, PeerView, peer_view
 from .media import MediaHost
+from .onwhatsapp import contact_users
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
@@ -72,6 +74,13 @@ class SentMessage:
         if self.message is None or self.sim is None:
             raise SimulatorError(f"message {self.id} was not decrypted")
         return self.sim.media.open(self.message)
+
+    def peer_view(self) -> PeerView:
+        """What this message does on the contact's phone: a new message, or a reaction, an edit or a
+        revoke of message `target` (chatactions.py)."""
+        if self.message is None:
+            raise SimulatorError(f"message {self.id} was not decrypted")
+        return peer_view(self.node, self.message)
 
 
 class _Connection:
@@ -140,11 +149,13 @@ class WhatsAppSimulator:
         self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
+        self.not_on_whatsapp: set[str] = set()  # numbers (digits) the usync contact query answers "out"
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
         self._next_device = itertools.count(2)
         self._cond = threading.Condition()
+        self.actions = ChatActionLog(self._cond)  # read receipts, chat states, presence (chatactions.py)
         self._pending_pairs: dict[str, tuple[_Connection, QRPayload | None, DeviceRecord]] = {}
         self._iq_ids = itertools.count(1)
         self._code_pairs: dict[str, tuple] = {}
@@ -409,7 +420,9 @@ class WhatsAppSimulator:
         elif node.tag == "ack" and node.attrs.get("class") == "receipt":
             with self._cond:
                 self.receipts_acked.append(node)
-        # receipts, other acks, presence, ib: recorded in self.received, nothing to answer
+        elif self.actions.handle(node):
+            pass  # the client's receipts, chat states and presence: recorded, nothing to answer
+        # other acks, ib: recorded in self.received, nothing to answer
 
     def _handle_iq(self, conn: _Connection, node: Node) -> None:
         xmlns = node.attrs.get("xmlns")
@@ -639,6 +652,11 @@ class WhatsAppSimulator:
     def _handle_usync(self, conn: _Connection, node: Node) -> None:
         usync = node.child("usync")
         query = {q.tag for q in usync.child("query").children()}
+        if "contact" in query:  # "is this number on WhatsApp" (onwhatsapp.py)
+            users = contact_users(usync, lambda n: (self._contact(n).jid, self._contact(n).lid),
+                                  self.not_on_whatsapp)
+            self._result(conn, node, [Node("usync", dict(usync.attrs), [Node("list", {}, users)])])
+            return
         users = []
         for user in usync.child("list").children():
             jid = user.attrs.get("jid")
