@@ -25,7 +25,10 @@ from .media import MediaHost
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
-from .signalsession import Contact, PreKeyBundle, SignalError, pad_v2, unpad_v2
+from .peers import PeerSender
+from .prekeys import PreKeyPool
+from .retry import RetryResponder
+from .signalsession import Contact, SignalError, unpad_v2
 from .transport import InterceptingProxy, WebSocket, WebSocketClosed, make_tls_files
 
 
@@ -49,8 +52,13 @@ class DeviceRecord:
     identity_pub: bytes
     registration_id: int = 0
     signed_prekey: tuple[int, bytes, bytes] | None = None  # (id, pub, signature)
-    prekeys: dict[int, bytes] = field(default_factory=dict)
+    pool: PreKeyPool = field(default_factory=PreKeyPool)  # one-time pre-keys on the server (prekeys.py)
     removed: bool = False
+
+    @property
+    def prekeys(self) -> dict[int, bytes]:
+        """The one-time pre-keys the server still holds for this device."""
+        return self.pool.keys
 
 
 @dataclass
@@ -123,6 +131,8 @@ class WhatsAppSimulator:
         neonize_dir: str | None = None,
         close_grace: float = 0.5,
         keepalive: tuple[float, float, float] | None = None,
+        prekey_order: str = "lowest",
+        prekey_seed: int | None = None,
     ):
         self.workdir = os.path.abspath(workdir)
         self.phone = Phone(phone_number, lid_user)
@@ -140,6 +150,10 @@ class WhatsAppSimulator:
         self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
+        self.prekey_order, self.prekey_seed = prekey_order, prekey_seed  # hand-out order (prekeys.py)
+        PreKeyPool(order=prekey_order)  # refuses an unknown order now rather than at pairing
+        self.peers = PeerSender(self)  # contacts' messages to the devices, on kept sessions (peers.py)
+        self.retries = RetryResponder(self, self.peers)  # their answers to retry receipts (retry.py)
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
@@ -208,6 +222,13 @@ class WhatsAppSimulator:
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
+
+    notify = _notify  # for the simulator's modules (peers.py, retry.py)
+
+    @property
+    def retry_receipts(self):
+        """Every retry receipt the client sent, with what the peer did (retry.RetryReceipt)."""
+        return list(self.retries.receipts)
 
     def wait_for_qr(self, timeout: float = 10, after: int = 0) -> list[str]:
         """The refs of the first pair-device sent after `after` earlier ones."""
@@ -289,6 +310,31 @@ class WhatsAppSimulator:
         self._ban = (int(seconds), int(code))
 
     # ------------------------------------------------------------ helpers
+
+    def device_record(self, jid: str) -> DeviceRecord:
+        return self._device(jid)
+
+    def live_connection(self, jid: str) -> "_Connection":
+        return self._live(jid, required=True)[-1]
+
+    @staticmethod
+    def error(message: str) -> SimulatorError:
+        return SimulatorError(message)
+
+    def notify_prekey_count(self, device: DeviceRecord) -> None:
+        """WhatsApp's `encrypt` notification with the count of one-time keys left (whatsmeow
+        notification.go `handleEncryptNotification` uploads a batch when it is under 5)."""
+        for conn in self._live(str(device.jid)):
+            try:
+                conn.send(Node("notification", {"from": SERVER_JID, "type": "encrypt", "id": self._iq_id(),
+                                                "t": str(int(time.time()))}, [
+                    Node("count", {"value": str(len(device.pool))})]))
+            except OSError:
+                pass
+
+    def set_peer(self, sender: str, answers_retries: bool = True) -> None:
+        """answers_retries=False: this contact's client ignores retry receipts (an old client)."""
+        self._contact(sender.split("@")[0]).answers_retries = answers_retries
 
     def _device(self, jid: str) -> DeviceRecord:
         device = self.devices.get(jid)
@@ -406,6 +452,8 @@ class WhatsAppSimulator:
             self._handle_iq(conn, node)
         elif node.tag == "message":
             self._handle_message(conn, node)
+        elif node.tag == "receipt" and node.attrs.get("type") == "retry":
+            self.retries.handle(conn, node)
         elif node.tag == "ack" and node.attrs.get("class") == "receipt":
             with self._cond:
                 self.receipts_acked.append(node)
@@ -419,7 +467,7 @@ class WhatsAppSimulator:
             self._handle_iq_answer(conn, node)
         elif xmlns == "encrypt" and first is not None and first.tag == "count":
             device = self.devices[str(conn.jid)]
-            self._result(conn, node, [Node("count", {"value": str(len(device.prekeys))})])
+            self._result(conn, node, [Node("count", {"value": str(len(device.pool))})])
         elif xmlns == "encrypt" and kind == "set" and node.child("list") is not None:
             self._store_prekeys(conn, node)
             self._result(conn, node)
@@ -449,8 +497,8 @@ class WhatsAppSimulator:
     def _store_prekeys(self, conn: _Connection, node: Node) -> None:
         device = self.devices[str(conn.jid)]
         device.registration_id = int.from_bytes(node.child("registration").content, "big")
-        for key in node.child("list").children():
-            device.prekeys[int.from_bytes(key.child("id").content, "big")] = key.child("value").content
+        device.pool.upload({int.from_bytes(key.child("id").content, "big"): key.child("value").content
+                            for key in node.child("list").children()})
         skey = node.child("skey")
         device.signed_prekey = (
             int.from_bytes(skey.child("id").content, "big"),
@@ -482,6 +530,7 @@ class WhatsAppSimulator:
             lid=JID(self.phone.lid_user, "lid", number),
             noise_pub=conn.noise_pub,
             identity_pub=identity_pub,
+            pool=PreKeyPool(order=self.prekey_order, seed=self.prekey_seed),
         )
         identity, key_index = self.phone.device_identity(identity_pub, adv_secret)
         iq_id = self._iq_id()
@@ -565,27 +614,14 @@ class WhatsAppSimulator:
             self.contacts[user] = contact
             return contact
 
-    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact") -> str:
-        """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id."""
-        device = self._device(jid)
-        conns = self._live(jid, required=True)
+    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact",
+                     session: str = "fresh") -> str:
+        """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id.
+        session="fresh": a new Signal session (a pkmsg) every time; "keep": on the session the peer
+        already has with the device (a msg once acknowledged), a new one only when it has none."""
         contact = self._contact(sender.split("@")[0])
-        if device.signed_prekey is None:
-            raise SimulatorError(f"{jid} has not uploaded its pre-keys yet")
-        with self._cond:
-            prekey_id = min(device.prekeys) if device.prekeys else None
-            prekey_pub = device.prekeys.pop(prekey_id) if prekey_id is not None else None
-        spk_id, spk_pub, _ = device.signed_prekey
-        bundle = PreKeyBundle(device.registration_id, device.identity_pub, spk_id, spk_pub,
-                              prekey_id, prekey_pub)
-        plaintext = pad_v2(E2EMessage(conversation=text).SerializeToString())
-        message_id = "3EB0" + secrets.token_hex(8).upper()
-        node = Node("message", {
-            "from": JID.parse(contact.jid), "sender_lid": JID.parse(contact.lid), "id": message_id,
-            "t": str(int(time.time())), "type": "text", "notify": push_name,
-        }, [Node("enc", {"v": "2", "type": "pkmsg"}, contact.encrypt_pkmsg(bundle, plaintext))])
-        conns[-1].send(node)
-        return message_id
+        self._device(jid)
+        return self.peers.deliver(jid, contact, text, push_name, session)
 
     def _handle_message(self, conn: _Connection, node: Node) -> None:
         targets = []  # (device jid, enc node)
@@ -608,7 +644,8 @@ class WhatsAppSimulator:
             contact = self._contact(device_jid.user)
             try:
                 decrypted = E2EMessage()
-                decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content)))
+                decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content,
+                                                                   str(conn.jid))))
                 text = decrypted.conversation or decrypted.extendedTextMessage.text
                 message = decrypted
             except (SignalError, ValueError) as exc:
@@ -673,12 +710,14 @@ class WhatsAppSimulator:
                 if device is None:
                     users.append(Node("user", {"jid": jid}, [Node("error", {"code": "404", "text": "item-not-found"})]))
                     continue
-                prekey_id = min(device.prekeys) if device.prekeys else None
+                prekey_id, prekey_pub, went_low = device.pool.take(str(conn.jid))
+                if went_low:
+                    self.notify_prekey_count(device)
                 material = {
                     "registration_id": device.registration_id,
                     "identity": device.identity_pub,
                     "skey": device.signed_prekey,
-                    "key": (prekey_id, device.prekeys.pop(prekey_id)) if prekey_id is not None else None,
+                    "key": (prekey_id, prekey_pub) if prekey_id is not None else None,
                 }
             children = [
                 Node("registration", {}, material["registration_id"].to_bytes(4, "big")),
