@@ -301,6 +301,27 @@ def test_a_lost_session_costs_two_retry_rounds_and_an_old_client_loses_the_messa
     assert [(r.count, r.action) for r in sim.retries.for_message(lost)] == [(1, "ignored_old_client")]
 
 
+def test_the_server_asks_for_a_new_batch_when_its_pool_runs_low(sim, paired, start_client, tmp_path):
+    # Last of the module's client tests: it spends the device's pool of one-time keys.
+    client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "s"))
+    device = sim.devices[jid]
+    batches = len(device.pool.batches)
+    assert batches == 1 and len(device.pool.batches[0]) == 812  # prekeys.go: 812 after pairing
+    peer = sim._contact("4917600000004")
+    while len(device.pool) >= 5:
+        sim.peers.fetch_bundle(device, peer)  # other people's phones starting sessions
+    # notification.go handleEncryptNotification: under MinPreKeyCount (5) -> a batch of 50.
+    sim.wait_until(lambda: len(device.pool.batches) > batches, 20, "the client's new batch")
+    assert len(device.pool.batches[-1]) == 50 and len(device.pool) == 4 + 50
+    assert device.pool.batches[-1][0] == 813 and device.pool.low_notices == 1
+    assert device.pool.conflicts == []
+    for n in range(5):  # the 4 keys left of the first batch, then the first of the new one
+        message = sim.deliver_text(jid, f"491760000002{n}", f"key {n}", session="keep")
+        client.wait_event("message", id=message)
+        assert sim.retries.for_message(message) == []
+    assert device.pool.handed_ids()[-1] == 813
+
+
 # ---------------------------------------------------------------- the simulator's own parts
 
 
