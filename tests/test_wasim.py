@@ -301,6 +301,42 @@ def test_a_lost_session_costs_two_retry_rounds_and_an_old_client_loses_the_messa
     assert [(r.count, r.action) for r in sim.retries.for_message(lost)] == [(1, "ignored_old_client")]
 
 
+def test_groups_members_messages_and_the_clients_send_read_by_every_member_device(
+    sim, paired, start_client, tmp_path
+):
+    alice, bob = "4917600000031", "4917600000032"
+    group = sim.create_group("Sim Group", [alice, bob], devices={alice: [1]})
+    client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "a"))
+    first = sim.deliver_group_text(jid, group, alice, "hello group")
+    assert [e.attrs["type"] for e in sim.received_node_children(first)] == ["pkmsg", "skmsg"]
+    got = client.wait_event("message", id=first, text="hello group")
+    assert got["chat"] == group and got["sender"] == f"{alice}@s.whatsapp.net"
+    second = sim.deliver_group_text(jid, group, alice, "on the sender key alone")
+    assert [e.attrs["type"] for e in sim.received_node_children(second)] == ["skmsg"]
+    client.wait_event("message", id=second, text="on the sender key alone")
+
+    before = len(sim.sent_messages)
+    client.command("send", to=group, text="to the whole group")
+    sent = sim.wait_for_sent(after=before)
+    assert group in sim.groups.metadata_queries  # group.go getGroupInfo
+    assert sent.to == group and sent.text == "to the whole group"
+    assert sent.group_reads == {f"{alice}@s.whatsapp.net": "to the whole group",
+                                f"{alice}:1@s.whatsapp.net": "to the whole group",
+                                f"{bob}@s.whatsapp.net": "to the whole group"}
+    client.stop()
+
+    # A copy without alice's sender key (a restore): her next skmsg cannot be read; whatsmeow's first
+    # retry receipt for a missing sender key carries keys (message.go: isUnavailable), so one round.
+    restored, _ = _connected_copy(sim, paired, start_client, str(tmp_path / "b"))
+    third = sim.deliver_group_text(jid, group, alice, "after the restore")
+    restored.wait_event("message", id=third, text="after the restore", timeout=30)
+    assert [(r.count, r.has_keys, r.action, r.sent_type) for r in sim.retries.for_message(third)] == [
+        (1, True, "new_session_from_keys", "pkmsg")]
+    fourth = sim.deliver_group_text(jid, group, alice, "sender key known again")
+    restored.wait_event("message", id=fourth, text="sender key known again")
+    assert sim.retries.for_message(fourth) == []
+
+
 def test_the_server_asks_for_a_new_batch_when_its_pool_runs_low(sim, paired, start_client, tmp_path):
     # Last of the module's client tests: it spends the device's pool of one-time keys.
     client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "s"))

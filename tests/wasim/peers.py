@@ -36,6 +36,7 @@ class PeerMessage:
     push_name: str
     first_type: str  # "msg" or "pkmsg": how it first went out
     sent_at: float  # time.monotonic() of the first send
+    group: str | None = None  # the group JID, for a member's group message (groups.py)
 
 
 def bundle_for(device, pool_key: tuple[int | None, bytes | None]) -> PreKeyBundle:
@@ -49,6 +50,7 @@ class PeerSender:
     def __init__(self, sim) -> None:
         self.sim = sim
         self.recent: OrderedDict[str, PeerMessage] = OrderedDict()
+        self.nodes: dict[str, Node] = {}  # every delivered message's first node, by id (for tests)
 
     def fetch_bundle(self, device, contact: Contact) -> PreKeyBundle:
         """The server's answer to the peer's key fetch for this device (one one-time key spent)."""
@@ -70,17 +72,26 @@ class PeerSender:
         kind, data = contact.encrypt_for(jid, pad_v2(message))
         message_id = "3EB0" + secrets.token_hex(8).upper()
         sent = PeerMessage(message_id, contact, jid, message, int(time.time()), push_name, kind, time.monotonic())
-        self.recent[message_id] = sent
+        node = self.message_node(sent, kind, data)
+        self.remember(sent, node)
+        conn.send(node)
+        return message_id
+
+    def remember(self, sent: PeerMessage, node: Node) -> None:
+        self.nodes[sent.id] = node
+        self.recent[sent.id] = sent
         while len(self.recent) > RECENT_MESSAGES:
             self.recent.popitem(last=False)
-        conn.send(self.message_node(sent, kind, data))
-        return message_id
 
     @staticmethod
     def message_node(sent: PeerMessage, kind: str, data: bytes, retry_count: int | None = None) -> Node:
         enc_attrs = {"v": "2", "type": kind}
         if retry_count is not None:
             enc_attrs["count"] = str(retry_count)  # retry.go: encrypted.Attrs["count"] = retryCount
+        if sent.group is not None:
+            from .groups import group_attrs
+
+            return Node("message", group_attrs(sent), [Node("enc", enc_attrs, data)])
         return Node("message", {
             "from": JID.parse(sent.contact.jid), "sender_lid": JID.parse(sent.contact.lid), "id": sent.id,
             "t": str(sent.t), "type": "text", "notify": sent.push_name,

@@ -8,7 +8,9 @@ Follows whatsmeow retry.go `handleRetryReceipt` step by step (the peer plays wha
 - no keys: `shouldRecreateSession`: without a session -> fetch a bundle from the server (a one-time
   key handed out); with one and count < 2 -> re-send on the session; count >= 2 -> recreate (fetch)
   unless this peer recreated a session with that device less than an hour ago (`recreateSessionTimeout`);
-- the re-sent message keeps its id and `t`, and its `enc` carries `count` (the receipt's count).
+- the re-sent message keeps its id and `t`, and its `enc` carries `count` (the receipt's count);
+  for a group message it carries the member's sender key distribution message too (`receipt.IsGroup`)
+  and goes to the device alone, from the group with the member as participant.
 A peer whose `answers_retries` is False is an old client: it records the receipt and sends nothing.
 Every receipt is recorded (count, keys, time, what the peer did) for tests and benchmarks.
 """
@@ -20,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from .binxml import Node
+from .groups import with_sender_key
 from .signalsession import PreKeyBundle, pad_v2
 
 RECREATE_SESSION_TIMEOUT = 3600.0  # retry.go recreateSessionTimeout
@@ -103,7 +106,8 @@ class RetryResponder:
             record.action = "fetched_bundle"
         else:
             record.action = "resent_on_session"
-        kind, data = contact.encrypt_for(device, pad_v2(sent.message))
+        plaintext = sent.message if sent.group is None else with_sender_key(sent)
+        kind, data = contact.encrypt_for(device, pad_v2(plaintext))
         record.sent_type = kind
         conn.send(self.peers.message_node(sent, kind, data, retry_count=count))
         self.sim.notify()

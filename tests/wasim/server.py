@@ -25,6 +25,7 @@ from .media import MediaHost
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
+from .groups import GroupDirectory
 from .peers import PeerSender
 from .prekeys import PreKeyPool
 from .retry import RetryResponder
@@ -72,6 +73,7 @@ class SentMessage:
     text: str | None
     node: Node
     message: E2EMessage | None = None  # the decrypted content (for the contact's device 0)
+    group_reads: dict[str, str | None] = field(default_factory=dict)  # group sends: member device -> text
     sim: "WhatsAppSimulator | None" = field(default=None, repr=False)
 
     def media_bytes(self) -> bytes:
@@ -154,6 +156,7 @@ class WhatsAppSimulator:
         PreKeyPool(order=prekey_order)  # refuses an unknown order now rather than at pairing
         self.peers = PeerSender(self)  # contacts' messages to the devices, on kept sessions (peers.py)
         self.retries = RetryResponder(self, self.peers)  # their answers to retry receipts (retry.py)
+        self.groups = GroupDirectory(self)  # groups: metadata, members' messages, the device's sends
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
@@ -332,6 +335,41 @@ class WhatsAppSimulator:
             except OSError:
                 pass
 
+    def peer(self, number: str) -> Contact:
+        """The simulated contact (its device 0) with this phone number or LID user."""
+        return self._contact(number.split("@")[0])
+
+    def is_own_user(self, user: str) -> bool:
+        return user in (self.phone.phone_number, self.phone.lid_user)
+
+    def add_peer_devices(self, number: str, device_ids: list[int]) -> None:
+        """Companion devices of a contact: listed by usync, each with its own keys and sessions."""
+        contact = self.peer(number)
+        for device_id in device_ids:
+            if device_id != 0 and device_id not in contact.linked:
+                contact.linked[device_id] = Contact(contact.jid, contact.lid, push_name=contact.push_name)
+
+    def device_contact(self, user: str, device: int) -> Contact:
+        contact = self.peer(user)
+        if device == 0:
+            return contact
+        if device not in contact.linked:
+            raise SimulatorError(f"{user} has no device {device}")
+        return contact.linked[device]
+
+    def create_group(self, subject: str, members: list[str], devices: dict[str, list[int]] | None = None) -> str:
+        """A group of these contacts and the account (groups.py); returns its JID (…@g.us)."""
+        return self.groups.create(subject, members, devices)
+
+    def deliver_group_text(self, jid: str, group_jid: str, member: str, text: str,
+                           push_name: str = "Sim Member") -> str:
+        """A member's text in a group, to device `jid`: its SKDM the first time, then the skmsg."""
+        return self.groups.deliver(jid, group_jid, member, text, push_name)
+
+    def received_node_children(self, message_id: str) -> list[Node]:
+        """The enc children of a message the simulator delivered (by id), as sent on the wire."""
+        return [c for c in self.peers.nodes.get(message_id, Node("message")).children() if c.tag == "enc"]
+
     def set_peer(self, sender: str, answers_retries: bool = True) -> None:
         """answers_retries=False: this contact's client ignores retry receipts (an old client)."""
         self._contact(sender.split("@")[0]).answers_retries = answers_retries
@@ -465,6 +503,8 @@ class WhatsAppSimulator:
         first = node.children()[0] if node.children() else None
         if kind in ("result", "error"):
             self._handle_iq_answer(conn, node)
+        elif xmlns == "w:g2" and self.groups.handle_iq(conn, node):
+            pass
         elif xmlns == "encrypt" and first is not None and first.tag == "count":
             device = self.devices[str(conn.jid)]
             self._result(conn, node, [Node("count", {"value": str(len(device.pool))})])
@@ -624,6 +664,22 @@ class WhatsAppSimulator:
         return self.peers.deliver(jid, contact, text, push_name, session)
 
     def _handle_message(self, conn: _Connection, node: Node) -> None:
+        recipient = node.attrs.get("to")
+        reads = {}
+        if isinstance(recipient, JID) and recipient.server == "g.us":
+            text, message, reads = self.groups.read_sent(conn, node)
+        else:
+            text, message = self._read_direct(conn, node)
+        with self._cond:
+            pn = node.attrs.get("peer_recipient_pn")
+            self.sent_messages.append(SentMessage(
+                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
+                type=node.attrs.get("type"), text=text, node=node, message=message, sim=self,
+                group_reads=reads))
+        conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
+                               "t": str(int(time.time()))}))
+
+    def _read_direct(self, conn: _Connection, node: Node) -> tuple[str | None, E2EMessage | None]:
         targets = []  # (device jid, enc node)
         participants = node.child("participants")
         for to in participants.children() if participants is not None else []:
@@ -633,30 +689,24 @@ class WhatsAppSimulator:
         for enc in node.children():
             if enc.tag == "enc":
                 targets.append((node.attrs.get("to"), enc))
-        recipient = node.attrs.get("to")
         text = None
         message = None
         for device_jid, enc in targets:
-            if not isinstance(device_jid, JID) or device_jid.device != 0:
-                continue  # companion devices: the simulator does not hold their keys
-            if device_jid.user in (self.phone.phone_number, self.phone.lid_user):
-                continue  # the copy for the account's own phone
-            contact = self._contact(device_jid.user)
+            if not isinstance(device_jid, JID) or self.is_own_user(device_jid.user):
+                continue  # the copies for the account's own phone and companion devices
+            if device_jid.device != 0 and device_jid.device not in self.peer(device_jid.user).linked:
+                continue
+            contact = self.device_contact(device_jid.user, device_jid.device)
             try:
                 decrypted = E2EMessage()
                 decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content,
                                                                    str(conn.jid))))
-                text = decrypted.conversation or decrypted.extendedTextMessage.text
-                message = decrypted
+                if device_jid.device == 0:
+                    text = decrypted.conversation or decrypted.extendedTextMessage.text
+                    message = decrypted
             except (SignalError, ValueError) as exc:
                 self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
-        with self._cond:
-            pn = node.attrs.get("peer_recipient_pn")
-            self.sent_messages.append(SentMessage(
-                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
-                type=node.attrs.get("type"), text=text, node=node, message=message, sim=self))
-        conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
-                               "t": str(int(time.time()))}))
+        return text, message
 
     def send_receipt(self, jid: str, message_id: str, kind: str = "delivered") -> None:
         """The contact's phone acknowledges a message device `jid` sent (whatsmeow receipt.go
@@ -685,7 +735,7 @@ class WhatsAppSimulator:
             is_own = contact.identity is self.phone.identity
             children = []
             if "devices" in query:
-                ids = [0]
+                ids = [0] + sorted(contact.linked)
                 if is_own:
                     ids += sorted(d.jid.device for d in self.devices.values()
                                   if not d.removed and d.signed_prekey is not None)
@@ -704,6 +754,8 @@ class WhatsAppSimulator:
                 continue
             if jid.device == 0:
                 material = self._contact(jid.user).bundle_nodes_material()
+            elif not self.is_own_user(jid.user) and jid.device in self.peer(jid.user).linked:
+                material = self.peer(jid.user).linked[jid.device].bundle_nodes_material()
             else:
                 device = next((d for d in self.devices.values()
                                if d.jid.device == jid.device and d.signed_prekey is not None), None)

@@ -44,6 +44,10 @@ class Contact:
     prekeys: dict[int, KeyPair] = field(default_factory=dict)
     answers_retries: bool = True  # False: an old client that ignores retry receipts
     sessions: dict[str, list[Session]] = field(default_factory=dict)  # client device -> current first
+    linked: dict[int, "Contact"] = field(default_factory=dict)  # this user's other devices (1, 2...)
+    sender_keys: dict[str, object] = field(default_factory=dict)  # group -> our senderkeys.SenderKey
+    distributed: dict[str, set] = field(default_factory=dict)  # group -> client devices that have it
+    group_keys: dict[tuple, object] = field(default_factory=dict)  # (group, client device) -> received key
 
     def __post_init__(self) -> None:
         self.signed_prekey_signature = self.identity.sign(DJB + self.signed_prekey.pub)
