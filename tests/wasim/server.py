@@ -27,7 +27,11 @@ from .onwhatsapp import contact_users
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
-from .signalsession import Contact, PreKeyBundle, SignalError, pad_v2, unpad_v2
+from .groups import GroupDirectory
+from .peers import PeerSender
+from .prekeys import PreKeyPool
+from .retry import RetryResponder
+from .signalsession import Contact, SignalError, unpad_v2
 from .transport import InterceptingProxy, WebSocket, WebSocketClosed, make_tls_files
 
 
@@ -51,8 +55,13 @@ class DeviceRecord:
     identity_pub: bytes
     registration_id: int = 0
     signed_prekey: tuple[int, bytes, bytes] | None = None  # (id, pub, signature)
-    prekeys: dict[int, bytes] = field(default_factory=dict)
+    pool: PreKeyPool = field(default_factory=PreKeyPool)  # one-time pre-keys on the server (prekeys.py)
     removed: bool = False
+
+    @property
+    def prekeys(self) -> dict[int, bytes]:
+        """The one-time pre-keys the server still holds for this device."""
+        return self.pool.keys
 
 
 @dataclass
@@ -66,6 +75,7 @@ class SentMessage:
     text: str | None
     node: Node
     message: E2EMessage | None = None  # the decrypted content (for the contact's device 0)
+    group_reads: dict[str, str | None] = field(default_factory=dict)  # group sends: member device -> text
     sim: "WhatsAppSimulator | None" = field(default=None, repr=False)
 
     def media_bytes(self) -> bytes:
@@ -132,6 +142,8 @@ class WhatsAppSimulator:
         neonize_dir: str | None = None,
         close_grace: float = 0.5,
         keepalive: tuple[float, float, float] | None = None,
+        prekey_order: str = "lowest",
+        prekey_seed: int | None = None,
     ):
         self.workdir = os.path.abspath(workdir)
         self.phone = Phone(phone_number, lid_user)
@@ -150,6 +162,11 @@ class WhatsAppSimulator:
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
         self.not_on_whatsapp: set[str] = set()  # numbers (digits) the usync contact query answers "out"
+        self.prekey_order, self.prekey_seed = prekey_order, prekey_seed  # hand-out order (prekeys.py)
+        PreKeyPool(order=prekey_order)  # refuses an unknown order now rather than at pairing
+        self.peers = PeerSender(self)  # contacts' messages to the devices, on kept sessions (peers.py)
+        self.retries = RetryResponder(self, self.peers)  # their answers to retry receipts (retry.py)
+        self.groups = GroupDirectory(self)  # groups: metadata, members' messages, the device's sends
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
@@ -219,6 +236,13 @@ class WhatsAppSimulator:
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
+
+    notify = _notify  # for the simulator's modules (peers.py, retry.py)
+
+    @property
+    def retry_receipts(self):
+        """Every retry receipt the client sent, with what the peer did (retry.RetryReceipt)."""
+        return list(self.retries.receipts)
 
     def wait_for_qr(self, timeout: float = 10, after: int = 0) -> list[str]:
         """The refs of the first pair-device sent after `after` earlier ones."""
@@ -300,6 +324,66 @@ class WhatsAppSimulator:
         self._ban = (int(seconds), int(code))
 
     # ------------------------------------------------------------ helpers
+
+    def device_record(self, jid: str) -> DeviceRecord:
+        return self._device(jid)
+
+    def live_connection(self, jid: str) -> "_Connection":
+        return self._live(jid, required=True)[-1]
+
+    @staticmethod
+    def error(message: str) -> SimulatorError:
+        return SimulatorError(message)
+
+    def notify_prekey_count(self, device: DeviceRecord) -> None:
+        """WhatsApp's `encrypt` notification with the count of one-time keys left (whatsmeow
+        notification.go `handleEncryptNotification` uploads a batch when it is under 5)."""
+        for conn in self._live(str(device.jid)):
+            try:
+                conn.send(Node("notification", {"from": SERVER_JID, "type": "encrypt", "id": self._iq_id(),
+                                                "t": str(int(time.time()))}, [
+                    Node("count", {"value": str(len(device.pool))})]))
+            except OSError:
+                pass
+
+    def peer(self, number: str) -> Contact:
+        """The simulated contact (its device 0) with this phone number or LID user."""
+        return self._contact(number.split("@")[0])
+
+    def is_own_user(self, user: str) -> bool:
+        return user in (self.phone.phone_number, self.phone.lid_user)
+
+    def add_peer_devices(self, number: str, device_ids: list[int]) -> None:
+        """Companion devices of a contact: listed by usync, each with its own keys and sessions."""
+        contact = self.peer(number)
+        for device_id in device_ids:
+            if device_id != 0 and device_id not in contact.linked:
+                contact.linked[device_id] = Contact(contact.jid, contact.lid, push_name=contact.push_name)
+
+    def device_contact(self, user: str, device: int) -> Contact:
+        contact = self.peer(user)
+        if device == 0:
+            return contact
+        if device not in contact.linked:
+            raise SimulatorError(f"{user} has no device {device}")
+        return contact.linked[device]
+
+    def create_group(self, subject: str, members: list[str], devices: dict[str, list[int]] | None = None) -> str:
+        """A group of these contacts and the account (groups.py); returns its JID (…@g.us)."""
+        return self.groups.create(subject, members, devices)
+
+    def deliver_group_text(self, jid: str, group_jid: str, member: str, text: str,
+                           push_name: str = "Sim Member") -> str:
+        """A member's text in a group, to device `jid`: its SKDM the first time, then the skmsg."""
+        return self.groups.deliver(jid, group_jid, member, text, push_name)
+
+    def received_node_children(self, message_id: str) -> list[Node]:
+        """The enc children of a message the simulator delivered (by id), as sent on the wire."""
+        return [c for c in self.peers.nodes.get(message_id, Node("message")).children() if c.tag == "enc"]
+
+    def set_peer(self, sender: str, answers_retries: bool = True) -> None:
+        """answers_retries=False: this contact's client ignores retry receipts (an old client)."""
+        self._contact(sender.split("@")[0]).answers_retries = answers_retries
 
     def _device(self, jid: str) -> DeviceRecord:
         device = self.devices.get(jid)
@@ -417,6 +501,8 @@ class WhatsAppSimulator:
             self._handle_iq(conn, node)
         elif node.tag == "message":
             self._handle_message(conn, node)
+        elif node.tag == "receipt" and node.attrs.get("type") == "retry":
+            self.retries.handle(conn, node)
         elif node.tag == "ack" and node.attrs.get("class") == "receipt":
             with self._cond:
                 self.receipts_acked.append(node)
@@ -430,9 +516,11 @@ class WhatsAppSimulator:
         first = node.children()[0] if node.children() else None
         if kind in ("result", "error"):
             self._handle_iq_answer(conn, node)
+        elif xmlns == "w:g2" and self.groups.handle_iq(conn, node):
+            pass
         elif xmlns == "encrypt" and first is not None and first.tag == "count":
             device = self.devices[str(conn.jid)]
-            self._result(conn, node, [Node("count", {"value": str(len(device.prekeys))})])
+            self._result(conn, node, [Node("count", {"value": str(len(device.pool))})])
         elif xmlns == "encrypt" and kind == "set" and node.child("list") is not None:
             self._store_prekeys(conn, node)
             self._result(conn, node)
@@ -462,8 +550,8 @@ class WhatsAppSimulator:
     def _store_prekeys(self, conn: _Connection, node: Node) -> None:
         device = self.devices[str(conn.jid)]
         device.registration_id = int.from_bytes(node.child("registration").content, "big")
-        for key in node.child("list").children():
-            device.prekeys[int.from_bytes(key.child("id").content, "big")] = key.child("value").content
+        device.pool.upload({int.from_bytes(key.child("id").content, "big"): key.child("value").content
+                            for key in node.child("list").children()})
         skey = node.child("skey")
         device.signed_prekey = (
             int.from_bytes(skey.child("id").content, "big"),
@@ -495,6 +583,7 @@ class WhatsAppSimulator:
             lid=JID(self.phone.lid_user, "lid", number),
             noise_pub=conn.noise_pub,
             identity_pub=identity_pub,
+            pool=PreKeyPool(order=self.prekey_order, seed=self.prekey_seed),
         )
         identity, key_index = self.phone.device_identity(identity_pub, adv_secret)
         iq_id = self._iq_id()
@@ -578,29 +667,32 @@ class WhatsAppSimulator:
             self.contacts[user] = contact
             return contact
 
-    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact") -> str:
-        """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id."""
-        device = self._device(jid)
-        conns = self._live(jid, required=True)
+    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact",
+                     session: str = "fresh") -> str:
+        """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id.
+        session="fresh": a new Signal session (a pkmsg) every time; "keep": on the session the peer
+        already has with the device (a msg once acknowledged), a new one only when it has none."""
         contact = self._contact(sender.split("@")[0])
-        if device.signed_prekey is None:
-            raise SimulatorError(f"{jid} has not uploaded its pre-keys yet")
-        with self._cond:
-            prekey_id = min(device.prekeys) if device.prekeys else None
-            prekey_pub = device.prekeys.pop(prekey_id) if prekey_id is not None else None
-        spk_id, spk_pub, _ = device.signed_prekey
-        bundle = PreKeyBundle(device.registration_id, device.identity_pub, spk_id, spk_pub,
-                              prekey_id, prekey_pub)
-        plaintext = pad_v2(E2EMessage(conversation=text).SerializeToString())
-        message_id = "3EB0" + secrets.token_hex(8).upper()
-        node = Node("message", {
-            "from": JID.parse(contact.jid), "sender_lid": JID.parse(contact.lid), "id": message_id,
-            "t": str(int(time.time())), "type": "text", "notify": push_name,
-        }, [Node("enc", {"v": "2", "type": "pkmsg"}, contact.encrypt_pkmsg(bundle, plaintext))])
-        conns[-1].send(node)
-        return message_id
+        self._device(jid)
+        return self.peers.deliver(jid, contact, text, push_name, session)
 
     def _handle_message(self, conn: _Connection, node: Node) -> None:
+        recipient = node.attrs.get("to")
+        reads = {}
+        if isinstance(recipient, JID) and recipient.server == "g.us":
+            text, message, reads = self.groups.read_sent(conn, node)
+        else:
+            text, message = self._read_direct(conn, node)
+        with self._cond:
+            pn = node.attrs.get("peer_recipient_pn")
+            self.sent_messages.append(SentMessage(
+                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
+                type=node.attrs.get("type"), text=text, node=node, message=message, sim=self,
+                group_reads=reads))
+        conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
+                               "t": str(int(time.time()))}))
+
+    def _read_direct(self, conn: _Connection, node: Node) -> tuple[str | None, E2EMessage | None]:
         targets = []  # (device jid, enc node)
         participants = node.child("participants")
         for to in participants.children() if participants is not None else []:
@@ -610,29 +702,24 @@ class WhatsAppSimulator:
         for enc in node.children():
             if enc.tag == "enc":
                 targets.append((node.attrs.get("to"), enc))
-        recipient = node.attrs.get("to")
         text = None
         message = None
         for device_jid, enc in targets:
-            if not isinstance(device_jid, JID) or device_jid.device != 0:
-                continue  # companion devices: the simulator does not hold their keys
-            if device_jid.user in (self.phone.phone_number, self.phone.lid_user):
-                continue  # the copy for the account's own phone
-            contact = self._contact(device_jid.user)
+            if not isinstance(device_jid, JID) or self.is_own_user(device_jid.user):
+                continue  # the copies for the account's own phone and companion devices
+            if device_jid.device != 0 and device_jid.device not in self.peer(device_jid.user).linked:
+                continue
+            contact = self.device_contact(device_jid.user, device_jid.device)
             try:
                 decrypted = E2EMessage()
-                decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content)))
-                text = decrypted.conversation or decrypted.extendedTextMessage.text
-                message = decrypted
+                decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content,
+                                                                   str(conn.jid))))
+                if device_jid.device == 0:
+                    text = decrypted.conversation or decrypted.extendedTextMessage.text
+                    message = decrypted
             except (SignalError, ValueError) as exc:
                 self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
-        with self._cond:
-            pn = node.attrs.get("peer_recipient_pn")
-            self.sent_messages.append(SentMessage(
-                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
-                type=node.attrs.get("type"), text=text, node=node, message=message, sim=self))
-        conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
-                               "t": str(int(time.time()))}))
+        return text, message
 
     def send_receipt(self, jid: str, message_id: str, kind: str = "delivered") -> None:
         """The contact's phone acknowledges a message device `jid` sent (whatsmeow receipt.go
@@ -666,7 +753,7 @@ class WhatsAppSimulator:
             is_own = contact.identity is self.phone.identity
             children = []
             if "devices" in query:
-                ids = [0]
+                ids = [0] + sorted(contact.linked)
                 if is_own:
                     ids += sorted(d.jid.device for d in self.devices.values()
                                   if not d.removed and d.signed_prekey is not None)
@@ -685,18 +772,22 @@ class WhatsAppSimulator:
                 continue
             if jid.device == 0:
                 material = self._contact(jid.user).bundle_nodes_material()
+            elif not self.is_own_user(jid.user) and jid.device in self.peer(jid.user).linked:
+                material = self.peer(jid.user).linked[jid.device].bundle_nodes_material()
             else:
                 device = next((d for d in self.devices.values()
                                if d.jid.device == jid.device and d.signed_prekey is not None), None)
                 if device is None:
                     users.append(Node("user", {"jid": jid}, [Node("error", {"code": "404", "text": "item-not-found"})]))
                     continue
-                prekey_id = min(device.prekeys) if device.prekeys else None
+                prekey_id, prekey_pub, went_low = device.pool.take(str(conn.jid))
+                if went_low:
+                    self.notify_prekey_count(device)
                 material = {
                     "registration_id": device.registration_id,
                     "identity": device.identity_pub,
                     "skey": device.signed_prekey,
-                    "key": (prekey_id, device.prekeys.pop(prekey_id)) if prekey_id is not None else None,
+                    "key": (prekey_id, prekey_pub) if prekey_id is not None else None,
                 }
             children = [
                 Node("registration", {}, material["registration_id"].to_bytes(4, "big")),
