@@ -23,6 +23,7 @@ from qrterminal import qr_png
 from session_manager import public_view
 from snapshot_session import SaveInProgress
 from whatsapp import NotConnected
+from whatsapp.refused import NotOwnMessage, SenderNeeded, WhatsAppRefused
 
 log = logging.getLogger("app")
 
@@ -218,7 +219,7 @@ def read():
     ids = list(dict.fromkeys(_message_id(i, "messageIds") for i in ids))
     chat = recipients.recipient(body["chat"])
     sender = _optional_recipient(body.get("sender"), "sender")
-    result = _connection().chat.mark_read(chat, ids, sender=sender)
+    result = _connection().mark_read(chat, ids, sender=sender)
     return jsonify(read=True, chat=chat, messageIds=ids, **result)
 
 
@@ -229,7 +230,7 @@ def presence():
     if body["state"] not in PRESENCE_STATES:
         raise BadRequest(f"state must be one of {', '.join(PRESENCE_STATES)}")
     to = recipients.recipient(body["to"])
-    return jsonify(to=to, state=body["state"], **_connection().chat.send_presence(to, body["state"]))
+    return jsonify(to=to, state=body["state"], **_connection().chat_presence(to, body["state"]))
 
 
 @api.post("/api/react")
@@ -242,7 +243,7 @@ def react():
         raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI_CHARS} characters), or \"\" to remove the reaction")
     chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
     sender = _optional_recipient(body.get("sender"), "sender")
-    result = _connection().chat.react(chat, message_id, emoji, sender=sender)
+    result = _connection().react(chat, message_id, emoji, sender=sender)
     return jsonify(reacted=bool(emoji), chat=chat, messageId=message_id, emoji=emoji, **result)
 
 
@@ -252,7 +253,7 @@ def edit():
     body = _json_body({"chat", "messageId", "text"}, required={"chat", "messageId", "text"})
     text = _text(body["text"])
     chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
-    return jsonify(edited=True, chat=chat, messageId=message_id, **_connection().chat.edit(chat, message_id, text))
+    return jsonify(edited=True, chat=chat, messageId=message_id, **_connection().edit(chat, message_id, text))
 
 
 @api.post("/api/delete")
@@ -260,7 +261,7 @@ def edit():
 def delete():
     body = _json_body({"chat", "messageId"}, required={"chat", "messageId"})
     chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
-    return jsonify(deleted=True, chat=chat, messageId=message_id, **_connection().chat.revoke(chat, message_id))
+    return jsonify(deleted=True, chat=chat, messageId=message_id, **_connection().delete_for_everyone(chat, message_id))
 
 
 @api.post("/api/check-numbers")
@@ -271,13 +272,13 @@ def check_numbers():
     if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_NUMBERS:
         raise BadRequest(f"numbers must be a list of 1 to {MAX_NUMBERS} phone numbers in international form")
     digits = list(dict.fromkeys(recipients.phone_digits(n) for n in numbers))
-    return jsonify(numbers=_connection().user.on_whatsapp(digits))
+    return jsonify(numbers=_connection().on_whatsapp(digits))
 
 
 @api.get("/api/groups")
 @require_key
 def groups():
-    return jsonify(groups=_connection().group.joined())
+    return jsonify(groups=_connection().joined_groups())
 
 
 # -- errors ----------------------------------------------------------------------------------------------
@@ -312,6 +313,18 @@ def register_error_handlers(app: Flask) -> None:
         body, status = error(429, "rate_limited", str(exc), retryAfter=exc.retry_after)
         body.headers["Retry-After"] = str(exc.retry_after)
         return body, status
+
+    @app.errorhandler(NotOwnMessage)
+    def not_own_message(exc: NotOwnMessage):
+        return error(400, "not_own_message", str(exc))
+
+    @app.errorhandler(SenderNeeded)
+    def sender_needed(exc: SenderNeeded):
+        return error(400, "bad_request", str(exc))
+
+    @app.errorhandler(WhatsAppRefused)
+    def whatsapp_refused(exc: WhatsAppRefused):
+        return error(502, "whatsapp_error", str(exc))
 
     @app.errorhandler(NotConnected)
     def not_connected(exc: NotConnected):
