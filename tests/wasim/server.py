@@ -23,6 +23,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
 from .chatactions import ChatActionLog, PeerView, peer_view
 from .media import MediaHost
+from . import joinedgroups
 from .onwhatsapp import contact_users
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
@@ -162,6 +163,7 @@ class WhatsAppSimulator:
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
         self.not_on_whatsapp: set[str] = set()  # numbers (digits) the usync contact query answers "out"
+        self.joined_groups_queries = 0  # "the groups I am in" queries answered (joinedgroups.py)
         self.prekey_order, self.prekey_seed = prekey_order, prekey_seed  # hand-out order (prekeys.py)
         PreKeyPool(order=prekey_order)  # refuses an unknown order now rather than at pairing
         self.peers = PeerSender(self)  # contacts' messages to the devices, on kept sessions (peers.py)
@@ -516,7 +518,7 @@ class WhatsAppSimulator:
         first = node.children()[0] if node.children() else None
         if kind in ("result", "error"):
             self._handle_iq_answer(conn, node)
-        elif xmlns == "w:g2" and self.groups.handle_iq(conn, node):
+        elif xmlns == "w:g2" and (self.groups.handle_iq(conn, node) or joinedgroups.handle_iq(self, conn, node)):
             pass
         elif xmlns == "encrypt" and first is not None and first.tag == "count":
             device = self.devices[str(conn.jid)]
@@ -740,7 +742,7 @@ class WhatsAppSimulator:
         usync = node.child("usync")
         query = {q.tag for q in usync.child("query").children()}
         if "contact" in query:  # "is this number on WhatsApp" (onwhatsapp.py)
-            users = contact_users(usync, lambda n: (self._contact(n).jid, self._contact(n).lid),
+            users = contact_users(usync, lambda n: (self.peer(n).jid, self.peer(n).lid),
                                   self.not_on_whatsapp)
             self._result(conn, node, [Node("usync", dict(usync.attrs), [Node("list", {}, users)])])
             return
