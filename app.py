@@ -20,6 +20,7 @@ import reachability
 import whatsapp
 from api import api, register_error_handlers
 from logsetup import configure_logging
+from pacing import SendPacer
 from session_manager import Session, build_session
 from whatsapp import Connection, load_client_factory
 
@@ -70,6 +71,7 @@ def create_app(
             # Only in front of neonize itself: a test's scripted client has no WhatsApp to probe.
             probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
             keepalive_give_up=cfg.keepalive_give_up,
+            pacer=SendPacer(cfg.send_rate_limit),
         )
 
     app = Flask(__name__)

@@ -28,16 +28,20 @@ from typing import Callable
 
 import neonize_lib
 from clock import iso_from_epoch
-from config import KEEPALIVE_GIVE_UP
+from config import KEEPALIVE_GIVE_UP, SEND_RATE_LIMIT
+from pacing import SendPacer
 from reachability import Unreachable
 from recipients import jid_text
 from whatsapp.backoff import Backoff
+from whatsapp.chat import ChatActions
 from whatsapp.connectionevents import ConnectionEvents
 from whatsapp.factory import default_client_factory
+from whatsapp.group import Groups
 from whatsapp.message import Messages
 from whatsapp.pair import Pairing
 from whatsapp.receipt import Receipts
 from whatsapp.send import Sends
+from whatsapp.user import Users
 from whatsapp.states import (
     CONNECTING,
     NOT_STARTED,
@@ -63,7 +67,7 @@ log = logging.getLogger("whatsapp")
 DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 
 
-class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
+class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActions, Users, Groups):
     def __init__(
         self,
         session,
@@ -76,6 +80,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
         max_connects: int | None = None,
         probe: Callable[[], bool] | None = None,
         keepalive_give_up: float = KEEPALIVE_GIVE_UP,
+        pacer: SendPacer | None = None,
     ) -> None:
         self.session = session  # session_manager.Session
         self._factory = client_factory
@@ -108,6 +113,9 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
         self.on_recycle: Callable[[], None] | None = None
         self._init_pairing(pair_phone)
         self._init_messages()
+        self._init_chat()
+        # Every send and chat action that writes to a chat is counted here (pacing.py, SEND_RATE_LIMIT).
+        self.pacer = pacer or SendPacer(SEND_RATE_LIMIT)
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:
@@ -335,4 +343,5 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
             "keepaliveReconnects": self.keepalive_reconnects,
             "loopErrors": self.loop_errors,
             "webhook": self._webhook.status() if self._webhook is not None else None,
+            "pacing": self.pacer.status(),
         }

@@ -1,5 +1,7 @@
 """What the API sends (whatsmeow's send.go and upload.go): each send takes the lock, checks that there
-is a live connection, uploads media when it has any, sends, and reports the `sent` receipt."""
+is a live connection, counts itself against the send rate limit (pacing.py), uploads media when it has
+any, sends, and reports the `sent` receipt. `to` is a number's or a group's JID: whatsmeow sends to a
+group with its sender key (send.go `sendGroup`)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ class Sends:
 
     def send_text(self, to: str, text: str, reply_to: str | None = None) -> dict:
         with self._lock:
-            client = self._live_client(CONNECTED)
+            client = self._sending_client("a text")
             if reply_to:
                 message = self._reply(to, text, reply_to)
                 response = client.send_message(messages.to_jid(to), message)
@@ -28,6 +30,14 @@ class Sends:
                 message = messages.text(text)
         extra = {"replyTo": reply_to, "quoted": reply_to in self._recent} if reply_to else {}
         return self._sent(to, response, message, **extra)
+
+    def _sending_client(self, what: str):
+        """The live client for a send or chat action that writes to a chat, once the send rate limit
+        lets it through (pacing.TooFast otherwise). Called under the lock, after the connection check,
+        so a request refused for another reason uses up nothing."""
+        client = self._live_client(CONNECTED)
+        self.pacer.take(what)
+        return client
 
     def _reply(self, to: str, text: str, reply_to: str):
         known = self._recent.get(reply_to)
@@ -55,7 +65,7 @@ class Sends:
     def send_document(self, to: str, data: bytes, filename: str, caption: str | None, mimetype: str | None) -> dict:
         mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         with self._lock:
-            client = self._live_client(CONNECTED)
+            client = self._sending_client("a document")
             response = client.send_document(
                 messages.to_jid(to), data, caption=caption or None, filename=filename, mimetype=mimetype
             )
@@ -65,7 +75,7 @@ class Sends:
         """Upload (encrypted by whatsmeow) and send an image; `mimetype` as media.image_type found it."""
         facts = media.image_facts(data)  # before the lock: Pillow's work needs no connection
         with self._lock:
-            client = self._live_client(CONNECTED)
+            client = self._sending_client("an image")
             upload = client.upload(data, neonize_lib.load().MediaType.MediaImage)
             message = messages.image(upload, mimetype, caption, facts)
             response = client.send_message(messages.to_jid(to), message)
@@ -74,7 +84,7 @@ class Sends:
     def send_voice_note(self, to: str, data: bytes, seconds: int) -> dict:
         """Upload an Ogg/Opus file and send it as a voice note (see messages.voice_note)."""
         with self._lock:
-            client = self._live_client(CONNECTED)
+            client = self._sending_client("a voice note")
             upload = client.upload(data, neonize_lib.load().MediaType.MediaAudio)
             message = messages.voice_note(upload, seconds)
             response = client.send_message(messages.to_jid(to), message)
@@ -84,6 +94,6 @@ class Sends:
                       address: str | None = None) -> dict:
         message = messages.location(latitude, longitude, name, address)
         with self._lock:
-            client = self._live_client(CONNECTED)
+            client = self._sending_client("a location")
             response = client.send_message(messages.to_jid(to), message)
         return self._sent(to, response, message)
