@@ -69,6 +69,7 @@ def at_phone(sim, answer):
 def test_read_marks_typing_and_number_checks_reach_whatsapp_as_whatsmeow_sends_them(sim, start_bot, tmp_path,
                                                                                       receiver):
     bot, jid = paired_bot(sim, start_bot, tmp_path, receiver)
+    presences = len(sim.actions.presences)
     first, second = incoming(sim, jid, receiver, "hello?"), incoming(sim, jid, receiver, "anyone there?")
 
     answer = post(bot, "/api/read", {"chat": f"+{CONTACT}", "messageIds": [first, second, first]})
@@ -87,7 +88,7 @@ def test_read_marks_typing_and_number_checks_reach_whatsapp_as_whatsmeow_sends_t
         assert (latest.to, latest.state, latest.media) == (f"{CONTACT}@s.whatsapp.net", *wire)
     # whatsmeow sends no presence before WhatsApp told it the account's name (presence.go SendPresence:
     # ErrNoPushName); the simulator syncs no app state, so the bot says it could not go "available".
-    assert answer["available"] is False and sim.actions.presences == [], answer
+    assert answer["available"] is False and len(sim.actions.presences) == presences, answer
 
     sim.not_on_whatsapp.add(STRANGER)
     answer = post(bot, "/api/check-numbers", {"numbers": [f"+{CONTACT}", f"+{STRANGER}", f"{CONTACT}"]})
@@ -135,7 +136,7 @@ def test_reactions_edits_and_deletes_reach_the_phone_as_whatsapp_applies_them(si
     # The contact's message is not the bot's to edit or delete: refused before anything is sent.
     before = len(sim.sent_messages)
     for path, body in (("/api/edit", {"chat": f"+{CONTACT}", "messageId": question, "text": "x"}),
-                       ("/api/delete", {"chat": f"+{CONTACT}", "messageId": one["id"]})):
+                       ("/api/delete", {"chat": f"+{CONTACT}", "messageId": question})):
         answer = post(bot, path, body, expect=400)
         assert answer["error"] == "not_own_message" and question in answer["message"], answer
     assert len(sim.sent_messages) == before
@@ -154,13 +155,14 @@ def test_typing_marks_the_bot_available_first_once_whatsapp_gave_it_its_name(sim
     wait_for(lambda: sim.login_count(jid) > logins, WAIT, "the login from the stored session")
     bot.wait_state("connected", timeout=WAIT)
 
+    states, presences, received = len(sim.actions.chat_states), len(sim.actions.presences), len(sim.received)
     for state in ("typing", "paused", "typing"):
         answer = post(bot, "/api/presence", {"to": f"+{CONTACT}", "state": state})
         assert answer["available"] is True, answer
-    sim.wait_until(lambda: len(sim.actions.chat_states) >= 3, WAIT, "three chat states")
+    sim.wait_until(lambda: len(sim.actions.chat_states) >= states + 3, WAIT, "three chat states")
     # Once per connection, before the first chat state: WhatsApp shows typing from contacts who are online.
-    assert sim.actions.presences == [{"type": "available", "name": "Front Desk"}]
-    kinds = [node.tag for _, node in sim.received if node.tag in ("presence", "chatstate")]
+    assert sim.actions.presences[presences:] == [{"type": "available", "name": "Front Desk"}]
+    kinds = [node.tag for _, node in sim.received[received:] if node.tag in ("presence", "chatstate")]
     assert kinds == ["presence", "chatstate", "chatstate", "chatstate"], kinds
 
 
@@ -183,3 +185,42 @@ def test_a_send_loop_gets_429_with_retry_after_once_the_rate_limit_is_spent(sim,
     assert bot.count("send rate limit reached (4 per minute)") == 1  # one warning, not one per request
     status = bot.request("GET", "/api/session-status", headers=AUTH)[1]
     assert status["pacing"] == {"perMinute": 4, "refused": 3}
+
+
+MEMBER = "4915100000001"
+
+
+def test_a_group_gets_sends_read_marks_and_reactions_and_is_listed(sim, start_bot, tmp_path, receiver):
+    bot, jid = paired_bot(sim, start_bot, tmp_path, receiver)
+    group = sim.create_group("Front desk", [CONTACT, MEMBER])
+    code, listed = bot.request("GET", "/api/groups", headers=AUTH, timeout=WAIT)
+    assert code == 200 and listed == {"groups": [{"jid": group, "subject": "Front desk", "members": 3}]}, listed
+
+    question = sim.deliver_group_text(jid, group, MEMBER, "who is open today?")
+    event = receiver.wait_for_event("message", timeout=WAIT, where=lambda d: d["id"] == question)[0]["data"]
+    assert event["chat"] == group and event["isGroup"] is True
+
+    answer = post(bot, "/api/send", {"to": group, "text": "we are, until 6"})
+    sent = sim.wait_until(lambda: next((m for m in sim.sent_messages if m.id == answer["id"]), None), WAIT,
+                          "the group message at the simulator")
+    assert sent.group_reads and set(sent.group_reads.values()) == {"we are, until 6"}, sent.group_reads
+    answer = post(bot, "/api/send-location", {"to": group, "latitude": 52.52, "longitude": 13.40})
+    located = sim.wait_until(lambda: next((m for m in sim.sent_messages if m.id == answer["id"]), None), WAIT,
+                             "the group location")
+    assert located.message.locationMessage.degreesLatitude == 52.52
+
+    post(bot, "/api/read", {"chat": group, "messageIds": [question]})  # the bot knows who sent it
+    mark = sim.wait_until(lambda: [r for r in sim.actions.read_receipts if r.ids == [question]], WAIT,
+                          "the group read mark")[0]
+    assert (mark.to, mark.participant) == (group, f"{MEMBER}@s.whatsapp.net")
+
+    answer = post(bot, "/api/react", {"chat": group, "messageId": question, "emoji": "👍"})
+    reaction = sim.wait_until(lambda: next((m for m in sim.sent_messages if m.id == answer["id"]), None), WAIT,
+                              "the group reaction")
+    view = reaction.peer_view()
+    assert (view.kind, view.target, view.from_me) == ("reaction", question, False)
+    # In a group the key names whose message it is (send.go BuildMessageKey: participant).
+    assert reaction.message.reactionMessage.key.participant == f"{MEMBER}@s.whatsapp.net"
+
+    answer = post(bot, "/api/react", {"chat": group, "messageId": "3EB0UNKNOWN0001", "emoji": "👍"}, expect=400)
+    assert "sender" in answer["message"], answer
