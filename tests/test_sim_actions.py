@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from qrterminal import END_MARKER
+from tests.support import mediafiles
 from tests.support.harness import wait_for
 from tests.support.qrdecode import printed_qr_texts
 from tests.support.simulator import WebhookReceiver, sim_overrides
@@ -208,6 +209,12 @@ def test_a_group_gets_sends_read_marks_and_reactions_and_is_listed(sim, start_bo
     located = sim.wait_until(lambda: next((m for m in sim.sent_messages if m.id == answer["id"]), None), WAIT,
                              "the group location")
     assert located.message.locationMessage.degreesLatitude == 52.52
+    image = mediafiles.image("PNG", (64, 48))
+    answer = requests.post(f"{bot.url}/api/send-image", headers=AUTH, timeout=WAIT, data={"to": group},
+                           files={"file": ("menu.png", image, "image/png")}).json()
+    pictured = sim.wait_until(lambda: next((m for m in sim.sent_messages if m.id == answer["id"]), None), WAIT,
+                              "the group image")
+    assert pictured.media_bytes() == image  # a member's phone downloads and decrypts it
 
     post(bot, "/api/read", {"chat": group, "messageIds": [question]})  # the bot knows who sent it
     mark = sim.wait_until(lambda: [r for r in sim.actions.read_receipts if r.ids == [question]], WAIT,

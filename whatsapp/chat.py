@@ -112,7 +112,8 @@ class ChatActions:
         for what it sent); unknown in a 1:1 chat is None (the chat partner), in a group an error."""
         if sender:
             return sender
-        known = self._recent.get(message_id)
+        with self._lock:  # the message thread adds to the cache meanwhile
+            known = self._recent.get(message_id)
         if known is not None:
             return known[0] or self._own_bare_jid()
         if chat.endswith("@g.us"):
@@ -121,7 +122,8 @@ class ChatActions:
         return None
 
     def _own(self, message_id: str, what: str) -> None:
-        known = self._recent.get(message_id)
+        with self._lock:
+            known = self._recent.get(message_id)
         if known is not None and known[0] is not None:
             raise NotOwnMessage(f"message {message_id} came from {known[0]}: the bot can {what} only messages "
                                 "it sent itself")
