@@ -231,3 +231,8 @@ def test_a_group_gets_sends_read_marks_and_reactions_and_is_listed(sim, start_bo
 
     answer = post(bot, "/api/react", {"chat": group, "messageId": "3EB0UNKNOWN0001", "emoji": "👍"}, expect=400)
     assert "sender" in answer["message"], answer
+
+    # A group the number is not in: WhatsApp answers the metadata query 404, whatsmeow says so (group.go
+    # ErrGroupNotFound); a 502 in its words, not a 500.
+    answer = post(bot, "/api/send", {"to": "120363000000000001@g.us", "text": "hello?"}, expect=502)
+    assert answer["error"] == "whatsapp_error" and "group does not exist" in answer["message"], answer

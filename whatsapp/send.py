@@ -1,6 +1,7 @@
 """What the API sends (whatsmeow's send.go and upload.go): each send takes the lock, checks that there
 is a live connection, counts itself against the send rate limit (pacing.py), uploads media when it has
-any, sends, and reports the `sent` receipt. `to` is a number's or a group's JID: whatsmeow sends to a
+any, sends, and reports the `sent` receipt. What WhatsApp refuses (a group the number is not in, a
+failed upload) is WhatsAppRefused with whatsmeow's words (502), not a 500. `to` is a number's or a group's JID: whatsmeow sends to a
 group with its sender key (send.go `sendGroup`)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import media
 import messages
 import neonize_lib
 from clock import iso_from_epoch
+from whatsapp.refused import calling
 from whatsapp.states import CONNECTED
 
 
@@ -24,9 +26,9 @@ class Sends:
             client = self._sending_client("a text")
             if reply_to:
                 message = self._reply(to, text, reply_to)
-                response = client.send_message(messages.to_jid(to), message)
+                response = calling(client.send_message, messages.to_jid(to), message)
             else:
-                response = client.send_message(messages.to_jid(to), text)
+                response = calling(client.send_message, messages.to_jid(to), text)
                 message = messages.text(text)
         extra = {"replyTo": reply_to, "quoted": reply_to in self._recent} if reply_to else {}
         return self._sent(to, response, message, **extra)
@@ -66,9 +68,8 @@ class Sends:
         mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         with self._lock:
             client = self._sending_client("a document")
-            response = client.send_document(
-                messages.to_jid(to), data, caption=caption or None, filename=filename, mimetype=mimetype
-            )
+            response = calling(client.send_document, messages.to_jid(to), data, caption=caption or None,
+                               filename=filename, mimetype=mimetype)
         return self._sent(to, response, None)
 
     def send_image(self, to: str, data: bytes, mimetype: str, caption: str | None) -> dict:
@@ -76,18 +77,18 @@ class Sends:
         facts = media.image_facts(data)  # before the lock: Pillow's work needs no connection
         with self._lock:
             client = self._sending_client("an image")
-            upload = client.upload(data, neonize_lib.load().MediaType.MediaImage)
+            upload = calling(client.upload, data, neonize_lib.load().MediaType.MediaImage)
             message = messages.image(upload, mimetype, caption, facts)
-            response = client.send_message(messages.to_jid(to), message)
+            response = calling(client.send_message, messages.to_jid(to), message)
         return self._sent(to, response, messages.without_media_keys(message))
 
     def send_voice_note(self, to: str, data: bytes, seconds: int) -> dict:
         """Upload an Ogg/Opus file and send it as a voice note (see messages.voice_note)."""
         with self._lock:
             client = self._sending_client("a voice note")
-            upload = client.upload(data, neonize_lib.load().MediaType.MediaAudio)
+            upload = calling(client.upload, data, neonize_lib.load().MediaType.MediaAudio)
             message = messages.voice_note(upload, seconds)
-            response = client.send_message(messages.to_jid(to), message)
+            response = calling(client.send_message, messages.to_jid(to), message)
         return self._sent(to, response, messages.without_media_keys(message))
 
     def send_location(self, to: str, latitude: float, longitude: float, name: str | None = None,
@@ -95,5 +96,5 @@ class Sends:
         message = messages.location(latitude, longitude, name, address)
         with self._lock:
             client = self._sending_client("a location")
-            response = client.send_message(messages.to_jid(to), message)
+            response = calling(client.send_message, messages.to_jid(to), message)
         return self._sent(to, response, message)
