@@ -11,6 +11,7 @@ peer's send to the webhook POST.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import tempfile
 import time
@@ -21,7 +22,7 @@ import snapshot
 from qrterminal import END_MARKER
 from tests.support.dyno import DynoManager
 from tests.support.fake_heroku import FakeHeroku
-from tests.support.harness import BotProcess, base_env, wait_for
+from tests.support.harness import VENV_BIN, BotProcess, base_env, wait_for
 from tests.support.qrdecode import printed_qr_texts
 from tests.support.simulator import WebhookReceiver, sim_overrides
 
@@ -68,6 +69,15 @@ class Run:
         return [d for d in self.deliveries if d.case == case and (d.restore > 0 or not after_restart)]
 
 
+def command_of(checkout: Path) -> list[str]:
+    """The web: command of another checkout's Procfile, with this venv's gunicorn."""
+    for line in (checkout / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            words = shlex.split(line[4:].strip())
+            return [str(VENV_BIN / words[0]), *words[1:]]
+    raise ValueError(f"{checkout}/Procfile has no web: line")
+
+
 def kept_prekey_ids(text: str) -> set[int]:
     """The one-time pre-key ids a snapshot holds (the private halves a restore gets back)."""
     with tempfile.TemporaryDirectory(prefix="continuity-kept-") as scratch:
@@ -88,12 +98,14 @@ class ConfigVarStore:
 
     name = "config-var"
 
-    def __init__(self, sim, root: Path, receiver: WebhookReceiver, extra: dict | None = None):
+    def __init__(self, sim, root: Path, receiver: WebhookReceiver, extra: dict | None = None,
+                 checkout: Path | None = None):
         self.sim = sim
         self.heroku = FakeHeroku(app_name=APP, token=HEROKU_TOKEN).start()
         self.heroku.preset({"HEROKU_API_KEY": HEROKU_TOKEN, "HEROKU_APP_NAME": APP, "API_KEY": API_KEY,
                             "SESSION_SAVE_DELAY": "0.3", "WEBHOOK_URL": receiver.url, **(extra or {})})
-        self.dynos = DynoManager(self.heroku, root, sim_overrides(sim))
+        self.dynos = DynoManager(self.heroku, root, sim_overrides(sim), cwd=checkout,
+                                 command=command_of(checkout) if checkout else None)
 
     @property
     def bot(self) -> BotProcess:
@@ -134,9 +146,11 @@ class PostgresStore:
 
     name = "postgres"
 
-    def __init__(self, sim, root: Path, receiver: WebhookReceiver, database_url: str):
+    def __init__(self, sim, root: Path, receiver: WebhookReceiver, database_url: str,
+                 checkout: Path | None = None):
         self.sim = sim
         self.root = root
+        self.checkout = checkout
         self.env = {**sim_overrides(sim), "API_KEY": API_KEY, "SESSION_SAVE_DELAY": "0.3",
                     "WEBHOOK_URL": receiver.url, "DATABASE_URL": database_url}
         self.bots: list[BotProcess] = []
@@ -147,7 +161,10 @@ class PostgresStore:
 
     def _boot(self) -> BotProcess:
         env = base_env(**self.env, SESSION_DIR=str(self.root / f"boot-{len(self.bots) + 1}" / "session"))
-        self.bots.append(BotProcess(env).start())
+        if self.checkout:
+            self.bots.append(BotProcess(env, cwd=self.checkout, command=command_of(self.checkout)).start())
+        else:
+            self.bots.append(BotProcess(env).start())
         return self.bot
 
     def pair(self) -> str:
