@@ -2,8 +2,9 @@
 
 What it speaks, and where in whatsmeow each step is checked (see the package README):
 transport (socket/*, handshake.go), pairing (pair.go, pair-code.go, qrchan.go), login and the
-stream errors (connectionevents.go), the post-login queries (prekeys.go, keepalive.go), and
-1:1 messages (message.go, send.go, receipt.go) through the Signal session in signalsession.py.
+stream errors (connectionevents.go), the post-login queries (prekeys.go, keepalive.go); contacts,
+messages, retries and groups are in messaging.py (mixed in), peers.py, retry.py, groups.py, and the
+server's pre-key pool in prekeys.py.
 """
 
 from __future__ import annotations
@@ -15,24 +16,22 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Callable
 
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
-
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
-from .chatactions import ChatActionLog, PeerView, peer_view
+from .chatactions import ChatActionLog
 from .media import MediaHost
 from . import joinedgroups
-from .onwhatsapp import contact_users
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
 from .groups import GroupDirectory
+from .messaging import Messaging
 from .peers import PeerSender
 from .prekeys import PreKeyPool
 from .retry import RetryResponder
-from .signalsession import Contact, SignalError, unpad_v2
+from .records import DeviceRecord, SentMessage, SimulatorError
+from .signalsession import Contact
 from .transport import InterceptingProxy, WebSocket, WebSocketClosed, make_tls_files
 
 
@@ -40,58 +39,6 @@ def _text(node: Node | None) -> str:
     if node is None or node.content is None:
         return ""
     return node.content.decode() if isinstance(node.content, bytes) else str(node.content)
-
-
-class SimulatorError(RuntimeError):
-    """A test asked the simulator for something it cannot do in its current state."""
-
-
-@dataclass
-class DeviceRecord:
-    """A companion device the simulated account has linked."""
-
-    jid: JID
-    lid: JID
-    noise_pub: bytes
-    identity_pub: bytes
-    registration_id: int = 0
-    signed_prekey: tuple[int, bytes, bytes] | None = None  # (id, pub, signature)
-    pool: PreKeyPool = field(default_factory=PreKeyPool)  # one-time pre-keys on the server (prekeys.py)
-    removed: bool = False
-
-    @property
-    def prekeys(self) -> dict[int, bytes]:
-        """The one-time pre-keys the server still holds for this device."""
-        return self.pool.keys
-
-
-@dataclass
-class SentMessage:
-    """A <message> the client sent, with its text when the simulator could decrypt it."""
-
-    to: str  # as addressed on the wire (whatsmeow sends 1:1 messages to the LID)
-    recipient_pn: str | None  # the phone-number JID, when the client names it (peer_recipient_pn)
-    id: str
-    type: str
-    text: str | None
-    node: Node
-    message: E2EMessage | None = None  # the decrypted content (for the contact's device 0)
-    group_reads: dict[str, str | None] = field(default_factory=dict)  # group sends: member device -> text
-    sim: "WhatsAppSimulator | None" = field(default=None, repr=False)
-
-    def media_bytes(self) -> bytes:
-        """What the contact's phone shows for this image/audio/document: downloaded from the upload
-        host, checked (SHA-256 of blob and file, MAC) and decrypted with the message's media key."""
-        if self.message is None or self.sim is None:
-            raise SimulatorError(f"message {self.id} was not decrypted")
-        return self.sim.media.open(self.message)
-
-    def peer_view(self) -> PeerView:
-        """What this message does on the contact's phone: a new message, or a reaction, an edit or a
-        revoke of message `target` (chatactions.py)."""
-        if self.message is None:
-            raise SimulatorError(f"message {self.id} was not decrypted")
-        return peer_view(self.node, self.message)
 
 
 class _Connection:
@@ -131,7 +78,7 @@ class _Connection:
         self.closed.set()
 
 
-class WhatsAppSimulator:
+class WhatsAppSimulator(Messaging):
     """The server, the proxy in front of it, and the phone of the one simulated account."""
 
     def __init__(
@@ -336,56 +283,6 @@ class WhatsAppSimulator:
     @staticmethod
     def error(message: str) -> SimulatorError:
         return SimulatorError(message)
-
-    def notify_prekey_count(self, device: DeviceRecord) -> None:
-        """WhatsApp's `encrypt` notification with the count of one-time keys left (whatsmeow
-        notification.go `handleEncryptNotification` uploads a batch when it is under 5)."""
-        for conn in self._live(str(device.jid)):
-            try:
-                conn.send(Node("notification", {"from": SERVER_JID, "type": "encrypt", "id": self._iq_id(),
-                                                "t": str(int(time.time()))}, [
-                    Node("count", {"value": str(len(device.pool))})]))
-            except OSError:
-                pass
-
-    def peer(self, number: str) -> Contact:
-        """The simulated contact (its device 0) with this phone number or LID user."""
-        return self._contact(number.split("@")[0])
-
-    def is_own_user(self, user: str) -> bool:
-        return user in (self.phone.phone_number, self.phone.lid_user)
-
-    def add_peer_devices(self, number: str, device_ids: list[int]) -> None:
-        """Companion devices of a contact: listed by usync, each with its own keys and sessions."""
-        contact = self.peer(number)
-        for device_id in device_ids:
-            if device_id != 0 and device_id not in contact.linked:
-                contact.linked[device_id] = Contact(contact.jid, contact.lid, push_name=contact.push_name)
-
-    def device_contact(self, user: str, device: int) -> Contact:
-        contact = self.peer(user)
-        if device == 0:
-            return contact
-        if device not in contact.linked:
-            raise SimulatorError(f"{user} has no device {device}")
-        return contact.linked[device]
-
-    def create_group(self, subject: str, members: list[str], devices: dict[str, list[int]] | None = None) -> str:
-        """A group of these contacts and the account (groups.py); returns its JID (…@g.us)."""
-        return self.groups.create(subject, members, devices)
-
-    def deliver_group_text(self, jid: str, group_jid: str, member: str, text: str,
-                           push_name: str = "Sim Member") -> str:
-        """A member's text in a group, to device `jid`: its SKDM the first time, then the skmsg."""
-        return self.groups.deliver(jid, group_jid, member, text, push_name)
-
-    def received_node_children(self, message_id: str) -> list[Node]:
-        """The enc children of a message the simulator delivered (by id), as sent on the wire."""
-        return [c for c in self.peers.nodes.get(message_id, Node("message")).children() if c.tag == "enc"]
-
-    def set_peer(self, sender: str, answers_retries: bool = True) -> None:
-        """answers_retries=False: this contact's client ignores retry receipts (an old client)."""
-        self._contact(sender.split("@")[0]).answers_retries = answers_retries
 
     def _device(self, jid: str) -> DeviceRecord:
         device = self.devices.get(jid)
@@ -650,161 +547,3 @@ class WhatsAppSimulator:
                 Node("link_code_pairing_wrapped_primary_ephemeral_pub", {}, code_pairing.wrapped_primary_ephemeral),
                 Node("primary_identity_pub", {}, self.phone.identity.pub),
             ])]))
-
-    # ------------------------------------------------------------ messages
-
-    def _contact(self, user: str) -> Contact:
-        """The contact with this phone number or LID user, created on first mention."""
-        with self._cond:
-            for contact in self.contacts.values():
-                if user in (contact.jid.split("@")[0], contact.lid.split("@")[0]):
-                    return contact
-            if user == self.phone.lid_user:
-                user = self.phone.phone_number
-            if user == self.phone.phone_number:
-                contact = Contact(f"{user}@s.whatsapp.net", f"{self.phone.lid_user}@lid",
-                                  identity=self.phone.identity)
-            else:
-                contact = Contact(f"{user}@s.whatsapp.net", f"8{user}@lid")
-            self.contacts[user] = contact
-            return contact
-
-    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact",
-                     session: str = "fresh") -> str:
-        """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id.
-        session="fresh": a new Signal session (a pkmsg) every time; "keep": on the session the peer
-        already has with the device (a msg once acknowledged), a new one only when it has none."""
-        contact = self._contact(sender.split("@")[0])
-        self._device(jid)
-        return self.peers.deliver(jid, contact, text, push_name, session)
-
-    def _handle_message(self, conn: _Connection, node: Node) -> None:
-        recipient = node.attrs.get("to")
-        reads = {}
-        if isinstance(recipient, JID) and recipient.server == "g.us":
-            text, message, reads = self.groups.read_sent(conn, node)
-        else:
-            text, message = self._read_direct(conn, node)
-        with self._cond:
-            pn = node.attrs.get("peer_recipient_pn")
-            self.sent_messages.append(SentMessage(
-                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
-                type=node.attrs.get("type"), text=text, node=node, message=message, sim=self,
-                group_reads=reads))
-        conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
-                               "t": str(int(time.time()))}))
-
-    def _read_direct(self, conn: _Connection, node: Node) -> tuple[str | None, E2EMessage | None]:
-        targets = []  # (device jid, enc node)
-        participants = node.child("participants")
-        for to in participants.children() if participants is not None else []:
-            for enc in to.children():
-                if enc.tag == "enc":
-                    targets.append((to.attrs.get("jid"), enc))
-        for enc in node.children():
-            if enc.tag == "enc":
-                targets.append((node.attrs.get("to"), enc))
-        text = None
-        message = None
-        for device_jid, enc in targets:
-            if not isinstance(device_jid, JID) or self.is_own_user(device_jid.user):
-                continue  # the copies for the account's own phone and companion devices
-            if device_jid.device != 0 and device_jid.device not in self.peer(device_jid.user).linked:
-                continue
-            contact = self.device_contact(device_jid.user, device_jid.device)
-            try:
-                decrypted = E2EMessage()
-                decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content,
-                                                                   str(conn.jid))))
-                if device_jid.device == 0:
-                    text = decrypted.conversation or decrypted.extendedTextMessage.text
-                    message = decrypted
-            except (SignalError, ValueError) as exc:
-                self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
-        return text, message
-
-    def send_receipt(self, jid: str, message_id: str, kind: str = "delivered") -> None:
-        """The contact's phone acknowledges a message device `jid` sent (whatsmeow receipt.go
-        `handleReceipt`/`parseReceipt`): from the address the message went to, type "" (delivered),
-        "read" or "played"."""
-        sent = next((m for m in self.sent_messages if m.id == message_id), None)
-        if sent is None:
-            raise SimulatorError(f"no sent message {message_id!r}")
-        types = {"delivered": None, "read": "read", "played": "played"}
-        if kind not in types:
-            raise SimulatorError(f"receipt kind must be one of {sorted(types)}")
-        attrs = {"from": JID.parse(sent.to), "id": message_id, "t": str(int(time.time()))}
-        if types[kind]:
-            attrs["type"] = types[kind]
-        self._live(jid, required=True)[-1].send(Node("receipt", attrs))
-
-    def _handle_usync(self, conn: _Connection, node: Node) -> None:
-        usync = node.child("usync")
-        query = {q.tag for q in usync.child("query").children()}
-        if "contact" in query:  # "is this number on WhatsApp" (onwhatsapp.py)
-            users = contact_users(usync, lambda n: (self.peer(n).jid, self.peer(n).lid),
-                                  self.not_on_whatsapp)
-            self._result(conn, node, [Node("usync", dict(usync.attrs), [Node("list", {}, users)])])
-            return
-        users = []
-        for user in usync.child("list").children():
-            jid = user.attrs.get("jid")
-            if not isinstance(jid, JID):
-                continue
-            contact = self._contact(jid.user)
-            is_own = contact.identity is self.phone.identity
-            children = []
-            if "devices" in query:
-                ids = [0] + sorted(contact.linked)
-                if is_own:
-                    ids += sorted(d.jid.device for d in self.devices.values()
-                                  if not d.removed and d.signed_prekey is not None)
-                children.append(Node("devices", {}, [Node("device-list", {}, [
-                    Node("device", {"id": str(i)}) for i in ids])]))
-            if "lid" in query:
-                children.append(Node("lid", {"val": JID.parse(contact.lid)}))
-            users.append(Node("user", {"jid": jid}, children))
-        self._result(conn, node, [Node("usync", dict(usync.attrs), [Node("list", {}, users)])])
-
-    def _handle_key_fetch(self, conn: _Connection, node: Node) -> None:
-        users = []
-        for user in node.child("key").children():
-            jid = user.attrs.get("jid")
-            if not isinstance(jid, JID):
-                continue
-            if jid.device == 0:
-                material = self._contact(jid.user).bundle_nodes_material()
-            elif not self.is_own_user(jid.user) and jid.device in self.peer(jid.user).linked:
-                material = self.peer(jid.user).linked[jid.device].bundle_nodes_material()
-            else:
-                device = next((d for d in self.devices.values()
-                               if d.jid.device == jid.device and d.signed_prekey is not None), None)
-                if device is None:
-                    users.append(Node("user", {"jid": jid}, [Node("error", {"code": "404", "text": "item-not-found"})]))
-                    continue
-                prekey_id, prekey_pub, went_low = device.pool.take(str(conn.jid))
-                if went_low:
-                    self.notify_prekey_count(device)
-                material = {
-                    "registration_id": device.registration_id,
-                    "identity": device.identity_pub,
-                    "skey": device.signed_prekey,
-                    "key": (prekey_id, prekey_pub) if prekey_id is not None else None,
-                }
-            children = [
-                Node("registration", {}, material["registration_id"].to_bytes(4, "big")),
-                Node("type", {}, b"\x05"),
-                Node("identity", {}, material["identity"]),
-                Node("skey", {}, [
-                    Node("id", {}, material["skey"][0].to_bytes(3, "big")),
-                    Node("value", {}, material["skey"][1]),
-                    Node("signature", {}, material["skey"][2]),
-                ]),
-            ]
-            if material["key"] is not None:
-                children.append(Node("key", {}, [
-                    Node("id", {}, material["key"][0].to_bytes(3, "big")),
-                    Node("value", {}, material["key"][1]),
-                ]))
-            users.append(Node("user", {"jid": jid}, children))
-        self._result(conn, node, [Node("list", {}, users)])
