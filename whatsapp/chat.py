@@ -28,6 +28,11 @@ CHAT_STATES = {
 }
 
 
+# `_author` for a message the bot sent itself: resolved to the live client's own JID under the lock (the
+# session learns the device JID only a moment after a pairing, in a child process).
+OWN = "me"
+
+
 class ChatActions:
     """Mixin of Connection (client.py)."""
 
@@ -44,7 +49,7 @@ class ChatActions:
         with self._lock:
             client = self._sending_client("a read mark")
             for author, same in by_sender.items():
-                calling(client.mark_read, *same, chat=messages.to_jid(chat), sender=messages.to_jid(author),
+                calling(client.mark_read, *same, chat=messages.to_jid(chat), sender=self._jid(client, author),
                         receipt=lib.ReceiptType.READ)
         return {}
 
@@ -81,7 +86,7 @@ class ChatActions:
         author = self._author(chat, message_id, sender) or chat
         with self._lock:
             client = self._sending_client("a reaction")
-            message = calling(client.build_reaction, messages.to_jid(chat), messages.to_jid(author), message_id,
+            message = calling(client.build_reaction, messages.to_jid(chat), self._jid(client, author), message_id,
                               emoji)
             response = calling(client.send_message, messages.to_jid(chat), message)
         return {"id": response.ID, "timestamp": int(response.Timestamp)}
@@ -115,11 +120,15 @@ class ChatActions:
         with self._lock:  # the message thread adds to the cache meanwhile
             known = self._recent.get(message_id)
         if known is not None:
-            return known[0] or self._own_bare_jid()
+            return known[0] or OWN
         if chat.endswith("@g.us"):
             raise SenderNeeded(f"message {message_id} of group {chat} is not one the bot received since its "
                                "start: say who sent it (\"sender\")")
         return None
+
+    @staticmethod
+    def _jid(client, author: str):
+        return client.get_me().JID if author == OWN else messages.to_jid(author)
 
     def _own(self, message_id: str, what: str) -> None:
         with self._lock:
