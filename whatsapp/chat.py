@@ -38,6 +38,7 @@ class ChatActions:
 
     def _init_chat(self) -> None:
         self._available_since: float | None = None  # connected_since of the connection that went online
+        self._unavailable_said: float | None = None  # ... on which the log said it could not (said once)
 
     def mark_read(self, chat: str, ids: list[str], sender: str | None = None) -> dict:
         """Marks messages of a chat read. In a group the receipt names who sent them; the bot knows that
@@ -74,8 +75,10 @@ class ChatActions:
         try:
             client.send_presence(lib.Presence.AVAILABLE)
         except Exception as exc:
-            log.info("could not mark the bot online before its chat presence (%s); sending that anyway",
-                     printable(str(exc)))
+            if self._unavailable_said != since:
+                self._unavailable_said = since
+                log.info("could not mark the bot online before its chat presence (%s); sending that anyway",
+                         printable(str(exc)))
             return False
         self._available_since = since
         return True
