@@ -8,8 +8,10 @@ is wrong with it (`ConfigError`), instead of a traceback from deep inside the bo
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import secrets as _secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -37,6 +39,15 @@ KEEPALIVE_GIVE_UP = 50.0
 #: running), so the other threads always stay free for the health check and everything else.
 REQUEST_THREADS = 16
 SAVE_WAITERS = 10
+
+#: Seconds a request's line and headers may take to arrive; a connection slower than that is answered
+#: 408 and closed without ever holding a request thread (request_arrival.py). A real client sends its
+#: headers in one packet; nginx waits 60 s (client_header_timeout), which 16 threads cannot afford.
+REQUEST_ARRIVAL_TIMEOUT = 10.0
+#: A request line and headers larger than this are answered 431. The API needs a few hundred bytes;
+#: the bound also caps what connections still arriving hold (gunicorn's worker_connections, 1,000,
+#: of them at most: 32 MB).
+MAX_REQUEST_HEAD_BYTES = 32 * 1024
 
 #: The Platform API's base URL (HEROKU_API_URL points the bot at a stand-in, as the tests do).
 HEROKU_API_URL = "https://api.heroku.com"
@@ -334,12 +345,16 @@ def with_local_api_key(cfg: Config) -> Config:
     The key is kept in `cfg.api_key_file` (mode 0600, reused by the next start, so a browser's saved
     login keeps working); the log says where, never the key. On Heroku (DYNO set) nothing is generated:
     there API_KEY is a config var, and without it the protected endpoints answer 503 saying so.
+
+    A key file that is a link, not a regular file, not ours, or open to other users is refused with a
+    ConfigError (the start stops, as ssh does with a private key others may read): its key may be known
+    to someone else, and replacing it silently would hide that. The link is never followed.
     """
     if cfg.api_key or cfg.on_heroku:
         return cfg
     path = cfg.api_key_file
     try:
-        key = path.read_text().strip()
+        key = _read_key_file(path)
     except FileNotFoundError:
         key = ""
     except OSError:
@@ -349,9 +364,46 @@ def with_local_api_key(cfg: Config) -> Config:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.unlink(missing_ok=True)
+            # O_EXCL: never through a link someone put there in the meantime.
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as out:
                 out.write(key + "\n")
         except OSError:
             return cfg  # a read-only directory: the endpoints answer 503 with how to set API_KEY
     return dataclasses.replace(cfg, api_key=key, generated_key_file=path)
+
+
+#: A generated key is 32 characters; a key file longer than this is not one of ours.
+MAX_KEY_FILE_BYTES = 4096
+
+
+def _read_key_file(path: Path) -> str:
+    """The key in `path`, checked on the open file itself (no race between a check and the read).
+    ConfigError for a file the bot must not trust; OSError (FileNotFoundError: none yet) otherwise."""
+    from textsafe import printable
+
+    shown = printable(path)
+    # O_NOFOLLOW: a symlink fails to open (ELOOP) instead of being followed; O_NONBLOCK: a FIFO put
+    # there cannot hang the start.
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{shown} is a symbolic link; the bot reads its API key only from a regular file "
+                              f"of its own: delete the link (a new key is generated) or set API_KEY") from None
+        raise
+    try:
+        facts = os.fstat(descriptor)
+        if not stat.S_ISREG(facts.st_mode):
+            raise ConfigError(f"{shown} is not a regular file: delete it (a new key is generated) or set API_KEY")
+        if facts.st_uid != os.geteuid():
+            raise ConfigError(f"{shown} belongs to another user (uid {facts.st_uid}), who may know or change its "
+                              "key: delete it (a new key is generated) or set API_KEY")
+        if facts.st_mode & 0o077:
+            mode = stat.S_IMODE(facts.st_mode)
+            raise ConfigError(f"{shown} may be read or changed by other users (mode {mode:04o}): "
+                              f"`chmod 600 {shown}` if no one else could have read it, else delete it "
+                              "(a new key is generated)")
+        return os.read(descriptor, MAX_KEY_FILE_BYTES).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(descriptor)

@@ -35,6 +35,7 @@ import requests
 
 from clock import iso_now
 from recipients import jid_text
+from textsafe import proto_text
 from webhook import SIGNATURE_HEADER, sign
 
 log = logging.getLogger("webhook")
@@ -60,6 +61,19 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_ATTEMPTS = 10
 DEFAULT_FIRST_RETRY = 1.0
 MAX_RETRY_DELAY = 60.0
+
+
+def encode(payload: dict) -> bytes:
+    """The JSON body of an event. Bytes anywhere in it (a proto2 string field that is not UTF-8) are
+    decoded with replacement; anything else JSON cannot carry raises TypeError (or ValueError for a
+    circular reference)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=_jsonable).encode()
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray)):
+        return proto_text(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def envelope(event: str, data: dict | None = None) -> dict:
@@ -162,11 +176,20 @@ class EventQueue:
                     self._queue.popleft()
 
     def _deliver(self, payload: dict) -> None:
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        name = payload.get("event", "message")
+        try:
+            body = encode(payload)
+        except (TypeError, ValueError) as exc:
+            # A producer put something in the event that JSON cannot carry: counted and said, never
+            # dropped in silence (nor retried: the same payload fails the same way).
+            self.failed += 1
+            self.last_error = f"{name} event could not be encoded as JSON ({type(exc).__name__})"
+            log.error("webhook: the %s event could not be encoded as JSON (%s); it is not sent", name,
+                      type(exc).__name__)
+            return
         headers = {"Content-Type": "application/json", "User-Agent": "whatsapp-heroku-bot webhook"}
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)
-        name = payload.get("event", "message")
         critical = name in CRITICAL
         delay = self._first_retry
         attempt = 0
@@ -219,7 +242,8 @@ def message_data(event) -> dict | None:
     if source.IsFromMe:
         return None
     message = event.Message
-    text = (
+    # proto_text: a field that is not valid UTF-8 comes as bytes (proto2), decoded with replacement.
+    text = proto_text(
         message.conversation
         or message.extendedTextMessage.text
         or message.imageMessage.caption
@@ -228,14 +252,14 @@ def message_data(event) -> dict | None:
         or ""
     )
     return {
-        "id": info.ID,
+        "id": proto_text(info.ID),
         "from": jid_text(source.Sender),
         "chat": jid_text(source.Chat),
         "isGroup": bool(source.IsGroup),
-        "pushName": info.Pushname,
+        "pushName": proto_text(info.Pushname),
         "time": int(info.Timestamp),
-        "type": info.Type or ("text" if text else "other"),
-        "mediaType": info.MediaType or None,
+        "type": proto_text(info.Type) or ("text" if text else "other"),
+        "mediaType": proto_text(info.MediaType) or None,
         "text": text,
         "receivedAt": int(time.time()),
     }

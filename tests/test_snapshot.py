@@ -546,7 +546,7 @@ def test_pack_while_another_process_writes_gets_a_consistent_copy(used, tmp_path
     try:
         seen = set()
         deadline = time.monotonic() + 30
-        while len(seen) < 30 and time.monotonic() < deadline:
+        while len(seen) < 10 and time.monotonic() < deadline:
             text = snapshot.pack(used.session_dir, tier="core")
             assert [m[0] for m in members_of(text)] == [wadb.DB_NAME]
             dest = tmp_path / "restored"

@@ -65,6 +65,8 @@ log = logging.getLogger("whatsapp")
 # still happen (sessions that end, QR rounds, handshakes that fail past the probe) are bounded by
 # handing over to a fresh worker after this many (the session on disk or in the database stays).
 DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
+# How long stop() waits for the connection thread while a QR code is shown (see stop()).
+QR_STOP_WAIT = 0.5
 
 
 class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActions, Users, Groups):
@@ -138,6 +140,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActio
 
     def stop(self, timeout: float = 8.0) -> None:
         """Disconnect and let the thread end; no save, no wipe (a SIGTERM is not a logout)."""
+        waiting_for_scan = self.state == WAITING_FOR_QR
         self._stopping.set()
         self._wakeup.set()
         self._cancel_qr_timer()
@@ -145,8 +148,14 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActio
         self._stop_client()
         thread = self._thread
         if thread and thread is not threading.current_thread():
+            if waiting_for_scan:
+                # While a QR code is shown, neonize's connect() does not return on Stop(): its Go side
+                # reads whatsmeow's QR channel until it closes (goneonize/main.go), and an expected
+                # Disconnect() ends whatsmeow's QR emitter without closing it (qrchan.go). Nothing
+                # is stored yet, so there is nothing to wait for: a SIGTERM used to take 8 s more here.
+                timeout = min(timeout, QR_STOP_WAIT)
             thread.join(timeout)
-            if thread.is_alive():
+            if thread.is_alive() and not waiting_for_scan:
                 log.warning("connection thread still busy after %.0fs; exiting anyway", timeout)
         if self._webhook:
             self._webhook.stop()

@@ -88,7 +88,7 @@ class Messaging:
             self.contacts[user] = contact
             return contact
 
-    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact",
+    def deliver_text(self, jid: str, sender: str, text: str, push_name: str | bytes = "Sim Contact",
                      session: str = "fresh") -> str:
         """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id.
         session="fresh": a new Signal session (a pkmsg) every time; "keep": on the session the peer
