@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -245,10 +246,7 @@ def presence():
 @require_key
 def react():
     body = _json_body({"chat", "messageId", "emoji", "sender"}, required={"chat", "messageId", "emoji"})
-    emoji = body["emoji"]
-    if not isinstance(emoji, str) or len(emoji) > MAX_EMOJI_CHARS or (emoji and not emoji.isprintable()) \
-            or emoji != emoji.strip():
-        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI_CHARS} characters), or \"\" to remove the reaction")
+    emoji = _emoji(body["emoji"])
     chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
     sender = _optional_recipient(body.get("sender"), "sender")
     result = _connection().react(chat, message_id, emoji, sender=sender)
@@ -403,6 +401,18 @@ def _text(text) -> str:
     if len(text) > MAX_TEXT_CHARS:
         raise BadRequest(f"text is longer than {MAX_TEXT_CHARS} characters")
     return text
+
+
+def _emoji(value) -> str:
+    """One emoji, or "" (removes the reaction). Joiners, variation selectors and tag characters are what
+    families, skin tones and flags are made of (format and mark characters); controls, spaces, surrogates
+    and unassigned code points are not part of any emoji."""
+    if not isinstance(value, str) or len(value) > MAX_EMOJI_CHARS or any(
+        unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp") for ch in value
+    ):
+        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI_CHARS} characters), or \"\" to remove "
+                         "the reaction")
+    return value
 
 
 def _message_id(value, field: str) -> str:

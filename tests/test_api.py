@@ -581,6 +581,7 @@ def test_chat_actions_answer_409_while_not_connected_and_refuse_other_sites(bot,
     ("/api/presence", {"to": "+14155552671", "state": "online"}, "typing, recording, paused"),
     ("/api/react", {"chat": "+14155552671", "messageId": "3EB0", "emoji": "x" * 33}, "emoji"),
     ("/api/react", {"chat": "+14155552671", "messageId": "3EB0", "emoji": " 👍"}, "emoji"),
+    ("/api/react", {"chat": "+14155552671", "messageId": "3EB0", "emoji": "\u0000"}, "emoji"),
     ("/api/react", {"chat": "+14155552671", "messageId": "../x", "emoji": "👍"}, "messageId"),
     ("/api/edit", {"chat": "+14155552671", "messageId": "3EB0", "text": ""}, "text"),
     ("/api/delete", {"chat": "+14155552671"}, "messageId"),
@@ -593,3 +594,12 @@ def test_chat_actions_refuse_bad_input_with_the_one_error_shape(bot, path, body,
     response = client.post(path, json=body, headers=AUTH)
     assert response.status_code == 400 and set(response.json) == {"error", "message"}, response.json
     assert words in response.json["message"]
+
+
+@pytest.mark.parametrize("emoji", ["👍", "❤️", "👨‍👩‍👧", "👋🏽", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", ""])
+def test_react_takes_emoji_made_of_joiners_modifiers_and_tags(bot, emoji):
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    response = client.post("/api/react", json={"chat": "+14155552671", "messageId": "3EB0", "emoji": emoji},
+                           headers=AUTH)
+    assert response.status_code == 409, response.json  # past the checks: only the connection is missing
