@@ -20,6 +20,7 @@ import reachability
 import whatsapp
 from api import api, register_error_handlers
 from logsetup import configure_logging
+from pacing import SendPacer
 from session_manager import Session, build_session
 from whatsapp import Connection, load_client_factory
 
@@ -92,6 +93,7 @@ def create_app(
             reject_calls=cfg.reject_calls,
             reject_calls_message=cfg.reject_calls_message,
             unreachable_grace=cfg.unreachable_grace,
+            pacer=SendPacer(cfg.send_rate_limit),
         )
 
     app = Flask(__name__)

@@ -74,6 +74,11 @@ MAX_CALL_REPLY_CHARS = 4096
 #: An API_KEY shorter than this starts with a warning (it still works).
 MIN_API_KEY_CHARS = 16
 
+#: Sends and chat actions per minute (SEND_RATE_LIMIT) before the API answers 429. WhatsApp bans numbers
+#: that send too much, too fast; a person typing and tapping by hand stays well under one every two
+#: seconds over a whole minute, so this only stops a loop (a bug in the owner's code) in its first minute.
+SEND_RATE_LIMIT = 30
+
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or contradicts another; the message names the variable."""
@@ -105,6 +110,7 @@ class Config:
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
     keepalive_give_up: float = KEEPALIVE_GIVE_UP
     unreachable_grace: float = UNREACHABLE_GRACE  # seconds out of reach before the `unreachable` event
+    send_rate_limit: int = SEND_RATE_LIMIT  # sends + chat actions per minute; 0: no limit
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
     media_cache_entries: int = MEDIA_CACHE_ENTRIES
     media_cache_seconds: float = MEDIA_CACHE_SECONDS
@@ -151,6 +157,11 @@ class Config:
                 f"API_KEY has {len(self.api_key)} characters, fewer than {MIN_API_KEY_CHARS}: anyone who guesses "
                 "it can send messages as this WhatsApp number, read its QR code and wipe its session; "
                 "use a random one (openssl rand -hex 24)"
+            )
+        if self.send_rate_limit == 0:
+            found.append(
+                "SEND_RATE_LIMIT=0: sends are not paced; a loop in the code calling the API can send "
+                "thousands of messages a minute, and WhatsApp bans numbers that send too much, too fast"
             )
         if self.on_heroku and self.session_store == "file":
             found.append(
@@ -362,6 +373,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reject_calls=reject_calls,
         reject_calls_message=reject_calls_message,
         unreachable_grace=_positive_seconds(env, "UNREACHABLE_GRACE", UNREACHABLE_GRACE, high=86400),
+        send_rate_limit=_integer(env, "SEND_RATE_LIMIT", SEND_RATE_LIMIT, low=0, high=10_000),
         log_level=log_level,
         dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),

@@ -29,20 +29,23 @@ from typing import Callable
 
 import neonize_lib
 from clock import iso_from_epoch
-from config import KEEPALIVE_GIVE_UP, MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS
-from config import KEEPALIVE_GIVE_UP, UNREACHABLE_GRACE
+from config import KEEPALIVE_GIVE_UP, MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS, SEND_RATE_LIMIT, UNREACHABLE_GRACE
+from pacing import SendPacer
 from reachability import Unreachable
 from recipients import jid_text
 from whatsapp.backoff import Backoff
 from whatsapp.call import Calls
+from whatsapp.chat import ChatActions
 from whatsapp.connectionevents import ConnectionEvents
 from whatsapp.download import Downloads
 from whatsapp.factory import default_client_factory
+from whatsapp.group import Groups
 from whatsapp.message import Messages
 from whatsapp.outage import CONNECT_FAILED, CONNECTION_LOST, NO_ANSWER, OutageWatch
 from whatsapp.pair import Pairing
 from whatsapp.receipt import Receipts
 from whatsapp.send import Sends
+from whatsapp.user import Users
 from whatsapp.states import (
     CONNECTING,
     NOT_STARTED,
@@ -72,7 +75,7 @@ DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 QR_STOP_WAIT = 0.5
 
 
-class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads, Calls):
+class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActions, Users, Groups, Downloads, Calls):
     def __init__(
         self,
         session,
@@ -91,6 +94,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
         reject_calls: bool = False,
         reject_calls_message: str | None = None,
         unreachable_grace: float = UNREACHABLE_GRACE,
+        pacer: SendPacer | None = None,
     ) -> None:
         self.session = session  # session_manager.Session
         self._factory = client_factory
@@ -130,6 +134,9 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
         self._init_messages()
         self._init_downloads(media_dir, media_cache_entries, media_cache_seconds)
         self._init_calls(reject_calls, reject_calls_message)
+        self._init_chat()
+        # Every send and chat action that writes to a chat is counted here (pacing.py, SEND_RATE_LIMIT).
+        self.pacer = pacer or SendPacer(SEND_RATE_LIMIT)
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:
@@ -379,4 +386,5 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
             "qr": ({"index": self.qr_index, "expiresAt": iso_from_epoch(self.qr_expires_at)}
                    if self.state == WAITING_FOR_QR and self.last_qr is not None else None),
             "webhook": self._webhook.status() if self._webhook is not None else None,
+            "pacing": self.pacer.status(),
         }

@@ -36,9 +36,23 @@ def spec() -> OpenAPI:
     return OpenAPI.from_dict(apidoc.document())
 
 
+def check_http(method: str, path: str, response) -> None:
+    """The same check for an answer from a live bot over HTTP (a `requests` response): the request
+    rebuilt as werkzeug sees it (method and path are all the check needs of it)."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Response
+
+    request = EnvironBuilder(method=method, path=path).get_request()
+    answer = Response(response.content, status=response.status_code, headers=list(response.headers.items()))
+    _check(request, answer)
+
+
 def check_response(response) -> None:
     """Raise AnswerOutsideSchema when a werkzeug test response does not fit its operation's schema."""
-    request = response.request
+    _check(response.request, response)
+
+
+def _check(request, response) -> None:
     what = f"{request.method} {request.path} -> {response.status_code}"
     try:
         spec().validate_response(_AnsweredRequest(request), WerkzeugOpenAPIResponse(response))

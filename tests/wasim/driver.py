@@ -38,6 +38,7 @@ def main(db_path: str) -> int:
         StreamErrorEv,
         StreamReplacedEv,
         TemporaryBanEv,
+        UndecryptableMessageEv,
     )
     from neonize.utils.jid import Jid2String, build_jid
 
@@ -112,6 +113,10 @@ def main(db_path: str) -> int:
         offers[meta.callID] = meta.callCreator
         emit("call_offer", id=meta.callID, caller=Jid2String(meta.callCreator), sender=Jid2String(getattr(meta, "from")),
              platform=ev.callRemoteMeta.remotePlatform)
+    @client.event(UndecryptableMessageEv)
+    def on_undecryptable(_client, ev) -> None:
+        emit("undecryptable", id=ev.Info.ID, sender=Jid2String(ev.Info.MessageSource.Sender),
+             unavailable=bool(ev.IsUnavailable))
 
     def connect() -> None:
         try:
