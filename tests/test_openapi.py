@@ -1,7 +1,7 @@
 """The API's OpenAPI 3.1 document (openapi.yaml, served at GET /api/openapi.json) tells the truth:
 it is valid, it names exactly the app's routes, its limits are the code's, its webhooks are the events
-the bot sends, every answer the tests receive fits it (tests/support/openapi_check.py), and Schemathesis,
-given the document alone, finds nothing against a live bot.
+the bot sends, and every answer the tests receive fits it (tests/support/openapi_check.py). Against a
+live bot (the simulator, Schemathesis): tests/test_openapi_live.py.
 """
 
 from __future__ import annotations
@@ -10,14 +10,11 @@ import http.server
 import io
 import json
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 import api
@@ -32,9 +29,7 @@ from config import Config
 from tests.support import mediafiles
 from tests.support.botkit import Bot
 from tests.support.harness import ROOT, free_port, wait_for
-from tests.support.openapi_check import AnswerOutsideSchema, SchemaCheckedClient, check_response
-from tests.support.scripted_client import Control
-from tests.support.simulator import WebhookReceiver
+from tests.support.openapi_check import AnswerOutsideSchema, SchemaCheckedClient, check_response, event_validator
 
 KEY = "openapi-test-key-0123456789"
 AUTH = {"X-Api-Key": KEY}
@@ -139,12 +134,6 @@ def test_the_documents_limits_and_names_are_the_codes():
 
 # -- webhook events ---------------------------------------------------------------------------------------
 
-def _event_validator(name: str) -> OAS31Validator:
-    pointer = f"#/webhooks/{name}/post/requestBody/content/application~1json/schema"
-    # The whole document as the root, so the $refs to components resolve; its other keys are no keywords.
-    return OAS31Validator({**DOC, "$ref": pointer})
-
-
 def _readme_event_examples() -> dict[str, dict]:
     """The `data` example of each row of the README's Events table."""
     examples = {}
@@ -164,9 +153,9 @@ def test_the_readmes_event_examples_fit_the_documented_webhooks():
         payload = events.envelope(name, data)
         if name == events.MESSAGE:
             payload = {**data, **payload}
-        _event_validator(name).validate(payload)
+        event_validator(name).validate(payload)
     wrong = events.envelope(events.RECEIPT, {**examples["receipt"], "status": "lost"})
-    assert not _event_validator(events.RECEIPT).is_valid(wrong)
+    assert not event_validator(events.RECEIPT).is_valid(wrong)
 
 
 class _Recorder:
@@ -275,7 +264,7 @@ def test_the_events_the_bot_sends_fit_their_webhooks(tmp_path):
     expected = set(events.NAMES) - {events.CLIENT_OUTDATED, events.LOGGED_OUT}
     assert recorder.names() >= expected, expected - recorder.names()
     for payload in recorder.payloads:
-        _event_validator(payload["event"]).validate(payload)
+        event_validator(payload["event"]).validate(payload)
     photo = [p["data"]["media"] for p in recorder.payloads if p["event"] == "message" and p["data"]["media"]]
     assert photo and photo[0]["url"] == "/api/media/3EB0PHOTO"
 
@@ -439,46 +428,6 @@ def test_the_status_and_save_answers_on_postgres_fit_the_document(pg_server, dat
         assert client.post("/api/save-session", headers=AUTH).status_code == 409
 
 
-SIM_OPTIONS = {"phone_number": "14155550188"}  # for conftest's `sim` (the simulator test below)
-CONTACT = "4915112345678"
-
-
-def test_the_chat_actions_answers_from_a_bot_on_the_simulator_fit_the_document(sim, start_bot, tmp_path):
-    """Read marks, typing, reactions, edits, deletes, number checks and groups answered by the real bot
-    (Procfile's gunicorn, real neonize) logged in to the WhatsApp simulator, each answer checked."""
-    import requests
-
-    from qrterminal import END_MARKER
-    from tests.support.openapi_check import check_http
-    from tests.support.qrdecode import printed_qr_texts
-    from tests.support.simulator import sim_overrides
-
-    qr_before = len(sim.qr_refs)
-    bot = start_bot(**sim_overrides(sim), API_KEY=KEY, SESSION_DIR=str(tmp_path / "session"), SESSION_SAVE_DELAY="0.3")
-    sim.wait_for_qr(timeout=30, after=qr_before)
-    bot.wait_for_line(END_MARKER, timeout=30)
-    jid = sim.scan_qr(printed_qr_texts(bot.output())[0])
-    sim.wait_logged_in(jid, timeout=30)
-    bot.wait_state("connected", timeout=30)
-
-    def call(method: str, path: str, body=None) -> dict:
-        response = requests.request(method, bot.url + path, json=body, headers=AUTH, timeout=30)
-        check_http(method, path, response)
-        assert response.status_code == 200, (path, response.status_code, response.text[:300])
-        return response.json()
-
-    received = sim.deliver_text(jid, CONTACT, "is the shop open?", push_name="Ada")  # 1:1: no sender needed
-    call("POST", "/api/read", {"chat": f"+{CONTACT}", "messageIds": [received]})
-    call("POST", "/api/presence", {"to": f"+{CONTACT}", "state": "typing"})
-    call("POST", "/api/react", {"chat": f"+{CONTACT}", "messageId": received, "emoji": "\U0001f44d"})
-    own = call("POST", "/api/send", {"to": f"+{CONTACT}", "text": "yes, until 6"})
-    call("POST", "/api/edit", {"chat": f"+{CONTACT}", "messageId": own["id"], "text": "yes, until 7"})
-    call("POST", "/api/delete", {"chat": f"+{CONTACT}", "messageId": own["id"]})
-    numbers = call("POST", "/api/check-numbers", {"numbers": [f"+{CONTACT}"]})["numbers"]
-    assert numbers[0]["number"] == f"+{CONTACT}"
-    assert isinstance(call("GET", "/api/groups")["groups"], list)
-
-
 # -- what the answer check and Schemathesis found ------------------------------------------------------------
 
 def test_a_method_a_path_does_not_take_is_a_json_405_naming_the_ones_it_does(bot):
@@ -504,60 +453,3 @@ def test_save_session_refuses_a_force_value_it_does_not_know(bot):
     for value, forced in (("TRUE", True), ("yes", True), ("1", True), ("0", False), ("no", False), ("", False)):
         response = client.post(f"/api/save-session?force={value}", headers=AUTH)
         assert response.status_code == 200 and response.json["reason"].endswith("(forced)") == forced, value
-
-
-# -- Schemathesis against the live bot ------------------------------------------------------------------
-
-SCHEMATHESIS_SEED = 20261203  # the same cases every run: CI must not turn red by chance
-
-
-def _schemathesis(bot, tmp_path, examples: int, *selection: str) -> None:
-    """One `schemathesis run` from GET /api/openapi.json alone (the key is all it is given): the
-    document's examples, boundary values (coverage) and random cases, valid and invalid, one worker,
-    every check but the two tests/schemathesis.toml explains."""
-    run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
-         "run", f"{bot.url}/api/openapi.json", "--header", f"X-Api-Key: {KEY}",
-         "--phases", "examples,coverage,fuzzing", "--max-examples", str(examples),
-         "--seed", str(SCHEMATHESIS_SEED), "--workers", "1", "--request-timeout", "30",
-         "--no-color", "--output-truncate", "true", "--report", "junit", "--report-dir", str(tmp_path / "report"),
-         *selection],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8"},
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0 and " passed" in output, output[-12000:]
-
-
-def test_schemathesis_finds_nothing_against_the_live_bot(sim, start_bot, tmp_path):
-    """Real gunicorn (Procfile) and real neonize logged in to the WhatsApp simulator, a webhook
-    receiver. First with the bot connected (sends and chat actions reach the simulator, paced by
-    SEND_RATE_LIMIT; /api/clear-session left out, it would end that), then every operation, clear-session
-    included, so the rest also runs against a bot waiting for a scan. Every answer fits its schema, no
-    request gets a 5xx, the bot logs no traceback, and every event it POSTs meanwhile fits its webhook."""
-    from qrterminal import END_MARKER
-    from tests.support.qrdecode import printed_qr_texts
-    from tests.support.simulator import sim_overrides
-
-    receiver = WebhookReceiver().start()
-    try:
-        qr_before = len(sim.qr_refs)
-        bot = start_bot(**sim_overrides(sim), API_KEY=KEY, SESSION_DIR=str(tmp_path / "session"),
-                        SESSION_SAVE_DELAY="0.3", WEBHOOK_URL=receiver.url)
-        sim.wait_for_qr(timeout=30, after=qr_before)
-        bot.wait_for_line(END_MARKER, timeout=30)
-        jid = sim.scan_qr(printed_qr_texts(bot.output())[0])
-        sim.wait_logged_in(jid, timeout=30)
-        bot.wait_state("connected", timeout=30)
-        _schemathesis(bot, tmp_path, 25, "--exclude-path", "/api/clear-session")
-        assert bot.request("GET", "/api/health")[1]["state"] == "connected"
-        _schemathesis(bot, tmp_path, 10)
-        assert bot.proc.poll() is None, "the bot still runs"
-        log = bot.output()
-        assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
-        posts = [json.loads(post.body) for post in receiver.posts]
-    finally:
-        receiver.stop()
-    assert {p["event"] for p in posts} >= {"qr", "paired", "connected", "receipt", "logged_out"}
-    for payload in posts:
-        _event_validator(payload["event"]).validate(payload)

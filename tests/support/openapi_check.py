@@ -14,8 +14,16 @@ from flask.testing import FlaskClient
 from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
+from openapi_schema_validator import OAS31Validator
 
 import apidoc
+
+
+def event_validator(name: str) -> OAS31Validator:
+    """A JSON Schema validator for the webhook `name`'s request body (the event's whole payload)."""
+    pointer = f"#/webhooks/{name}/post/requestBody/content/application~1json/schema"
+    # The whole document as the root, so the $refs to components resolve; its other keys are no keywords.
+    return OAS31Validator({**apidoc.document(), "$ref": pointer})
 
 
 class _AnsweredRequest(WerkzeugOpenAPIRequest):
