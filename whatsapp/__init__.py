@@ -12,6 +12,8 @@
 | user.py | which phone numbers are on WhatsApp |
 | group.py | the groups the account is in |
 | refused.py | why a chat action did not happen: the caller's mistake or WhatsApp's refusal |
+| download.py | customers' files: their keys as they arrive, the checked download GET /api/media asks for |
+| call.py | calls offered to the number: the `call` event, declined with REJECT_CALLS |
 | factory.py | the neonize client (or a test seam's) |
 | backoff.py, states.py | retry delays; the states the API reports |
 """

@@ -24,24 +24,26 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 import neonize_lib
 from clock import iso_from_epoch
-from config import KEEPALIVE_GIVE_UP, SEND_RATE_LIMIT
+from config import KEEPALIVE_GIVE_UP, MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS, SEND_RATE_LIMIT
 from pacing import SendPacer
 from reachability import Unreachable
 from recipients import jid_text
 from whatsapp.backoff import Backoff
+from whatsapp.call import Calls
 from whatsapp.chat import ChatActions
 from whatsapp.connectionevents import ConnectionEvents
+from whatsapp.download import Downloads
 from whatsapp.factory import default_client_factory
 from whatsapp.group import Groups
 from whatsapp.message import Messages
 from whatsapp.pair import Pairing
 from whatsapp.receipt import Receipts
 from whatsapp.send import Sends
-from whatsapp.user import Users
 from whatsapp.states import (
     CONNECTING,
     NOT_STARTED,
@@ -53,6 +55,7 @@ from whatsapp.states import (
     Next,
     NotConnected,
 )
+from whatsapp.user import Users
 
 log = logging.getLogger("whatsapp")
 
@@ -69,7 +72,8 @@ DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 QR_STOP_WAIT = 0.5
 
 
-class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActions, Users, Groups):
+class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads, Calls, ChatActions, Users,
+                 Groups):
     def __init__(
         self,
         session,
@@ -83,6 +87,11 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActio
         probe: Callable[[], bool] | None = None,
         keepalive_give_up: float = KEEPALIVE_GIVE_UP,
         pacer: SendPacer | None = None,
+        media_dir: Path | str = "session",
+        media_cache_entries: int = MEDIA_CACHE_ENTRIES,
+        media_cache_seconds: float = MEDIA_CACHE_SECONDS,
+        reject_calls: bool = False,
+        reject_calls_message: str | None = None,
     ) -> None:
         self.session = session  # session_manager.Session
         self._factory = client_factory
@@ -118,6 +127,8 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, ChatActio
         self._init_chat()
         # Every send and chat action that writes to a chat is counted here (pacing.py, SEND_RATE_LIMIT).
         self.pacer = pacer or SendPacer(SEND_RATE_LIMIT)
+        self._init_downloads(media_dir, media_cache_entries, media_cache_seconds)
+        self._init_calls(reject_calls, reject_calls_message)
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:

@@ -93,9 +93,19 @@ class Messaging:
         """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id.
         session="fresh": a new Signal session (a pkmsg) every time; "keep": on the session the peer
         already has with the device (a msg once acknowledged), a new one only when it has none."""
+        return self.deliver_message(jid, sender, E2EMessage(conversation=text), push_name=push_name, session=session)
+
+    def deliver_message(self, jid: str, sender: str, message: E2EMessage, *, push_name: str | bytes = "Sim Contact",
+                        node_type: str = "text", media_type: str | None = None, edit: str | None = None,
+                        message_id: str | None = None, session: str = "fresh") -> str:
+        """Any incoming 1:1 message (a waE2E.Message) from `sender` to device `jid`; returns its id.
+        `node_type`, the enc node's `mediatype` and the `edit` attribute as WhatsApp sets them (whatsmeow
+        send.go getTypeFromMessage / getMediaTypeFromMessage / getEditAttribute; message.go
+        parseMessageInfo reads them back). peer_events.py builds the messages."""
         contact = self._contact(sender.split("@")[0])
         self._device(jid)
-        return self.peers.deliver(jid, contact, text, push_name, session)
+        return self.peers.deliver(jid, contact, message, push_name, session, node_type=node_type,
+                                  media_type=media_type, edit=edit, message_id=message_id)
 
     def _handle_message(self, conn: _Connection, node: Node) -> None:
         recipient = node.attrs.get("to")

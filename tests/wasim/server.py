@@ -20,6 +20,7 @@ from typing import Callable
 
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
 from .chatactions import ChatActionLog
+from .download import PeerMediaHost
 from .media import MediaHost
 from . import joinedgroups
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
@@ -107,6 +108,7 @@ class WhatsAppSimulator(Messaging):
         self.pair_code_requests: list[dict] = []
         self.sent_messages: list[SentMessage] = []
         self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
+        self.peer_media = PeerMediaHost(self.workdir)  # what peers uploaded, served to the client (download.py)
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
         self.not_on_whatsapp: set[str] = set()  # numbers (digits) the usync contact query answers "out"
@@ -137,9 +139,15 @@ class WhatsAppSimulator(Messaging):
             os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source,
             keepalive=self._keepalive,
         )
-        self.proxy = InterceptingProxy(cert, key, self._serve, on_media=self.media.handle)
+        self.proxy = InterceptingProxy(cert, key, self._serve, on_media=self._on_media)
         self.proxy.start()
         return self
+
+    def _on_media(self, method: str, target: str, body: bytes):
+        # GET: the client downloads what a peer sent (download.py); POST: the client uploads (media.py).
+        if method == "GET":
+            return self.peer_media.handle_get(target)
+        return self.media.handle(method, target, body)
 
     def stop(self) -> None:
         if self.proxy is not None:
