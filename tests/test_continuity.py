@@ -66,7 +66,8 @@ def postgres_run(sim, receiver, pg_server, tmp_path_factory) -> Run:
 
 
 def _table(run: Run) -> str:
-    return f"peer keys spent after restarts: {run.peer_keys_spent_after_restarts}\n" + "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
+    return (f"peer keys spent after restarts: {run.peer_keys_spent_after_restarts}, empty group message events:"
+            f" {run.empty_group_events}\n") + "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
                      f" kept={d.key_kept} delay={d.delay}" for d in run.deliveries)
 
 
