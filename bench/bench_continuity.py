@@ -96,11 +96,10 @@ def main() -> int:
         setups.append(("postgres", "lowest", "postgres"))
     results = {}
     try:
-        for label, checkout in checkouts:
+        for i, (label, checkout) in enumerate(checkouts):
             for n, (setup, order, store) in enumerate(setups):
                 print(f"running: {label} / {setup} ...", flush=True)
-                results[(label, setup)] = converse(order, store, checkout, args.restarts, pg,
-                                                   tag=f"{n}_{'b' if checkout else 'c'}")
+                results[(label, setup)] = converse(order, store, checkout, args.restarts, pg, tag=f"{i}_{n}")
     finally:
         if pg is not None:
             pg.stop()
