@@ -14,7 +14,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 from .binxml import JID, SERVER_JID, Node
 from .onwhatsapp import contact_users
 from .records import DeviceRecord, SentMessage, SimulatorError
-from .signalsession import Contact, SignalError, unpad_v2
+from .signalsession import Contact, DuplicateMessage, SignalError, unpad_v2
 
 _Connection = object  # server._Connection (a live client stream); named for the annotations
 
@@ -62,7 +62,8 @@ class Messaging:
     def deliver_group_text(self, jid: str, group_jid: str, member: str, text: str,
                            push_name: str = "Sim Member") -> str:
         """A member's text in a group, to device `jid`: its SKDM the first time, then the skmsg."""
-        return self.groups.deliver(jid, group_jid, member, text, push_name)
+        with self.signal_lock:
+            return self.groups.deliver(jid, group_jid, member, text, push_name)
 
     def received_node_children(self, message_id: str) -> list[Node]:
         """The enc children of a message the simulator delivered (by id), as sent on the wire."""
@@ -104,26 +105,28 @@ class Messaging:
         parseMessageInfo reads them back). peer_events.py builds the messages."""
         contact = self._contact(sender.split("@")[0])
         self._device(jid)
-        return self.peers.deliver(jid, contact, message, push_name, session, node_type=node_type,
-                                  media_type=media_type, edit=edit, message_id=message_id)
+        with self.signal_lock:
+            return self.peers.deliver(jid, contact, message, push_name, session, node_type=node_type,
+                                      media_type=media_type, edit=edit, message_id=message_id)
 
     def _handle_message(self, conn: _Connection, node: Node) -> None:
         recipient = node.attrs.get("to")
-        reads = {}
-        if isinstance(recipient, JID) and recipient.server == "g.us":
-            text, message, reads = self.groups.read_sent(conn, node)
-        else:
-            text, message = self._read_direct(conn, node)
+        reads, dropped = {}, {}
+        with self.signal_lock:
+            if isinstance(recipient, JID) and recipient.server == "g.us":
+                text, message, reads = self.groups.read_sent(conn, node, dropped)
+            else:
+                text, message = self._read_direct(conn, node, dropped)
         with self._cond:
             pn = node.attrs.get("peer_recipient_pn")
             self.sent_messages.append(SentMessage(
                 to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
                 type=node.attrs.get("type"), text=text, node=node, message=message, sim=self,
-                group_reads=reads))
+                group_reads=reads, dropped=dropped))
         conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
                                "t": str(int(time.time()))}))
 
-    def _read_direct(self, conn: _Connection, node: Node) -> tuple[str | None, E2EMessage | None]:
+    def _read_direct(self, conn: _Connection, node: Node, dropped: dict) -> tuple[str | None, E2EMessage | None]:
         targets = []  # (device jid, enc node)
         participants = node.child("participants")
         for to in participants.children() if participants is not None else []:
@@ -148,6 +151,8 @@ class Messaging:
                 if device_jid.device == 0:
                     text = decrypted.conversation or decrypted.extendedTextMessage.text
                     message = decrypted
+            except DuplicateMessage as exc:
+                dropped[str(device_jid)] = str(exc)
             except (SignalError, ValueError) as exc:
                 self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
         return text, message
