@@ -39,6 +39,8 @@ def database_errors(what: str):
     can surface as a TypeError or ValueError of the driver."""
     try:
         yield
+    except UnicodeDecodeError:
+        raise InvalidSnapshot(f"{what} (a name or text in it is not valid UTF-8)") from None
     except (sqlite3.Error, UnicodeError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidSnapshot(f"{what} ({sqlite_text(exc)})") from None
 
