@@ -17,7 +17,8 @@ from snapshot.format import (DB_NAME, DEFAULT_BUDGET, EXIT_TOO_LARGE, MAX_MEMBER
                              CORE_PREKEYS, RESTORED_PAGE_SIZE, TIERS, InvalidSnapshot, SnapshotError,
                              SnapshotInfo, SnapshotTooLarge)
 from snapshot.packing import pack, pack_for_store
-from snapshot.unpacking import describe_restore, device_jid, has_valid_session, inspect, unpack
+from snapshot.description import describe_restore
+from snapshot.unpacking import device_jid, has_valid_session, inspect, unpack
 
 __all__ = [
     "CORE_PREKEYS", "DB_NAME", "DEFAULT_BUDGET", "EXIT_TOO_LARGE", "MAX_MEMBERS", "MAX_UNCOMPRESSED_BYTES",

@@ -25,7 +25,7 @@ import tempfile
 
 from fsutil import finish_interrupted_swap, fsync_path, swap_into_place
 from snapshot.decoding import Decoded, GunzipReader, gzip_chunks
-from snapshot.description import describe, describe_restore  # noqa: F401 (describe_restore: the package's API)
+from snapshot.description import describe
 from snapshot.format import (DB_NAME, FORMAT_ID, SQLITE_MAGIC, InvalidSnapshot, SnapshotError, SnapshotInfo,
                              file_uri, gzip_comment)
 from snapshot.rebuild import neonize_template, rebuild

@@ -76,7 +76,8 @@ def validate(conn: sqlite3.Connection) -> Facts:
         result = [r[0] for r in conn.execute("PRAGMA integrity_check(5)")]
     if result != ["ok"]:
         # The messages name the snapshot's own indexes and tables: escaped, they are logged.
-        raise InvalidSnapshot(f"{DB_NAME} in the snapshot is corrupt: {printable('; '.join(map(str, result)), ERROR_QUOTE_CHARS)}")
+        found = printable("; ".join(map(str, result)), ERROR_QUOTE_CHARS)
+        raise InvalidSnapshot(f"{DB_NAME} in the snapshot is corrupt: {found}")
     with database_errors(f"{DB_NAME} in the snapshot cannot be read"):
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "whatsmeow_device" not in tables:
@@ -90,7 +91,8 @@ def validate(conn: sqlite3.Connection) -> Facts:
         version = None
         if "whatsmeow_version" in tables:
             # An integer or nothing: any other value is no version of this schema (and is not echoed).
-            v = conn.execute("SELECT MAX(version) FROM whatsmeow_version WHERE typeof(version) = 'integer'").fetchone()
+            v = conn.execute(
+                "SELECT MAX(version) FROM whatsmeow_version WHERE typeof(version) = 'integer'").fetchone()
             version = v[0] if v else None
         rows = {t[len("whatsmeow_"):]: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in _COUNTED_TABLES if t in tables}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -223,7 +222,8 @@ def test_schema_sql_with_terminal_escapes_is_quoted_escaped(source_db, fresh, tm
 
 @pytest.mark.parametrize("spelling", ["CREATE VIRTUAL", "CREATE  VIRTUAL"])
 def test_a_virtual_table_under_a_whatsmeow_name_is_not_copied(spelling, source_db, tmp_path):
-    statements = [s.replace("'CREATE  VIRTUAL'", repr(spelling)) for s in SCHEMA_ATTACKS["CREATE  VIRTUAL (two spaces)"]]
+    attack = SCHEMA_ATTACKS["CREATE  VIRTUAL (two spaces)"]
+    statements = [s.replace("'CREATE  VIRTUAL'", repr(spelling)) for s in attack]
     text = snapshot_of({"neonize.db": changed_copy(source_db, statements)})
     snapshot.unpack(text, str(tmp_path / "restored"))
     restored = sqlite3.connect(tmp_path / "restored" / wadb.DB_NAME)
