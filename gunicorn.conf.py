@@ -11,9 +11,11 @@ import sys
 import config as bot_config
 
 # Validate the environment in the master, before any worker is forked: a bad variable then stops the
-# start with one line naming it, instead of a worker boot loop with tracebacks.
+# start with one line naming it, instead of a worker boot loop with tracebacks. The local API key file
+# is checked here too (config.with_local_api_key: a link or a file others may read stops the start);
+# the worker then reuses the key this wrote.
 try:
-    _cfg = bot_config.load_config()
+    _cfg = bot_config.with_local_api_key(bot_config.load_config())
 except bot_config.ConfigError as _exc:
     print(f"configuration error: {_exc}", flush=True)
     sys.exit(1)
@@ -29,8 +31,16 @@ workers = 1
 # Threads, so the API answers while the connection thread blocks inside neonize. gthread keeps the
 # heartbeat in the worker's main thread, so a blocked WhatsApp call cannot make the master kill it.
 # Requests waiting for a running save hold a thread each; config.SAVE_WAITERS caps them below this.
-worker_class = "gthread"
+# request_arrival.ArrivalWorker is gthread with one change: a request reaches a thread only once its
+# headers are all there, within config.REQUEST_ARRIVAL_TIMEOUT (gunicorn 27 has no setting that bounds
+# header reading: 16 clients sending a byte a second held every thread, and /api/health with them).
+worker_class = "request_arrival.ArrivalWorker"
 threads = bot_config.REQUEST_THREADS
+
+# One request per connection: a kept-alive connection's next request would be read by a thread on a
+# blocking socket again (gthread's keep-alive path), out of reach of the arrival deadline. A new TCP
+# connection per call costs the router (or a script) next to nothing.
+keepalive = 0
 
 # No preload: neonize runs a Go runtime, and a Go runtime does not survive fork(). The app (and with it
 # neonize) is imported in the worker only.
@@ -117,3 +127,21 @@ def worker_exit(server, worker):
     import stdout_bridge
 
     stdout_bridge.uninstall()  # drains what is left in the pipe, so the last lines are not lost
+    _exit_now_if_neonize_holds_the_worker()
+
+
+def _exit_now_if_neonize_holds_the_worker():
+    """neonize runs its blocking Go call on a non-daemon thread, which Stop() cannot end while a QR code
+    is shown (see whatsapp/client.py, stop()). Python's exit would wait for that thread until the master
+    kills the worker after graceful_timeout: a SIGTERM during a scan took 10 s. By now the connection,
+    the webhook queue and the log bridge are stopped and flushed, so nothing is lost by leaving at once."""
+    import threading
+
+    held = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.current_thread()]
+    if held:
+        logging.getLogger("app").info("worker exits now: %s still running inside neonize",
+                                      ", ".join(t.name for t in held))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -211,3 +211,55 @@ def test_receipts_of_sent_messages_are_keyed_by_the_id_the_send_returned(recorde
     assert [r["status"] for r in got] == ["delivered", "read", "read"]
     assert got[2]["played"] is True and all(r["id"] == sent["id"] for r in got)
     assert got[0]["chat"] == "4915112345678@s.whatsapp.net"
+
+
+def _message_event_from_the_wire(push_name: bytes, text: bytes, user: bytes):
+    """A neonize Message event as neonize builds it: parsed from the bytes the Go side marshals. Go
+    does not check proto2 strings for UTF-8, so any bytes a client sent reach this parse."""
+    from neonize.proto import Neonize_pb2
+
+    event = Neonize_pb2.Message()
+    event.Info.ID, event.Info.Pushname, event.Message.conversation = "3EB0BADUTF8", "PUSHNAME", "THETEXT"
+    event.Info.MessageSource.Sender.User, event.Info.MessageSource.Sender.Server = "SENDER", "s.whatsapp.net"
+    event.Info.MessageSource.Chat.User, event.Info.MessageSource.Chat.Server = "SENDER", "s.whatsapp.net"
+    wire = event.SerializePartialToString()
+    for placeholder, value in ((b"PUSHNAME", push_name), (b"THETEXT", text), (b"SENDER", user)):
+        # Same-length stand-ins keep every length prefix of the message right.
+        assert len(placeholder) == len(value)
+        wire = wire.replace(placeholder, value)
+    parsed = Neonize_pb2.Message()
+    parsed.MergeFromString(wire)
+    return parsed
+
+
+def test_a_message_whose_push_name_and_text_are_not_utf8_is_delivered_with_replacement_characters():
+    event = _message_event_from_the_wire(b"Ad\xff\xfe\xc3(\x80a", b"hi \xed\xa0\x80!", b"49151\xff")
+    assert isinstance(event.Info.Pushname, bytes)  # what protobuf's upb runtime hands back
+    payload = events.message_payload(event)
+    body = json.loads(json.dumps(payload))  # plain JSON: the payload itself holds text only
+    assert body["data"]["pushName"].startswith("Ad\ufffd") and body["pushName"] == body["data"]["pushName"]
+    assert body["data"]["text"].startswith("hi \ufffd")
+    assert body["data"]["from"] == "49151\ufffd@s.whatsapp.net" and "b'" not in body["data"]["chat"]
+
+
+def test_an_event_that_cannot_be_encoded_is_counted_and_logged_and_the_next_one_still_goes_out(caplog):
+    _Flaky.accepted = []
+    _Flaky.down.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    queue = EventQueue(f"http://127.0.0.1:{server.server_port}/hook", first_retry=0.02)
+    queue.start()
+    try:
+        queue.emit("receipt", {"id": "M1", "status": object()})  # a producer's bug: no JSON for it
+        queue.emit("receipt", {"id": b"M2\xff", "status": "read"})  # stray bytes: decoded, sent
+        wait_for(lambda: queue.delivered + queue.failed == 2, 10, "both events handled")
+    finally:
+        queue.stop()
+        server.shutdown()
+        server.server_close()
+    assert queue.status()["failed"] == 1 and queue.delivered == 1
+    assert queue.status()["lastError"] == "receipt event could not be encoded as JSON (TypeError)"
+    [(_, body)] = _Flaky.accepted
+    assert json.loads(body)["data"]["id"] == "M2\ufffd"
+    lines = [r for r in caplog.records if r.name == "webhook" and "could not be encoded" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None
