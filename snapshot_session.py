@@ -32,6 +32,7 @@ from clock import iso_now
 from config import SAVE_DEADLINE, SAVE_WAITERS
 from errors import error_record, failure_event
 from stores import SnapshotStore
+from snapshot.description import ignored_summary
 from textsafe import printable
 
 log = logging.getLogger("session")
@@ -202,8 +203,8 @@ class SnapshotSession:
         # Text from the snapshot (JID, tier, member names) is logged escaped: it must not forge log lines.
         log.info(
             "restored session for %s from %s (tier=%s, %d chars)%s",
-            printable(info.device_jid), self.store.key, printable(info.tier), info.encoded_chars,
-            f"; not restored from the snapshot: {', '.join(info.ignored_members)}" if info.ignored_members else "",
+            printable(info.device_jid), self.store.key, printable(info.tier, 40), info.encoded_chars,
+            f"; not restored from the snapshot: {ignored_summary(info.ignored_members)}" if info.ignored_members else "",
         )
         return "store"
 

@@ -80,10 +80,20 @@ def describe(parsed, facts) -> SnapshotInfo:
     )
 
 
+# How many dropped members one line names (a snapshot may hold MAX_MEMBERS of them, 100 characters each).
+_NAMED_MEMBERS = 10
+
+
+def ignored_summary(names: list) -> str:
+    """The dropped members for one log line: the first few (already escaped) and how many more."""
+    shown = ", ".join(names[:_NAMED_MEMBERS])
+    return shown + (f" and {len(names) - _NAMED_MEMBERS} more" if len(names) > _NAMED_MEMBERS else "")
+
+
 def describe_restore(info: SnapshotInfo) -> str:
     """One line about a restored snapshot for logs and the CLI, its text escaped: JID, format, tier
     and the members that were dropped."""
-    line = f"{printable(info.device_jid)} ({info.format}, tier {printable(info.tier or 'all')})"
+    line = f"{printable(info.device_jid)} ({info.format}, tier {printable(info.tier or 'all', 40)})"
     if info.ignored_members:
-        line += f"; not restored from the snapshot: {', '.join(info.ignored_members)}"
+        line += f"; not restored from the snapshot: {ignored_summary(info.ignored_members)}"
     return line

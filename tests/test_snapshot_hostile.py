@@ -304,3 +304,17 @@ def snapshot_public_words() -> str:
     from session_manager import PUBLIC_RESTORE_ERROR
 
     return PUBLIC_RESTORE_ERROR
+
+
+def test_the_dropped_members_of_a_restore_are_named_in_one_bounded_line(fresh, tmp_path, caplog):
+    with open(fresh.db_path, "rb") as fh:
+        members = {"neonize.db": fh.read()}
+    members.update({f"extra-{i:03d}-" + "x" * 85: b"" for i in range(200)})
+    text_file = tmp_path / "snapshot.txt"
+    text_file.write_text(snapshot_of(members))
+    code, _, err, _, _ = run_measured("cli unpack", text_file, tmp_path / "dest")
+    assert code == 0 and len(err.splitlines()) == 1, err
+    assert "and 190 more" in err and len(err) < 2000
+    code, out, err, _, _ = run_measured("boot", text_file, tmp_path / "boot")
+    restored = [line for line in err.splitlines() if "restored session for" in line]
+    assert out.split()[0] == "store" and len(restored) == 1 and len(restored[0]) < 2000, err[-3000:]
