@@ -201,10 +201,11 @@ class SnapshotSession:
         self._local_jid = info.device_jid
         self._remember_stored(info)
         # Text from the snapshot (JID, tier, member names) is logged escaped: it must not forge log lines.
+        dropped = ignored_summary(info.ignored_members)
         log.info(
             "restored session for %s from %s (tier=%s, %d chars)%s",
             printable(info.device_jid), self.store.key, printable(info.tier, 40), info.encoded_chars,
-            f"; not restored from the snapshot: {ignored_summary(info.ignored_members)}" if info.ignored_members else "",
+            f"; not restored from the snapshot: {dropped}" if dropped else "",
         )
         return "store"
 
