@@ -90,6 +90,11 @@ def _state_rows(connection) -> list[tuple[str, str]]:
     status = connection.status()
     if state == CONNECTED and status.get("connectedSince"):
         rows.append(("Connected since", _when(status["connectedSince"])))
+    outage = status.get("unreachable")
+    if outage:
+        # The cause in our words only; what the library said (`detail`) stays in the keyed status.
+        rows.append(("Out of reach", f"<span class='bad'>since {_when(outage.get('since'))}: "
+                                     f"{_text(outage.get('cause') or '')}</span>"))
     if status.get("bannedUntil") and state == "temporarily_banned":
         rows.append(("Banned until", _when(status["bannedUntil"])))
     return rows
