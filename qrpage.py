@@ -186,7 +186,7 @@ def qr_page(connection, session=None, hub=None) -> str:
                          "This page updates itself.</p>")
         bot_rows = _state_rows(connection) + (_device_rows(session) if session is not None else [])
         save_rows = _save_rows(session) if session is not None else []
-        recent = hub.recent() if hub is not None else []
+        recent = hub.recent() if hasattr(hub, "recent") else []  # a bare queue (tests) keeps no history
         body = (
             f"{headline}<div class='cards'>"
             f"<section><h2>This bot</h2><dl>{_rows(bot_rows + save_rows + _webhook_rows(hub))}</dl></section>"
