@@ -87,6 +87,11 @@ def create_app(
             probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
             keepalive_give_up=cfg.keepalive_give_up,
             unreachable_grace=cfg.unreachable_grace,
+            media_dir=cfg.session_dir,
+            media_cache_entries=cfg.media_cache_entries,
+            media_cache_seconds=cfg.media_cache_seconds,
+            reject_calls=cfg.reject_calls,
+            reject_calls_message=cfg.reject_calls_message,
         )
 
     app = Flask(__name__)
