@@ -39,6 +39,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -250,8 +251,19 @@ class PostgresServer:
         import psycopg
 
         # initdb made a trust-only cluster; the unix socket (trust) sets the passwords TCP needs.
-        with psycopg.connect(host=str(self.base), port=self.port, user=self.superuser, dbname="postgres",
-                             autocommit=True, connect_timeout=10) as conn:
+        # mirakuru's start returns once the TCP port answers, which on a loaded machine can be before
+        # the server takes logins ("FATAL: the database system is starting up"): wait for that too.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = psycopg.connect(host=str(self.base), port=self.port, user=self.superuser,
+                                       dbname="postgres", autocommit=True, connect_timeout=10)
+                break
+            except psycopg.OperationalError as exc:
+                if "starting up" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with conn:
             conn.execute(f"ALTER ROLE {self.superuser} PASSWORD '{self.password}'")
             if self.ssl:
                 conn.execute(f"CREATE ROLE {SSL_USER} LOGIN SUPERUSER PASSWORD '{self.password}'")
