@@ -250,9 +250,9 @@ class PostgresServer:
     def _set_passwords(self) -> None:
         import psycopg
 
-        # initdb made a trust-only cluster; the unix socket (trust) sets the passwords TCP needs.
-        # mirakuru's start returns once the TCP port answers, which on a loaded machine can be before
-        # the server takes logins ("FATAL: the database system is starting up"): wait for that too.
+        # initdb made a trust-only cluster; the unix socket (trust) sets the passwords TCP needs. The
+        # executor is done when the port answers, which on a loaded machine can be before the server
+        # takes sessions ("the database system is starting up"): wait for that, up to a deadline.
         deadline = time.monotonic() + 60
         while True:
             try:
