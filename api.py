@@ -81,15 +81,19 @@ def session_status():
     session = _session()
     body = {**session.status(), **_connection().status(), "timestamp": iso_now()}
     body["storeKind"] = current_app.config["BOT_CONFIG"].session_store
+    hub = current_app.extensions.get("events")
+    body["lastEvents"] = hub.last_seen() if hasattr(hub, "last_seen") else {}
     if not is_key_holder():
+        if body.get("unreachable"):  # what failed, in the library's words: for key holders
+            body["unreachable"] = {k: v for k, v in body["unreachable"].items() if k != "detail"}
         return jsonify(public_view(body))
     body["deviceJid"] = session.device_jid()
     for name in ("lastError", "restoreError"):
         if body.get(name):
             body[name] = secret_filter.mask(body[name])
-    if body.get("lastSaveError"):
-        body["lastSaveError"] = {k: secret_filter.mask(v) if isinstance(v, str) else v
-                                 for k, v in body["lastSaveError"].items()}
+    for name in ("lastSaveError", "unreachable", "lastDisconnect", "lastLogout"):
+        if body.get(name):
+            body[name] = {k: secret_filter.mask(v) if isinstance(v, str) else v for k, v in body[name].items()}
     return jsonify(body)
 
 
@@ -132,7 +136,8 @@ def clear_session():
 @api.get("/qr")
 @require_key(basic=True)
 def qr():
-    return Response(qr_page(_connection()), mimetype="text/html", headers={"Cache-Control": "no-store"})
+    page = qr_page(_connection(), _session(), current_app.extensions.get("events"))
+    return Response(page, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
 @api.get("/api/qr")

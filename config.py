@@ -34,6 +34,11 @@ SAVE_DEADLINE = 20.0
 #: always drops a dead one: within about a minute instead of whatsmeow's own 3 minutes.
 KEEPALIVE_GIVE_UP = 50.0
 
+#: How long WhatsApp may stay out of reach (never connected since the start, or lost and not back)
+#: before the owner gets an `unreachable` event: longer than a normal reconnect, or a daily restart's
+#: login, so that a blip is not news; short enough that a real outage is.
+UNREACHABLE_GRACE = 60.0
+
 #: Request threads of the one gunicorn worker (gunicorn.conf.py). Requests waiting for a running save
 #: hold a thread each; at most SAVE_WAITERS of them wait (the others answer at once that a save is
 #: running), so the other threads always stay free for the health check and everything else.
@@ -105,6 +110,7 @@ class Config:
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
     keepalive_give_up: float = KEEPALIVE_GIVE_UP
     send_rate_limit: int = SEND_RATE_LIMIT  # sends + chat actions per minute; 0: no limit
+    unreachable_grace: float = UNREACHABLE_GRACE  # seconds out of reach before the `unreachable` event
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
     media_cache_entries: int = MEDIA_CACHE_ENTRIES
     media_cache_seconds: float = MEDIA_CACHE_SECONDS
@@ -363,6 +369,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reconnect_probe=probe,
         keepalive_give_up=_seconds(env, "KEEPALIVE_GIVE_UP", KEEPALIVE_GIVE_UP, high=3600),
         send_rate_limit=_integer(env, "SEND_RATE_LIMIT", SEND_RATE_LIMIT, low=0, high=10_000),
+        unreachable_grace=_positive_seconds(env, "UNREACHABLE_GRACE", UNREACHABLE_GRACE, high=86400),
         media_cache_entries=_integer(env, "MEDIA_CACHE_ENTRIES", MEDIA_CACHE_ENTRIES, low=0, high=100_000),
         media_cache_seconds=_positive_seconds(env, "MEDIA_CACHE_SECONDS", MEDIA_CACHE_SECONDS, high=30 * 86400),
         reject_calls=reject_calls,

@@ -88,7 +88,7 @@ def build_session(cfg) -> Session:
 
 # Fields that name the account (its phone number, LID, profile name): shown to key holders only.
 # Named one by one: matching substrings ("lid") once hid "valid" too.
-_PRIVATE_FIELDS = frozenset({"deviceJid", "device_jid", "device_lid", "jid", "jids", "push_name"})
+_PRIVATE_FIELDS = frozenset({"deviceJid", "device_jid", "device_lid", "jid", "jids", "push_name", "connectedAs"})
 
 
 def public_view(status: dict) -> dict:

@@ -291,13 +291,14 @@ class SnapshotSession:
             self.last_save_error = None
         except BaseException as exc:  # every failure is the flight's outcome, never a dead thread
             flight.error = exc
-            self.last_save_error = error_record(exc, flight.reason, iso_now())
+            during = f"save ({flight.reason})"  # the same words in the status and the save_failed event
+            self.last_save_error = error_record(exc, during, iso_now())
             # One line with the cause and what to do; BotError texts never hold a token or a snapshot.
             status = getattr(exc, "status", None)
             log.error("saving the session failed (%s): %s%s: %s", flight.reason, type(exc).__name__,
                       f", HTTP {status}" if status else "", exc)
             if isinstance(exc, Exception):
-                self._report_failure(exc, f"save ({flight.reason})")
+                self._report_failure(exc, during)
         finally:
             flight.done.set()
 

@@ -48,6 +48,7 @@ class Pairing:
         self.qr_index += 1
         seconds = QR_FIRST_CODE_SECONDS if self.qr_index == 1 else QR_NEXT_CODE_SECONDS
         self.qr_expires_at = time.time() + seconds
+        self._outage.pause()  # WhatsApp answers: a scan is awaited, no outage
         lines = qr_block(text)
         # One write per line, flushed: each is its own line in `heroku logs`.
         for line in lines:
