@@ -8,8 +8,8 @@ import json
 import logging
 import mimetypes
 import os
-from urllib.parse import quote
 import unicodedata
+from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException

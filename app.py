@@ -87,13 +87,13 @@ def create_app(
             # Only in front of neonize itself: a test's scripted client has no WhatsApp to probe.
             probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
             keepalive_give_up=cfg.keepalive_give_up,
+            pacer=SendPacer(cfg.send_rate_limit),
+            unreachable_grace=cfg.unreachable_grace,
             media_dir=cfg.session_dir,
             media_cache_entries=cfg.media_cache_entries,
             media_cache_seconds=cfg.media_cache_seconds,
             reject_calls=cfg.reject_calls,
             reject_calls_message=cfg.reject_calls_message,
-            unreachable_grace=cfg.unreachable_grace,
-            pacer=SendPacer(cfg.send_rate_limit),
         )
 
     app = Flask(__name__)

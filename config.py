@@ -109,8 +109,8 @@ class Config:
     reconnect_delay_min: float = 1.0  # first backoff delay (s); doubles per failed attempt
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
     keepalive_give_up: float = KEEPALIVE_GIVE_UP
-    unreachable_grace: float = UNREACHABLE_GRACE  # seconds out of reach before the `unreachable` event
     send_rate_limit: int = SEND_RATE_LIMIT  # sends + chat actions per minute; 0: no limit
+    unreachable_grace: float = UNREACHABLE_GRACE  # seconds out of reach before the `unreachable` event
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
     media_cache_entries: int = MEDIA_CACHE_ENTRIES
     media_cache_seconds: float = MEDIA_CACHE_SECONDS
@@ -368,12 +368,12 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reconnect_delay_max=reconnect_delay_max,
         reconnect_probe=probe,
         keepalive_give_up=_seconds(env, "KEEPALIVE_GIVE_UP", KEEPALIVE_GIVE_UP, high=3600),
+        send_rate_limit=_integer(env, "SEND_RATE_LIMIT", SEND_RATE_LIMIT, low=0, high=10_000),
+        unreachable_grace=_positive_seconds(env, "UNREACHABLE_GRACE", UNREACHABLE_GRACE, high=86400),
         media_cache_entries=_integer(env, "MEDIA_CACHE_ENTRIES", MEDIA_CACHE_ENTRIES, low=0, high=100_000),
         media_cache_seconds=_positive_seconds(env, "MEDIA_CACHE_SECONDS", MEDIA_CACHE_SECONDS, high=30 * 86400),
         reject_calls=reject_calls,
         reject_calls_message=reject_calls_message,
-        unreachable_grace=_positive_seconds(env, "UNREACHABLE_GRACE", UNREACHABLE_GRACE, high=86400),
-        send_rate_limit=_integer(env, "SEND_RATE_LIMIT", SEND_RATE_LIMIT, low=0, high=10_000),
         log_level=log_level,
         dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),

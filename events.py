@@ -56,12 +56,11 @@ TEMPORARILY_BANNED = "temporarily_banned"
 CLIENT_OUTDATED = "client_outdated"
 SAVE_FAILED = "save_failed"
 RECEIPT = "receipt"
+UNREACHABLE = "unreachable"
 REACTION = "reaction"
 EDIT = "edit"
 DELETE = "delete"
 CALL = "call"
-
-UNREACHABLE = "unreachable"
 
 NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, UNREACHABLE, LOGGED_OUT, TEMPORARILY_BANNED,
          CLIENT_OUTDATED, SAVE_FAILED, RECEIPT, REACTION, EDIT, DELETE, CALL)
@@ -127,6 +126,15 @@ def summary(payload: dict) -> str:
     if name == SAVE_FAILED:
         status = f" (HTTP {data['status']})" if data.get("status") else ""
         return f"{short(data.get('during'))} failed: {short(data.get('error'))}{status}"
+    if name == REACTION:
+        return f"{'a reaction taken back' if data.get('removed') else 'a reaction'} from {short(data.get('from'))}"
+    if name == EDIT:
+        return f"{short(data.get('from'))} edited a message"
+    if name == DELETE:
+        return f"{short(data.get('from'))} deleted a message for everyone"
+    if name == CALL:
+        kind = "video call" if data.get("video") else "call"
+        return f"{kind} from {short(data.get('from'))}" + (" (declined)" if data.get("rejected") else "")
     if name == RECEIPT:
         return f"message {short(data.get('id'))} {short(data.get('status'))} ({short(data.get('chat'))})"
     return f"{short(name)} event"

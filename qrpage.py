@@ -90,6 +90,11 @@ def _state_rows(connection) -> list[tuple[str, str]]:
     status = connection.status()
     if state == CONNECTED and status.get("connectedSince"):
         rows.append(("Connected since", _when(status["connectedSince"])))
+    outage = status.get("unreachable")
+    if outage:
+        # The cause in our words only; what the library said (`detail`) stays in the keyed status.
+        rows.append(("Out of reach", f"<span class='bad'>since {_when(outage.get('since'))}: "
+                                     f"{_text(outage.get('cause') or '')}</span>"))
     if status.get("bannedUntil") and state == "temporarily_banned":
         rows.append(("Banned until", _when(status["bannedUntil"])))
     return rows
@@ -181,7 +186,7 @@ def qr_page(connection, session=None, hub=None) -> str:
                          "This page updates itself.</p>")
         bot_rows = _state_rows(connection) + (_device_rows(session) if session is not None else [])
         save_rows = _save_rows(session) if session is not None else []
-        recent = hub.recent() if hub is not None else []
+        recent = hub.recent() if hasattr(hub, "recent") else []  # a bare queue (tests) keeps no history
         body = (
             f"{headline}<div class='cards'>"
             f"<section><h2>This bot</h2><dl>{_rows(bot_rows + save_rows + _webhook_rows(hub))}</dl></section>"

@@ -29,6 +29,7 @@ from tests.support.postgres import PostgresServer, ServerUnavailable  # noqa: E4
 from tests.support.simulator import WebhookReceiver, running_sim  # noqa: E402
 
 ROWS = [("established", "a peer that chatted before sends again"),
+        ("bot_first", "the bot writes first, then the peer answers"),
         ("new_within", "a new peer, its key kept by the restore"),
         ("new_beyond", "a new peer, its key not kept"),
         ("old_client", "a peer that ignores retries (arrived?)"),
@@ -37,6 +38,7 @@ ROWS = [("established", "a peer that chatted before sends again"),
 
 def converse(order: str, store_name: str, checkout: Path | None, restarts: int, pg: PostgresServer | None,
              tag: str) -> Run:
+    run = Run(store_name)
     with tempfile.TemporaryDirectory(prefix="bench-continuity-") as tmp:
         receiver = WebhookReceiver().start()
         try:
@@ -47,12 +49,17 @@ def converse(order: str, store_name: str, checkout: Path | None, restarts: int, 
                                           checkout=checkout)
                 else:
                     store = ConfigVarStore(sim, Path(tmp) / "cv", receiver, checkout=checkout)
+                conversation = Conversation(sim, store, receiver, tag="7", restarts=restarts)
+                run = conversation.run  # what was measured so far, should a step fail
                 try:
-                    return Conversation(sim, store, receiver, tag="7", restarts=restarts).play()
+                    run = conversation.play()
                 finally:
                     store.close()
+        except (AssertionError, TimeoutError) as exc:  # a step that failed, or what the simulator could
+            print(f"  stopped: {str(exc)[:600]}")  # not read: a figure too, not a crash
         finally:
             receiver.stop()
+    return run
 
 
 def summary(run: Run, case: str) -> str:
@@ -89,11 +96,10 @@ def main() -> int:
         setups.append(("postgres", "lowest", "postgres"))
     results = {}
     try:
-        for label, checkout in checkouts:
+        for i, (label, checkout) in enumerate(checkouts):
             for n, (setup, order, store) in enumerate(setups):
                 print(f"running: {label} / {setup} ...", flush=True)
-                results[(label, setup)] = converse(order, store, checkout, args.restarts, pg,
-                                                   tag=f"{n}_{'b' if checkout else 'c'}")
+                results[(label, setup)] = converse(order, store, checkout, args.restarts, pg, tag=f"{i}_{n}")
     finally:
         if pg is not None:
             pg.stop()
@@ -108,6 +114,8 @@ def main() -> int:
         sends = [f"{sum(x.read for x in results[(label, s[0])].sends)}/{len(results[(label, s[0])].sends)}"
                  for s in setups]
         print(f"  {'bot sends read by the peer / every member':44}" + "".join(f"{x:>34}" for x in sends))
+        spent = [str(results[(label, s[0])].peer_keys_spent_after_restarts) for s in setups]
+        print(f"  {'peer one-time keys the bot spent':44}" + "".join(f"{x:>34}" for x in spent))
     return 0
 
 

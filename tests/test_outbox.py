@@ -186,3 +186,21 @@ def test_while_the_database_is_away_events_wait_in_memory_then_go_out_in_order(p
         gate.close()
     assert [e["data"]["id"] for e in receiver.events()] == [f"M{n}" for n in range(6)]
     assert rows(database_url) == []
+
+
+def test_a_shutdown_with_the_receiver_down_leaves_the_events_in_the_outbox_and_says_how_many(
+    database_url, receiver, caplog
+):
+    caplog.set_level(logging.INFO, logger="webhook")
+    receiver.down_with = 503
+    queue = queue_on(database_url, receiver)
+    queue.start()
+    for n in range(4):
+        queue.emit("receipt", {"id": f"M{n}", "status": "sent"})
+    wait_for(lambda: receiver.refused >= 2, 10, "refused attempts")
+    started = time.monotonic()
+    assert queue.close(started + 1.0) == 4
+    assert time.monotonic() - started < 3.5
+    assert "shutting down with 4 webhook event(s) undelivered: they stay in the outbox" in caplog.text
+    assert "lost" not in caplog.text
+    assert len(rows(database_url)) == 4

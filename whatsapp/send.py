@@ -1,8 +1,9 @@
 """What the API sends (whatsmeow's send.go and upload.go): each send takes the lock, checks that there
-is a live connection, counts itself against the send rate limit (pacing.py), uploads media when it has
-any, sends, and reports the `sent` receipt. What WhatsApp refuses (a group the number is not in, a
-failed upload) is WhatsAppRefused with whatsmeow's words (502), not a 500. `to` is a number's or a group's JID: whatsmeow sends to a
-group with its sender key (send.go `sendGroup`)."""
+is a live connection, counts itself against the send rate limit (pacing.py; the text a declined call
+gets counts too), uploads media when it has any, sends, and reports the `sent` receipt. What WhatsApp
+refuses (a group the number is not in, a failed upload) is WhatsAppRefused with whatsmeow's words (502),
+not a 500. `to` is a number's or a group's JID: whatsmeow sends to a group with its sender key (send.go
+`sendGroup`)."""
 
 from __future__ import annotations
 

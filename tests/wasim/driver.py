@@ -107,16 +107,17 @@ def main(db_path: str) -> int:
             reaction=[msg.reactionMessage.key.ID, msg.reactionMessage.text] if msg.HasField("reactionMessage") else None,
         )
 
+    @client.event(UndecryptableMessageEv)
+    def on_undecryptable(_client, ev) -> None:
+        emit("undecryptable", id=ev.Info.ID, sender=Jid2String(ev.Info.MessageSource.Sender),
+             unavailable=bool(ev.IsUnavailable))
+
     @client.event(CallOfferEv)
     def on_call(_client, ev) -> None:
         meta = ev.basicCallMeta
         offers[meta.callID] = meta.callCreator
         emit("call_offer", id=meta.callID, caller=Jid2String(meta.callCreator), sender=Jid2String(getattr(meta, "from")),
              platform=ev.callRemoteMeta.remotePlatform)
-    @client.event(UndecryptableMessageEv)
-    def on_undecryptable(_client, ev) -> None:
-        emit("undecryptable", id=ev.Info.ID, sender=Jid2String(ev.Info.MessageSource.Sender),
-             unavailable=bool(ev.IsUnavailable))
 
     def connect() -> None:
         try:

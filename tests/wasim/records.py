@@ -46,6 +46,9 @@ class SentMessage:
     node: Node
     message: E2EMessage | None = None  # the decrypted content (for the contact's device 0)
     group_reads: dict[str, str | None] = field(default_factory=dict)  # group sends: member device -> text
+    # Devices whose libsignal would drop this message as a duplicate (ratchet.DuplicateMessage): the
+    # client re-used a message key, its Signal state having gone back in time.
+    dropped: dict[str, str] = field(default_factory=dict)
     sim: "object | None" = field(default=None, repr=False)
 
     def media_bytes(self) -> bytes:
