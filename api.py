@@ -4,17 +4,16 @@ shape the answer. Errors have one JSON shape, `{"error": code, "message": text}`
 
 from __future__ import annotations
 
-import json
 import logging
 import mimetypes
 import os
-import unicodedata
 from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import apidoc
+import apirequest
 import media
 import media_fetch
 import pacing
@@ -29,23 +28,16 @@ from qrterminal import qr_png
 from session_manager import public_view
 from snapshot_session import SaveInProgress
 from whatsapp import NotConnected
+from apirequest import BadRequest
 from whatsapp.refused import NotOwnMessage, SenderNeeded, WhatsAppRefused
 
 log = logging.getLogger("app")
 
-MAX_TEXT_CHARS = 65536  # WhatsApp's own limit for a text message
-MAX_CAPTION_CHARS = 1024  # what WhatsApp's apps let a caption have
-MAX_MESSAGE_ID_CHARS = 128  # WhatsApp ids are 16 to 32 characters; anything far longer is not one
 MAX_READ_IDS = 100  # message ids one read mark names (whatsmeow sends them in one <receipt>)
 MAX_NUMBERS = 50  # numbers one /api/check-numbers asks about (one usync query)
-MAX_EMOJI_CHARS = 32  # the longest emoji sequences (families, flags with tags) stay well under this
 PRESENCE_STATES = ("typing", "recording", "paused")
 
 api = Blueprint("api", __name__)
-
-
-class BadRequest(ValueError):
-    """The request's content is wrong; the message says what to change."""
 
 
 def error(status: int, code: str, message: str, **extra):
@@ -110,7 +102,7 @@ def session_status():
 @api.post("/api/save-session")
 @require_key
 def save_session():
-    force = _flag("force")
+    force = apirequest.flag("force")
     try:
         result = _session().save(force=force, reason="API request" + (" (forced)" if force else ""), wait=None)
     except SaveInProgress as exc:
@@ -176,7 +168,7 @@ def qr_code():
 @api.post("/api/pair")
 @require_key
 def pair():
-    body = _json_body({"phone"}, required={"phone"})
+    body = apirequest.json_body({"phone"}, required={"phone"})
     digits = recipients.phone_digits(body["phone"])
     code = _connection().request_pair_code(digits)
     return jsonify(code=code, message="WhatsApp > Linked devices > Link with phone number, then type this code")
@@ -185,11 +177,11 @@ def pair():
 @api.post("/api/send")
 @require_key
 def send():
-    body = _json_body({"to", "text", "replyTo"}, required={"to", "text"})
-    text = _text(body["text"])
+    body = apirequest.json_body({"to", "text", "replyTo"}, required={"to", "text"})
+    text = apirequest.text(body["text"])
     reply_to = body.get("replyTo")
     if reply_to is not None:
-        reply_to = _message_id(reply_to, "replyTo")
+        reply_to = apirequest.message_id(reply_to, "replyTo")
     to = recipients.recipient(body["to"])
     return jsonify(sent=True, to=to, **_connection().send_text(to, text, reply_to=reply_to))
 
@@ -197,7 +189,7 @@ def send():
 @api.post("/api/send-document")
 @require_key
 def send_document():
-    to, upload, data = _multipart_file({"to", "caption", "filename"}, "the document")
+    to, upload, data = apirequest.multipart_file({"to", "caption", "filename"}, "the document")
     filename = request.form.get("filename") or upload.filename
     result = _connection().send_document(
         to, data, filename=filename, caption=request.form.get("caption"), mimetype=upload.mimetype
@@ -208,11 +200,11 @@ def send_document():
 @api.post("/api/send-image")
 @require_key
 def send_image():
-    to, _, data = _multipart_file({"to", "caption"}, "the image (JPEG, PNG or WebP)")
+    to, _, data = apirequest.multipart_file({"to", "caption"}, "the image (JPEG, PNG or WebP)")
     # The type from the bytes, not from the name or the client's Content-Type; the size from the header,
     # before anything is decoded (413 past media.MAX_IMAGE_PIXELS).
     mimetype = media.check_image(data)["mimetype"]
-    caption = _caption()
+    caption = apirequest.caption()
     result = _connection().send_image(to, data, mimetype=mimetype, caption=caption)
     return jsonify(sent=True, to=to, size=len(data), mimetype=mimetype, **result)
 
@@ -220,7 +212,7 @@ def send_image():
 @api.post("/api/send-audio")
 @require_key
 def send_audio():
-    to, _, data = _multipart_file({"to"}, "the voice note (an Ogg/Opus file)")
+    to, _, data = apirequest.multipart_file({"to"}, "the voice note (an Ogg/Opus file)")
     seconds = media.voice_note_seconds(data)
     result = _connection().send_voice_note(to, data, seconds=seconds)
     return jsonify(sent=True, to=to, size=len(data), seconds=seconds, ptt=True, **result)
@@ -229,7 +221,8 @@ def send_audio():
 @api.post("/api/send-location")
 @require_key
 def send_location():
-    body = _json_body({"to", "latitude", "longitude", "name", "address"}, required={"to", "latitude", "longitude"})
+    body = apirequest.json_body({"to", "latitude", "longitude", "name", "address"},
+                                required={"to", "latitude", "longitude"})
     place = media.location(body["latitude"], body["longitude"], body.get("name"), body.get("address"))
     to = recipients.recipient(body["to"])
     return jsonify(sent=True, to=to, **place, **_connection().send_location(to, **place))
@@ -240,7 +233,8 @@ def send_location():
 def media_file(message_id: str):
     """A file a customer sent since the process started: downloaded from WhatsApp, decrypted and
     checked into a temp file (whatsapp/download.py), then streamed from it."""
-    if not message_id.isascii() or not message_id.isalnum() or len(message_id) > MAX_MESSAGE_ID_CHARS:
+    if not message_id.isascii() or not message_id.isalnum() \
+            or len(message_id) > apirequest.MAX_MESSAGE_ID_CHARS:
         return error(404, "media_not_found", "no such message: ids are letters and digits, as the message event gave them")
     try:
         handle, ref = _connection().open_media(message_id)
@@ -285,13 +279,13 @@ def _file_response(handle, ref) -> Response:
 @api.post("/api/read")
 @require_key
 def read():
-    body = _json_body({"chat", "messageIds", "sender"}, required={"chat", "messageIds"})
+    body = apirequest.json_body({"chat", "messageIds", "sender"}, required={"chat", "messageIds"})
     ids = body["messageIds"]
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_READ_IDS:
         raise BadRequest(f"messageIds must be a list of 1 to {MAX_READ_IDS} message ids")
-    ids = list(dict.fromkeys(_message_id(i, "messageIds") for i in ids))
+    ids = list(dict.fromkeys(apirequest.message_id(i, "messageIds") for i in ids))
     chat = recipients.recipient(body["chat"])
-    sender = _optional_recipient(body.get("sender"), "sender")
+    sender = apirequest.optional_recipient(body.get("sender"), "sender")
     result = _connection().mark_read(chat, ids, sender=sender)
     return jsonify(read=True, chat=chat, messageIds=ids, **result)
 
@@ -299,7 +293,7 @@ def read():
 @api.post("/api/presence")
 @require_key
 def presence():
-    body = _json_body({"to", "state"}, required={"to", "state"})
+    body = apirequest.json_body({"to", "state"}, required={"to", "state"})
     if body["state"] not in PRESENCE_STATES:
         raise BadRequest(f"state must be one of {', '.join(PRESENCE_STATES)}")
     to = recipients.recipient(body["to"])
@@ -309,10 +303,10 @@ def presence():
 @api.post("/api/react")
 @require_key
 def react():
-    body = _json_body({"chat", "messageId", "emoji", "sender"}, required={"chat", "messageId", "emoji"})
-    emoji = _emoji(body["emoji"])
-    chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
-    sender = _optional_recipient(body.get("sender"), "sender")
+    body = apirequest.json_body({"chat", "messageId", "emoji", "sender"}, required={"chat", "messageId", "emoji"})
+    emoji = apirequest.emoji(body["emoji"])
+    chat, message_id = recipients.recipient(body["chat"]), apirequest.message_id(body["messageId"], "messageId")
+    sender = apirequest.optional_recipient(body.get("sender"), "sender")
     result = _connection().react(chat, message_id, emoji, sender=sender)
     return jsonify(reacted=bool(emoji), chat=chat, messageId=message_id, emoji=emoji, **result)
 
@@ -320,24 +314,24 @@ def react():
 @api.post("/api/edit")
 @require_key
 def edit():
-    body = _json_body({"chat", "messageId", "text"}, required={"chat", "messageId", "text"})
-    text = _text(body["text"])
-    chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
+    body = apirequest.json_body({"chat", "messageId", "text"}, required={"chat", "messageId", "text"})
+    text = apirequest.text(body["text"])
+    chat, message_id = recipients.recipient(body["chat"]), apirequest.message_id(body["messageId"], "messageId")
     return jsonify(edited=True, chat=chat, messageId=message_id, **_connection().edit(chat, message_id, text))
 
 
 @api.post("/api/delete")
 @require_key
 def delete():
-    body = _json_body({"chat", "messageId"}, required={"chat", "messageId"})
-    chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
+    body = apirequest.json_body({"chat", "messageId"}, required={"chat", "messageId"})
+    chat, message_id = recipients.recipient(body["chat"]), apirequest.message_id(body["messageId"], "messageId")
     return jsonify(deleted=True, chat=chat, messageId=message_id, **_connection().delete_for_everyone(chat, message_id))
 
 
 @api.post("/api/check-numbers")
 @require_key
 def check_numbers():
-    body = _json_body({"numbers"}, required={"numbers"})
+    body = apirequest.json_body({"numbers"}, required={"numbers"})
     numbers = body["numbers"]
     if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_NUMBERS:
         raise BadRequest(f"numbers must be a list of 1 to {MAX_NUMBERS} phone numbers in international form")
@@ -411,115 +405,6 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected_error(exc: Exception):
         log.exception("unhandled error in a request")
         return error(500, "internal_error", "the bot hit an unexpected error; see heroku logs")
-
-
-# -- reading requests -------------------------------------------------------------------------------------
-
-def _json_body(allowed: set[str], required: set[str]) -> dict:
-    body = _parse_json()
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
-    unknown = set(body) - allowed
-    if unknown:
-        raise BadRequest(f"unknown fields: {_names(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    missing = required - set(body)
-    if missing:
-        raise BadRequest(f"missing fields: {', '.join(sorted(missing))}")
-    return body
-
-
-def _parse_json():
-    """The request's JSON, or None when it is not JSON. 413 past MAX_UPLOAD_BYTES, chunked or not."""
-    if not request.is_json:
-        return None
-    data = request.get_data(cache=True)
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is None and limit is not None and len(data) >= limit:
-        # A chunked body has no Content-Length to refuse up front: Werkzeug stops reading at the limit
-        # and hands over the truncated part. One more read says whether the body went on.
-        request.stream.read(1)  # raises RequestEntityTooLarge when it did
-    try:
-        return json.loads(data)
-    except RecursionError:
-        # Python's JSON parser recurses once per nesting level; [[[[...]]]] 100,000 deep is not a message.
-        raise BadRequest("the JSON is nested too deeply") from None
-    except ValueError:  # malformed JSON, or bytes that are no Unicode text
-        return None
-
-
-def _multipart_file(fields: set[str], what: str):
-    """(recipient, the upload, its bytes) of a multipart send; BadRequest naming what is wrong."""
-    unknown = (set(request.form) - fields) | (set(request.files) - {"file"})
-    if unknown:
-        raise BadRequest(f"unknown fields: {_names(unknown)}")
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        raise BadRequest(f"a multipart field 'file' with {what} is required")
-    to = recipients.recipient(request.form.get("to", ""))
-    data = upload.read()
-    if not data:
-        raise BadRequest("the file is empty")
-    return to, upload, data
-
-
-_YES, _NO = ("1", "true", "yes"), ("", "0", "false", "no")
-
-
-def _flag(name: str) -> bool:
-    """A yes/no query parameter. Anything else is a 400, not a silent no: `?force=ture` must not
-    quietly run the save that is not forced."""
-    value = request.args.get(name, "").lower()
-    if value not in _YES + _NO:
-        raise BadRequest(f"{name} must be one of {', '.join(_YES)} (yes) or {', '.join(_NO[1:])} (no)")
-    return value in _YES
-
-
-def _text(text) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("text must be a non-empty string")
-    if len(text) > MAX_TEXT_CHARS:
-        raise BadRequest(f"text is longer than {MAX_TEXT_CHARS} characters")
-    return text
-
-
-def _emoji(value) -> str:
-    """One emoji, or "" (removes the reaction). Joiners, variation selectors and tag characters are what
-    families, skin tones and flags are made of (format and mark characters); controls, spaces, surrogates
-    and unassigned code points are not part of any emoji."""
-    if not isinstance(value, str) or len(value) > MAX_EMOJI_CHARS or any(
-        unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp") for ch in value
-    ):
-        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI_CHARS} characters), or \"\" to remove "
-                         "the reaction")
-    return value
-
-
-def _message_id(value, field: str) -> str:
-    if not isinstance(value, str) or not value.isascii() or not value.isalnum() or not 0 < len(value) <= MAX_MESSAGE_ID_CHARS:
-        raise BadRequest(f"{field} must hold message ids (letters and digits, as /api/send or the webhook gave them)")
-    return value
-
-
-def _optional_recipient(value, field: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return recipients.recipient(value)
-    except recipients.InvalidRecipient as exc:
-        raise recipients.InvalidRecipient(f"{field}: {exc}") from None
-
-
-def _caption() -> str | None:
-    caption = request.form.get("caption")
-    if caption is not None and len(caption) > MAX_CAPTION_CHARS:
-        raise BadRequest(f"caption is longer than {MAX_CAPTION_CHARS} characters")
-    return caption or None
-
-
-def _names(names: set) -> str:
-    """Field names as the client sent them, each shortened: they are the client's text, not ours."""
-    shown = [recipients.quoted(name, limit=40) for name in sorted(names)[:10]]
-    return ", ".join(shown) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
 def _snake_case(name: str) -> str:

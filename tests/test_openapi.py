@@ -17,7 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-import api
+import apirequest
 import apidoc
 import events
 import media
@@ -119,10 +119,10 @@ def _body_schema(path: str, content: str = "application~1json") -> dict:
 
 def test_the_documents_limits_and_names_are_the_codes():
     send = _body_schema("/api/send")["properties"]
-    assert send["text"]["maxLength"] == api.MAX_TEXT_CHARS
-    assert send["replyTo"]["maxLength"] == api.MAX_MESSAGE_ID_CHARS
+    assert send["text"]["maxLength"] == apirequest.MAX_TEXT_CHARS
+    assert send["replyTo"]["maxLength"] == apirequest.MAX_MESSAGE_ID_CHARS
     image = _body_schema("/api/send-image", "multipart~1form-data")["properties"]
-    assert image["caption"]["maxLength"] == api.MAX_CAPTION_CHARS
+    assert image["caption"]["maxLength"] == apirequest.MAX_CAPTION_CHARS
     place = _body_schema("/api/send-location")["properties"]
     assert place["name"]["maxLength"] == media.MAX_LOCATION_NAME
     assert place["address"]["maxLength"] == media.MAX_LOCATION_ADDRESS
