@@ -78,8 +78,9 @@ def figures(quick: bool = False, baseline=None) -> list[Figure]:
     m = {name: statistics.median(v for _, v in values) for name, values in rows.items()}
     return [
         Figure("process start → /api/health 200, WhatsApp unreachable", t[BOT], "ms", "bare gunicorn", t[BASELINE],
-               "-"),
-        Figure("worker RSS, neonize loaded, not connected", m[BOT], "MB", "bare gunicorn", m[BASELINE], "-"),
+               "start to /api/health 1.4 s (bare gunicorn 0.4 s)"),
+        Figure("worker RSS, neonize loaded, not connected", m[BOT], "MB", "bare gunicorn", m[BASELINE],
+               "74 MB with neonize loaded (19 MB)"),
     ]
 
 

@@ -96,23 +96,24 @@ def measure(restarts: int, baseline_runs: int = 3) -> dict:
 
 
 def figures(quick: bool = False, baseline=None) -> list[Figure]:
-    """A pairing, then 10 restarts (quick: 2), medians; the bare gunicorn 3 times (quick: 1)."""
-    restarts = 2 if quick else 10
+    """A pairing, then 10 restarts (quick: 1), medians; the bare gunicorn 3 times (quick: 1)."""
+    restarts = 1 if quick else 10
     r = measure(restarts, 1 if quick else 3)
     med, bare = statistics.median, {k: statistics.median(v) * (1 if k == "rss" else 1000)
                                     for k, v in r["bare"].items()}
     return [
         Figure("saves (PATCH) per pairing", r["saves_after_pairing"], "", "a count", None,
                "saves once after you pair"),
-        Figure(f"saves (PATCH) over {restarts} restarts", r["restarts_saves"], "", "a count", None,
-               "never on a normal reboot"),
+        Figure(f"saves (PATCH) over {restarts} restart{'s' if restarts > 1 else ''}", r["restarts_saves"], "",
+               "a count", None, "never on a normal reboot"),
         Figure("dyno start → /api/health 200, restored session", med(r["health"]) * 1000, "ms", "bare gunicorn",
-               bare["health"], "-"),
+               bare["health"], "start to /api/health 1.4 s (bare gunicorn 0.4 s)"),
         Figure("dyno start → connected, restored session (scripted client)", med(r["connected"]) * 1000, "ms",
-               "bare gunicorn → 200", bare["health"], "-"),
+               "bare gunicorn → 200", bare["health"], "to connected with a restored session 3.2 s"),
         Figure("idle worker RSS, connected (scripted client)", med(r["rss"]), "MB", "bare gunicorn", bare["rss"],
-               "-"),
-        Figure("SIGTERM → exit", med(r["exit"]) * 1000, "ms", "bare gunicorn", bare["exit"], "-"),
+               "75 MB connected (19 MB)"),
+        Figure("SIGTERM → exit", med(r["exit"]) * 1000, "ms", "bare gunicorn", bare["exit"],
+               "SIGTERM to exit 0.7 s (0.5 s)"),
     ]
 
 

@@ -114,7 +114,7 @@ def figures(quick: bool = False, baseline=None) -> list[Figure]:
     """Growth per failed attempt with the probe (ours) against RECONNECT_PROBE=0 (every attempt to
     neonize), same run. Quick: 60 attempts, SQLite only; full: 300, and Postgres (60 before)."""
     results = run(60 if quick else 300, 60, postgres=not quick, on_result=lambda *_: None)
-    claim = "an offline day costs no memory or file handles"
+    claim = "0.4 KB, 0.003 file handles per failed connect (182 KB, one handle)"
     out = []
     for store in ("sqlite", "postgres"):
         if f"{store} after" not in results:

@@ -83,8 +83,8 @@ def measure(profiles, repeat: int, budget: int = snapshot.DEFAULT_BUDGET) -> lis
 
 
 README_SIZES = {
-    "fresh": "a fresh pairing is about 5,900 characters (log sample: 5928 chars)",
-    "3000": "3,000 contacts about 10,900, 508 times smaller than tar, gzip, base64",
+    "fresh": "a fresh pairing is about 5,900 characters (log samples: 5928)",
+    "3000": "3,000 contacts about 10,900, 508 times smaller than tar | gzip | base64",
 }
 
 
@@ -99,8 +99,10 @@ def figures(quick: bool = False, baseline=None) -> list[Figure]:
         result.append(Figure(f"snapshot size, {label} (tier {tier})", ours, "chars", "shell tar czf + base64", shell,
                              README_SIZES.get(profile, "-")))
         if profile == "3000":
-            result.append(Figure(f"snapshot pack, {label}", opk, "ms", "tarfile gz+b64", npk, "-"))
-            result.append(Figure(f"snapshot unpack, {label} (validated)", oup, "ms", "tarfile gz+b64", nup, "-"))
+            result.append(Figure(f"snapshot pack, {label}", opk, "ms", "tarfile gz+b64", npk,
+                                 "packs in about 0.1 s, faster than tarfile"))
+            result.append(Figure(f"snapshot unpack, {label} (validated)", oup, "ms", "tarfile gz+b64", nup,
+                                 "unpacks, validated, in under 0.1 s, faster than tarfile"))
     return result
 
 

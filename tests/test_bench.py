@@ -48,6 +48,10 @@ def test_the_snapshot_rows_come_as_one_table_each_against_a_baseline_of_the_same
         assert readme, name
     sizes = [row for row in rows if row[0].startswith("snapshot size")]
     assert all(row[4] != "-" for row in sizes), "the sizes are the README's figures"
+    readme = (ROOT / "README.md").read_text()
+    for name, *_, says in rows:  # what the row quotes is what the README says
+        for figure in re.findall(r"\d[\d,.]*\d|\d", says):
+            assert figure in readme, (name, figure)
     assert list(tmp_path.iterdir()) == [], "scratch directories are removed"
 
 
