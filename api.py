@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
+import os
+from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import media
+import media_fetch
 import recipients
 import snapshot
 import stores
@@ -214,6 +218,51 @@ def send_location():
     place = media.location(body["latitude"], body["longitude"], body.get("name"), body.get("address"))
     to = recipients.recipient(body["to"])
     return jsonify(sent=True, to=to, **place, **_connection().send_location(to, **place))
+
+
+@api.get("/api/media/<message_id>")
+@require_key
+def media_file(message_id: str):
+    """A file a customer sent since the process started: downloaded from WhatsApp, decrypted and
+    checked into a temp file (whatsapp/download.py), then streamed from it."""
+    if not message_id.isascii() or not message_id.isalnum() or len(message_id) > MAX_MESSAGE_ID_CHARS:
+        return error(404, "media_not_found", "no such message: ids are letters and digits, as the message event gave them")
+    try:
+        handle, ref = _connection().open_media(message_id)
+    except media_fetch.MediaNotFound as exc:
+        return error(404, "media_not_found", str(exc))
+    except media_fetch.MediaBusy as exc:
+        body, status = error(503, "media_busy", str(exc))
+        body.headers["Retry-After"] = "5"
+        return body, status
+    except media_fetch.MediaDownloadError as exc:
+        return error(502, exc.code, exc.message, hint=exc.hint)
+    return _file_response(handle, ref)
+
+
+def _file_response(handle, ref) -> Response:
+    """Stream an open (already unlinked) file in 64 KB pieces; it closes when the answer ends or the
+    client goes away. The type is the message's own (incoming_media.safe_mimetype), but always as an
+    attachment in a sandbox: a customer's "text/html" must never run as a page of this app."""
+    size = os.fstat(handle.fileno()).st_size
+
+    def chunks():
+        with handle:
+            while piece := handle.read(1 << 16):
+                yield piece
+
+    name = ref.file_name or f"{ref.kind}{mimetypes.guess_extension(ref.mimetype.split(';')[0]) or ''}"
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in name)[:100]
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name[:200])}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Cache-Control": "no-store",
+    }
+    response = Response(chunks(), mimetype=ref.mimetype, headers=headers, direct_passthrough=True)
+    response.call_on_close(handle.close)  # also when the body is never read (HEAD, a client gone early)
+    return response
 
 
 # -- errors ----------------------------------------------------------------------------------------------

@@ -70,6 +70,11 @@ def create_app(
             # Only in front of neonize itself: a test's scripted client has no WhatsApp to probe.
             probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
             keepalive_give_up=cfg.keepalive_give_up,
+            media_dir=cfg.session_dir,
+            media_cache_entries=cfg.media_cache_entries,
+            media_cache_seconds=cfg.media_cache_seconds,
+            reject_calls=cfg.reject_calls,
+            reject_calls_message=cfg.reject_calls_message,
         )
 
     app = Flask(__name__)

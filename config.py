@@ -54,6 +54,18 @@ HEROKU_API_URL = "https://api.heroku.com"
 
 STORE_KINDS = ("heroku", "file", "postgres")
 
+#: Incoming media GET /api/media/<id> can fetch: the keys (never the files) of the last this many media
+#: messages, each a few hundred bytes, so the default costs well under 1 MB of the dyno's 512 MB.
+MEDIA_CACHE_ENTRIES = 1000
+#: ... received at most this many seconds ago. A dyno restarts at least once a day and the cache starts
+#: empty, so a day is what it can hold anyway; a shorter age forgets sooner.
+MEDIA_CACHE_SECONDS = 86400.0
+#: One download from WhatsApp's media servers (and its checks) ends within this many seconds, before
+#: Heroku's router gives up on the request at 30 s without an answer.
+MEDIA_DOWNLOAD_DEADLINE = 25.0
+#: The text REJECT_CALLS_MESSAGE may send back to a caller (a message, not a document).
+MAX_CALL_REPLY_CHARS = 4096
+
 #: An API_KEY shorter than this starts with a warning (it still works).
 MIN_API_KEY_CHARS = 16
 
@@ -88,6 +100,10 @@ class Config:
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
     keepalive_give_up: float = KEEPALIVE_GIVE_UP
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
+    media_cache_entries: int = MEDIA_CACHE_ENTRIES
+    media_cache_seconds: float = MEDIA_CACHE_SECONDS
+    reject_calls: bool = False  # decline every call offered to the number (a bot cannot answer one)
+    reject_calls_message: str | None = None  # then text the caller this
     log_level: str = "INFO"
     dyno: str | None = None  # DYNO, which Heroku sets on every dyno ("web.1"): tells Heroku from a laptop
     generated_key_file: Path | None = None  # set by with_local_api_key(): where the generated API key is
@@ -151,6 +167,7 @@ class Config:
             f"webhook_signing={'on' if self.webhook_secret else 'off'}",
             f"pair_phone={'set' if self.pair_phone else 'off'}",
             f"snapshot_at_boot={'yes' if self.session_value else 'no'}",
+            f"reject_calls={'with message' if self.reject_calls_message else 'on' if self.reject_calls else 'off'}",
         ]
         if self.session_store == "heroku":
             parts.append(f"heroku_app={self.heroku_app_name}")
@@ -199,6 +216,13 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float, *, high
     if value <= 0:
         raise ConfigError(f"{name} must be above 0 seconds, got {value:g}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (_text(env, name) or ("1" if default else "0")).lower()
+    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
 
 
 def _http_url(name: str, raw: str | None, *, allow_http: bool = True) -> str | None:
@@ -285,9 +309,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             "RECONNECT_DELAY_MIN must be above 0 and RECONNECT_DELAY_MAX at least as large, "
             f"got {reconnect_delay_min:g} and {reconnect_delay_max:g}"
         )
-    probe = (_text(env, "RECONNECT_PROBE") or "1").lower()
-    if probe not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise ConfigError(f"RECONNECT_PROBE must be 1 or 0, got {probe!r}")
+    probe = _flag(env, "RECONNECT_PROBE", True)
+    reject_calls = _flag(env, "REJECT_CALLS", False)
+    reject_calls_message = _text(env, "REJECT_CALLS_MESSAGE")
+    if reject_calls_message and not reject_calls:
+        raise ConfigError("REJECT_CALLS_MESSAGE is set but REJECT_CALLS is not: set REJECT_CALLS=1 to decline "
+                          "calls and answer with that text")
+    if reject_calls_message and len(reject_calls_message) > MAX_CALL_REPLY_CHARS:
+        raise ConfigError(f"REJECT_CALLS_MESSAGE has {len(reject_calls_message)} characters, more than "
+                          f"{MAX_CALL_REPLY_CHARS}")
 
     return Config(
         port=_integer(env, "PORT", 8000, low=1, high=65535),
@@ -319,8 +349,12 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         ),
         reconnect_delay_min=reconnect_delay_min,
         reconnect_delay_max=reconnect_delay_max,
-        reconnect_probe=probe in ("1", "true", "yes", "on"),
+        reconnect_probe=probe,
         keepalive_give_up=_seconds(env, "KEEPALIVE_GIVE_UP", KEEPALIVE_GIVE_UP, high=3600),
+        media_cache_entries=_integer(env, "MEDIA_CACHE_ENTRIES", MEDIA_CACHE_ENTRIES, low=0, high=100_000),
+        media_cache_seconds=_positive_seconds(env, "MEDIA_CACHE_SECONDS", MEDIA_CACHE_SECONDS, high=30 * 86400),
+        reject_calls=reject_calls,
+        reject_calls_message=reject_calls_message,
         log_level=log_level,
         dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),

@@ -4,7 +4,12 @@ WEBHOOK_URL (signed like every webhook call, see webhook.sign).
 Every event has one JSON shape: `{"event": name, "timestamp": ISO 8601 UTC, "data": {...}}`. The names
 (the README's "Events" section shows each with an example):
 
-    message            an incoming message (webhook.message_data)
+    message            an incoming message; a photo, video, voice note, document or sticker is described in
+                       `media` (incoming_media.describe), fetched with GET /api/media/<id>
+    reaction           a peer reacted to a message (an emoji; empty when the reaction was taken back)
+    edit               a peer edited one of its messages: the message's id and its new text
+    delete             a peer deleted one of its messages for everyone
+    call               a peer called the number; `rejected` says whether the bot declined it (REJECT_CALLS)
     qr                 a new QR code to scan: code, expiresAt, index
     paired             a phone linked this device: jid
     connected          logged in to WhatsApp: jid
@@ -33,6 +38,7 @@ import time
 
 import requests
 
+import incoming_media
 from clock import iso_now
 from recipients import jid_text
 from textsafe import proto_text
@@ -50,9 +56,13 @@ TEMPORARILY_BANNED = "temporarily_banned"
 CLIENT_OUTDATED = "client_outdated"
 SAVE_FAILED = "save_failed"
 RECEIPT = "receipt"
+REACTION = "reaction"
+EDIT = "edit"
+DELETE = "delete"
+CALL = "call"
 
 NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, LOGGED_OUT, TEMPORARILY_BANNED, CLIENT_OUTDATED,
-         SAVE_FAILED, RECEIPT)
+         SAVE_FAILED, RECEIPT, REACTION, EDIT, DELETE, CALL)
 #: Events a full queue never drops, and whose delivery is retried until it succeeds (or the receiver
 #: refuses it with a 4xx): the owner must learn that a new scan is needed.
 CRITICAL = frozenset({LOGGED_OUT})
@@ -222,17 +232,59 @@ class EventQueue:
             delay = min(delay * 2, MAX_RETRY_DELAY)
 
 
-# -- the `message` event: an incoming message ----------------------------------------------------
+# -- what a peer's message is: a message, a reaction, an edit or a delete ----------------------------
+
+# waE2E.ProtocolMessage.Type values (WAWebProtobufsE2E.proto): whatsmeow's BuildRevoke and BuildEdit.
+PROTOCOL_REVOKE = 0
+PROTOCOL_MESSAGE_EDIT = 14
+
 
 def message_payload(event) -> dict | None:
-    """The webhook JSON for a neonize Message event; None for what is not worth forwarding.
+    """The webhook JSON for a neonize Message event that is a new message; None for the bot's own
+    messages and for reactions, edits and deletes (incoming_event names those).
 
     The `message` event's shape (`{"event", "timestamp", "data"}`), with the message's fields also at
     the top level, where receivers written before events read them."""
-    data = message_data(event)
-    if data is None:
+    found = incoming_event(event)
+    if found is None or found[0] != MESSAGE:
         return None
-    return {**data, **envelope(MESSAGE, data)}
+    return payload(*found)
+
+
+def payload(name: str, data: dict) -> dict:
+    """The webhook JSON of an event; a `message` also has its fields at the top level."""
+    if name == MESSAGE:
+        return {**data, **envelope(MESSAGE, data)}
+    return envelope(name, data)
+
+
+def incoming_event(event) -> tuple[str, dict] | None:
+    """(event name, data) for a peer's neonize Message event: `message`, `reaction`, `edit` or
+    `delete`; None for the bot's own messages and for protocol messages that are no news to an owner
+    (history sync, key shares, disappearing-mode settings...).
+
+    An edit arrives unwrapped (whatsmeow types/events `UnwrapRaw`: IsEdit, the EditedMessage's MESSAGE_EDIT
+    protocol message as the Message); a delete for everyone is a REVOKE protocol message naming the
+    message's id; a reaction a reactionMessage naming the id it reacts to."""
+    info = event.Info
+    source = info.MessageSource
+    if source.IsFromMe:
+        return None
+    message = event.Message
+    who = {"from": jid_text(source.Sender), "chat": jid_text(source.Chat), "isGroup": bool(source.IsGroup),
+           "time": unix_seconds(info.Timestamp)}
+    if message.HasField("reactionMessage"):
+        reaction = message.reactionMessage
+        return REACTION, {"id": info.ID, "messageId": reaction.key.ID, **who, "emoji": reaction.text,
+                          "removed": reaction.text == ""}
+    if message.HasField("protocolMessage"):
+        protocol = message.protocolMessage
+        if protocol.type == PROTOCOL_MESSAGE_EDIT and protocol.HasField("editedMessage"):
+            return EDIT, {"id": protocol.key.ID, "editId": info.ID, **who, "text": _text(protocol.editedMessage)}
+        if protocol.type == PROTOCOL_REVOKE and protocol.HasField("key"):
+            return DELETE, {"id": protocol.key.ID, "deleteId": info.ID, **who}
+        return None
+    return MESSAGE, message_data(event)
 
 
 def message_data(event) -> dict | None:
@@ -242,8 +294,32 @@ def message_data(event) -> dict | None:
     if source.IsFromMe:
         return None
     message = event.Message
+    text = _text(message)
+    return {
+        "id": proto_text(info.ID),
+        "from": jid_text(source.Sender),
+        "chat": jid_text(source.Chat),
+        "isGroup": bool(source.IsGroup),
+        "pushName": proto_text(info.Pushname),
+        "time": unix_seconds(info.Timestamp),
+        "type": proto_text(info.Type) or ("text" if text else "other"),
+        "mediaType": proto_text(info.MediaType) or None,
+        "media": incoming_media.describe(message, info.ID),
+        "text": text,
+        "receivedAt": int(time.time()),
+    }
+
+
+def unix_seconds(value) -> int:
+    """A neonize timestamp as Unix seconds: neonize hands whatsmeow's times over in milliseconds for
+    messages and calls (seconds for receipts); a value past 10^11 (year 5138 in seconds) is milliseconds."""
+    value = int(value)
+    return value // 1000 if value > 10**11 else value
+
+
+def _text(message) -> str:
     # proto_text: a field that is not valid UTF-8 comes as bytes (proto2), decoded with replacement.
-    text = proto_text(
+    return proto_text(
         message.conversation
         or message.extendedTextMessage.text
         or message.imageMessage.caption
@@ -251,15 +327,14 @@ def message_data(event) -> dict | None:
         or message.documentMessage.caption
         or ""
     )
-    return {
-        "id": proto_text(info.ID),
-        "from": jid_text(source.Sender),
-        "chat": jid_text(source.Chat),
-        "isGroup": bool(source.IsGroup),
-        "pushName": proto_text(info.Pushname),
-        "time": int(info.Timestamp),
-        "type": proto_text(info.Type) or ("text" if text else "other"),
-        "mediaType": proto_text(info.MediaType) or None,
-        "text": text,
-        "receivedAt": int(time.time()),
-    }
+
+
+def call_data(offer) -> dict:
+    """A neonize CallOffer (whatsmeow call.go `handleCallEvent`, `<offer>`) as the `call` event's data;
+    the caller named by phone number when WhatsApp gave both (call-creator on a LID, caller_pn)."""
+    meta = offer.basicCallMeta
+    caller = meta.callCreator
+    if caller.Server == "lid" and meta.callCreatorAlt.User:
+        caller = meta.callCreatorAlt
+    return {"id": meta.callID, "from": jid_text(caller), "time": unix_seconds(meta.timestamp),
+            "video": any(node.Tag == "video" for node in offer.data.Nodes)}

@@ -29,6 +29,7 @@ MODULES = {  # name: module, in the order of the table
     "offline": "bench.bench_offline",
     "liveness": "bench.bench_liveness",
     "requests": "bench.bench_requests",
+    "media": "bench.bench_media",
 }
 
 

@@ -8,6 +8,8 @@
 | message.py | incoming messages, the recent-message cache for quotes |
 | receipt.py | delivery and read receipts of what the bot sent |
 | send.py | text, document, image, voice note and location sends |
+| download.py | customers' files: their keys as they arrive, the checked download GET /api/media asks for |
+| call.py | calls offered to the number: the `call` event, declined with REJECT_CALLS |
 | factory.py | the neonize client (or a test seam's) |
 | backoff.py, states.py | retry delays; the states the API reports |
 """

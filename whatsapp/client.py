@@ -24,15 +24,18 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 import neonize_lib
 from clock import iso_from_epoch
-from config import KEEPALIVE_GIVE_UP
+from config import KEEPALIVE_GIVE_UP, MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS
 from reachability import Unreachable
 from recipients import jid_text
 from whatsapp.backoff import Backoff
+from whatsapp.call import Calls
 from whatsapp.connectionevents import ConnectionEvents
+from whatsapp.download import Downloads
 from whatsapp.factory import default_client_factory
 from whatsapp.message import Messages
 from whatsapp.pair import Pairing
@@ -65,7 +68,7 @@ DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 QR_STOP_WAIT = 0.5
 
 
-class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
+class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads, Calls):
     def __init__(
         self,
         session,
@@ -78,6 +81,11 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
         max_connects: int | None = None,
         probe: Callable[[], bool] | None = None,
         keepalive_give_up: float = KEEPALIVE_GIVE_UP,
+        media_dir: Path | str = "session",
+        media_cache_entries: int = MEDIA_CACHE_ENTRIES,
+        media_cache_seconds: float = MEDIA_CACHE_SECONDS,
+        reject_calls: bool = False,
+        reject_calls_message: str | None = None,
     ) -> None:
         self.session = session  # session_manager.Session
         self._factory = client_factory
@@ -110,6 +118,8 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
         self.on_recycle: Callable[[], None] | None = None
         self._init_pairing(pair_phone)
         self._init_messages()
+        self._init_downloads(media_dir, media_cache_entries, media_cache_seconds)
+        self._init_calls(reject_calls, reject_calls_message)
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:

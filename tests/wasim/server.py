@@ -21,6 +21,7 @@ from typing import Callable
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
+from .download import PeerMediaHost
 from .media import MediaHost
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
@@ -138,6 +139,7 @@ class WhatsAppSimulator:
         self.pair_code_requests: list[dict] = []
         self.sent_messages: list[SentMessage] = []
         self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
+        self.peer_media = PeerMediaHost(self.workdir)  # what peers uploaded, served to the client (download.py)
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
@@ -160,9 +162,15 @@ class WhatsAppSimulator:
             os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source,
             keepalive=self._keepalive,
         )
-        self.proxy = InterceptingProxy(cert, key, self._serve, on_media=self.media.handle)
+        self.proxy = InterceptingProxy(cert, key, self._serve, on_media=self._on_media)
         self.proxy.start()
         return self
+
+    def _on_media(self, method: str, target: str, body: bytes):
+        # GET: the client downloads what a peer sent (download.py); POST: the client uploads (media.py).
+        if method == "GET":
+            return self.peer_media.handle_get(target)
+        return self.media.handle(method, target, body)
 
     def stop(self) -> None:
         if self.proxy is not None:
@@ -567,6 +575,15 @@ class WhatsAppSimulator:
 
     def deliver_text(self, jid: str, sender: str, text: str, push_name: str | bytes = "Sim Contact") -> str:
         """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id."""
+        return self.deliver_message(jid, sender, E2EMessage(conversation=text), push_name=push_name)
+
+    def deliver_message(self, jid: str, sender: str, message: E2EMessage, *, push_name: str = "Sim Contact",
+                        node_type: str = "text", media_type: str | None = None, edit: str | None = None,
+                        message_id: str | None = None) -> str:
+        """Any incoming 1:1 message (a waE2E.Message) from `sender` to device `jid`; returns its id.
+        `node_type`, the enc node's `mediatype` and the `edit` attribute as WhatsApp sets them (whatsmeow
+        send.go getTypeFromMessage / getMediaTypeFromMessage / getEditAttribute; message.go
+        parseMessageInfo reads them back). peer_events.py builds the messages."""
         device = self._device(jid)
         conns = self._live(jid, required=True)
         contact = self._contact(sender.split("@")[0])
@@ -578,12 +595,16 @@ class WhatsAppSimulator:
         spk_id, spk_pub, _ = device.signed_prekey
         bundle = PreKeyBundle(device.registration_id, device.identity_pub, spk_id, spk_pub,
                               prekey_id, prekey_pub)
-        plaintext = pad_v2(E2EMessage(conversation=text).SerializeToString())
-        message_id = "3EB0" + secrets.token_hex(8).upper()
-        node = Node("message", {
-            "from": JID.parse(contact.jid), "sender_lid": JID.parse(contact.lid), "id": message_id,
-            "t": str(int(time.time())), "type": "text", "notify": push_name,
-        }, [Node("enc", {"v": "2", "type": "pkmsg"}, contact.encrypt_pkmsg(bundle, plaintext))])
+        plaintext = pad_v2(message.SerializeToString())
+        message_id = message_id or "3EB0" + secrets.token_hex(8).upper()
+        attrs = {"from": JID.parse(contact.jid), "sender_lid": JID.parse(contact.lid), "id": message_id,
+                 "t": str(int(time.time())), "type": node_type, "notify": push_name}
+        if edit:
+            attrs["edit"] = edit
+        enc_attrs = {"v": "2", "type": "pkmsg"}
+        if media_type:
+            enc_attrs["mediatype"] = media_type
+        node = Node("message", attrs, [Node("enc", enc_attrs, contact.encrypt_pkmsg(bundle, plaintext))])
         conns[-1].send(node)
         return message_id
 
