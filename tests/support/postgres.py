@@ -39,6 +39,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -249,9 +250,20 @@ class PostgresServer:
     def _set_passwords(self) -> None:
         import psycopg
 
-        # initdb made a trust-only cluster; the unix socket (trust) sets the passwords TCP needs.
-        with psycopg.connect(host=str(self.base), port=self.port, user=self.superuser, dbname="postgres",
-                             autocommit=True, connect_timeout=10) as conn:
+        # initdb made a trust-only cluster; the unix socket (trust) sets the passwords TCP needs. The
+        # executor is done when the port answers, which on a loaded machine can be before the server
+        # takes sessions ("the database system is starting up"): wait for that, up to a deadline.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = psycopg.connect(host=str(self.base), port=self.port, user=self.superuser,
+                                       dbname="postgres", autocommit=True, connect_timeout=10)
+                break
+            except psycopg.OperationalError as exc:
+                if "starting up" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with conn:
             conn.execute(f"ALTER ROLE {self.superuser} PASSWORD '{self.password}'")
             if self.ssl:
                 conn.execute(f"CREATE ROLE {SSL_USER} LOGIN SUPERUSER PASSWORD '{self.password}'")
