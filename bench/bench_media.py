@@ -160,8 +160,10 @@ def measure(sizes: list[int], neonize: bool) -> dict[str, list[tuple[int, float,
     return results
 
 
-README_SAYS = {10: "the worker grows by about 2 MB for a 10 MB video; download_any by 58 MB",
-               100: "0.1 MB for a 100 MB one; download_any by 520 MB"}
+README = {  # what README.md says per file size (tests/test_bench.py checks the numbers are there)
+    10: "the worker grows by about 2 MB for a 10 MB video; download_any by 58 MB",
+    100: "0.1 MB for a 100 MB one; download_any by 520 MB",
+}
 
 
 def figures(quick: bool = False, baseline=None) -> list[Figure]:
@@ -170,7 +172,7 @@ def figures(quick: bool = False, baseline=None) -> list[Figure]:
     results = measure(sizes, neonize=True)
     base = {size: peak - before for size, before, peak, _ in results[NEONIZE]}
     return [Figure(f"worker RSS growth while a {size} MB file streams through GET /api/media", peak - before, "MB",
-                   "neonize download_any", base[size], README_SAYS.get(size, "-"))
+                   "neonize download_any", base[size], README.get(size, "-"))
             for size, before, peak, _ in results[BOT]]
 
 

@@ -81,3 +81,18 @@ def test_each_module_of_the_table_exposes_its_figures():
 
     for name, module in MODULES.items():
         assert callable(importlib.import_module(module).figures), name
+
+
+def test_what_each_row_says_the_readme_says_is_in_the_readme():
+    """The numbers in a row's 'README says' are the README's own: a README figure changed without its row
+    (or the other way round) fails here, before a reader finds the two disagree."""
+    from bench.__main__ import MODULES
+    import importlib
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for name, module in MODULES.items():
+        says = importlib.import_module(module).README
+        assert says, name
+        for claim in says.values():
+            for figure in re.findall(r"\d[\d,.]*\d|\d", claim):
+                assert figure in readme, (name, claim, figure)
