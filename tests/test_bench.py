@@ -96,3 +96,13 @@ def test_what_each_row_says_the_readme_says_is_in_the_readme():
         for claim in says.values():
             for figure in re.findall(r"\d[\d,.]*\d|\d", claim):
                 assert figure in readme, (name, claim, figure)
+
+
+def test_a_module_that_fails_is_one_row_saying_how_and_the_run_fails(monkeypatch, capsys):
+    import bench.__main__ as runner
+
+    monkeypatch.setitem(runner.MODULES, "broken", "bench.figures")  # a module without figures()
+    assert runner.main(["--only", "broken"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    (row,) = [cells(line) for line in lines[3:]]
+    assert row[0] == "broken: FAILED" and "AttributeError" in row[1], row
