@@ -34,6 +34,11 @@ SAVE_DEADLINE = 20.0
 #: always drops a dead one: within about a minute instead of whatsmeow's own 3 minutes.
 KEEPALIVE_GIVE_UP = 50.0
 
+#: How long WhatsApp may stay out of reach (never connected since the start, or lost and not back)
+#: before the owner gets an `unreachable` event: longer than a normal reconnect, or a daily restart's
+#: login, so that a blip is not news; short enough that a real outage is.
+UNREACHABLE_GRACE = 60.0
+
 #: Request threads of the one gunicorn worker (gunicorn.conf.py). Requests waiting for a running save
 #: hold a thread each; at most SAVE_WAITERS of them wait (the others answer at once that a save is
 #: running), so the other threads always stay free for the health check and everything else.
@@ -69,6 +74,11 @@ MAX_CALL_REPLY_CHARS = 4096
 #: An API_KEY shorter than this starts with a warning (it still works).
 MIN_API_KEY_CHARS = 16
 
+#: Sends and chat actions per minute (SEND_RATE_LIMIT) before the API answers 429. WhatsApp bans numbers
+#: that send too much, too fast; a person typing and tapping by hand stays well under one every two
+#: seconds over a whole minute, so this only stops a loop (a bug in the owner's code) in its first minute.
+SEND_RATE_LIMIT = 30
+
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or contradicts another; the message names the variable."""
@@ -99,6 +109,8 @@ class Config:
     reconnect_delay_min: float = 1.0  # first backoff delay (s); doubles per failed attempt
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
     keepalive_give_up: float = KEEPALIVE_GIVE_UP
+    send_rate_limit: int = SEND_RATE_LIMIT  # sends + chat actions per minute; 0: no limit
+    unreachable_grace: float = UNREACHABLE_GRACE  # seconds out of reach before the `unreachable` event
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
     media_cache_entries: int = MEDIA_CACHE_ENTRIES
     media_cache_seconds: float = MEDIA_CACHE_SECONDS
@@ -145,6 +157,11 @@ class Config:
                 f"API_KEY has {len(self.api_key)} characters, fewer than {MIN_API_KEY_CHARS}: anyone who guesses "
                 "it can send messages as this WhatsApp number, read its QR code and wipe its session; "
                 "use a random one (openssl rand -hex 24)"
+            )
+        if self.send_rate_limit == 0:
+            found.append(
+                "SEND_RATE_LIMIT=0: sends are not paced; a loop in the code calling the API can send "
+                "thousands of messages a minute, and WhatsApp bans numbers that send too much, too fast"
             )
         if self.on_heroku and self.session_store == "file":
             found.append(
@@ -351,6 +368,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reconnect_delay_max=reconnect_delay_max,
         reconnect_probe=probe,
         keepalive_give_up=_seconds(env, "KEEPALIVE_GIVE_UP", KEEPALIVE_GIVE_UP, high=3600),
+        send_rate_limit=_integer(env, "SEND_RATE_LIMIT", SEND_RATE_LIMIT, low=0, high=10_000),
+        unreachable_grace=_positive_seconds(env, "UNREACHABLE_GRACE", UNREACHABLE_GRACE, high=86400),
         media_cache_entries=_integer(env, "MEDIA_CACHE_ENTRIES", MEDIA_CACHE_ENTRIES, low=0, high=100_000),
         media_cache_seconds=_positive_seconds(env, "MEDIA_CACHE_SECONDS", MEDIA_CACHE_SECONDS, high=30 * 86400),
         reject_calls=reject_calls,

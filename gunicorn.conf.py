@@ -6,7 +6,9 @@ process holds a WhatsApp connection, and there must be exactly one of it.
 
 import logging
 import os
+import signal
 import sys
+import time
 
 import config as bot_config
 
@@ -46,9 +48,15 @@ keepalive = 0
 # neonize) is imported in the worker only.
 preload_app = False
 
-# Heroku sends SIGTERM and SIGKILLs 30 s later; give the worker 10 s to disconnect from WhatsApp and
-# exit, well inside that window.
-graceful_timeout = 10
+# Heroku sends SIGTERM to every process of the dyno and SIGKILLs them 30 s later. The master gives the
+# worker this long after its SIGTERM, then kills it: the worker's exit hook (worker_exit below) fits the
+# connection's stop and the webhook queue's delivery into it, keeping EXIT_MARGIN for the rest of the
+# way out; the master still has 5 s of Heroku's 30 to exit itself.
+graceful_timeout = 25
+#: Seconds of the grace kept for what follows the webhook drain: stdout bridge, interpreter exit.
+EXIT_MARGIN = 2.0
+#: The longest the WhatsApp connection may take to stop; the webhook queue delivers meanwhile.
+CONNECTION_STOP = 8.0
 
 # Heartbeat timeout for the worker (the master restarts a worker silent this long).
 timeout = 30
@@ -116,14 +124,45 @@ def post_worker_init(worker):
         worker.alive = False
 
     connection.on_recycle = recycle
+    _note_sigterm(worker)
     connection.start()
 
 
+def _grace(worker) -> float:
+    # The value in effect: GUNICORN_CMD_ARGS or the command line may override this file's.
+    return float(getattr(worker.cfg, "graceful_timeout", graceful_timeout))
+
+
+def _note_sigterm(worker) -> None:
+    """Remember when the SIGTERM came: the master kills the worker graceful_timeout later, whatever the
+    worker still does (in-flight requests are waited for first, so worker_exit may start late)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(sig, frame):
+        if getattr(worker, "bot_deadline", None) is None:
+            worker.bot_deadline = time.monotonic() + _grace(worker) - EXIT_MARGIN
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it: no interrupted system calls
+
+
 def worker_exit(server, worker):
-    """Worker, on its way out (SIGTERM included): stop the connection so the Go call returns."""
-    connection = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("whatsapp")
+    """Worker, on its way out (SIGTERM included): stop the connection so the Go call returns, and deliver
+    the webhook queue within what is left of the grace; what is still undelivered is logged as a count."""
+    deadline = getattr(worker, "bot_deadline", None) or time.monotonic() + _grace(worker) - EXIT_MARGIN
+    extensions = worker.wsgi.extensions if getattr(worker, "wsgi", None) is not None else {}
+    connection = extensions.get("whatsapp")
     if connection is not None:
-        connection.stop(timeout=graceful_timeout - 2)
+        # The queue keeps delivering while the connection stops (its own thread).
+        connection.stop(timeout=max(0.0, min(CONNECTION_STOP, deadline - time.monotonic())))
+    hub = extensions.get("events")
+    if hub is not None:
+        try:
+            hub.close(deadline)
+        except Exception:
+            _log.exception("could not finish the webhook queue")
     import stdout_bridge
 
     stdout_bridge.uninstall()  # drains what is left in the pipe, so the last lines are not lost

@@ -18,6 +18,14 @@ def test_empty_environment_gives_laptop_defaults():
     assert cfg.session_save_delay == 5.0
     assert cfg.heroku_api_url == "https://api.heroku.com"
     assert cfg.snapshot_file.name == "session.snapshot"
+    assert cfg.send_rate_limit == 30 and cfg.warnings() == []  # paced by default
+    assert cfg.unreachable_grace == 60.0
+
+
+def test_send_rate_limit_zero_turns_pacing_off_with_a_warning():
+    cfg = load_config({"SEND_RATE_LIMIT": "0"})
+    assert cfg.send_rate_limit == 0
+    assert any("SEND_RATE_LIMIT=0" in w and "bans" in w for w in cfg.warnings())
 
 
 @pytest.mark.parametrize(
@@ -41,6 +49,10 @@ def test_empty_environment_gives_laptop_defaults():
         ({"PAIR_PHONE": "call me"}, ["PAIR_PHONE"]),
         ({"LOG_LEVEL": "LOUD"}, ["LOG_LEVEL"]),
         ({"HEROKU_API_URL": "api.heroku.com"}, ["HEROKU_API_URL"]),
+        ({"SEND_RATE_LIMIT": "fast"}, ["SEND_RATE_LIMIT", "whole number"]),
+        ({"SEND_RATE_LIMIT": "-1"}, ["SEND_RATE_LIMIT", "between 0"]),
+        ({"UNREACHABLE_GRACE": "0"}, ["UNREACHABLE_GRACE", "above 0"]),
+        ({"UNREACHABLE_GRACE": "a minute"}, ["UNREACHABLE_GRACE"]),
     ],
 )
 def test_bad_values_name_the_variable(env, names):

@@ -24,7 +24,7 @@ import pytest
 
 import fsutil
 import snapshot
-import snapshot.unpacking
+import snapshot.tarreading
 from snapshot import InvalidSnapshot, SnapshotError, SnapshotTooLarge
 from tests.support import wadb
 
@@ -833,7 +833,7 @@ def test_inspect_without_room_for_its_scratch_copy_is_a_snapshot_error(fresh, mo
     def no_room(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(snapshot.unpacking, "_stream_to_private", no_room)
+    monkeypatch.setattr(snapshot.tarreading, "stream_to_private", no_room)
     with pytest.raises(SnapshotError) as err:
         snapshot.inspect(text)
     assert "No space left" in str(err.value)

@@ -7,7 +7,11 @@
 | pair.py | QR codes, the pairing code, pair status |
 | message.py | incoming messages, the recent-message cache for quotes |
 | receipt.py | delivery and read receipts of what the bot sent |
-| send.py | text, document, image, voice note and location sends |
+| send.py | text, document, image, voice note and location sends (to a number or a group), paced |
+| chat.py | read marks, typing/recording, reactions, edits, deletes for everyone |
+| user.py | which phone numbers are on WhatsApp |
+| group.py | the groups the account is in |
+| refused.py | why a chat action did not happen: the caller's mistake or WhatsApp's refusal |
 | download.py | customers' files: their keys as they arrive, the checked download GET /api/media asks for |
 | call.py | calls offered to the number: the `call` event, declined with REJECT_CALLS |
 | factory.py | the neonize client (or a test seam's) |

@@ -29,15 +29,19 @@ from typing import Callable
 
 import neonize_lib
 from clock import iso_from_epoch
-from config import KEEPALIVE_GIVE_UP, MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS
+from config import KEEPALIVE_GIVE_UP, MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS, SEND_RATE_LIMIT, UNREACHABLE_GRACE
+from pacing import SendPacer
 from reachability import Unreachable
 from recipients import jid_text
 from whatsapp.backoff import Backoff
 from whatsapp.call import Calls
+from whatsapp.chat import ChatActions
 from whatsapp.connectionevents import ConnectionEvents
 from whatsapp.download import Downloads
 from whatsapp.factory import default_client_factory
+from whatsapp.group import Groups
 from whatsapp.message import Messages
+from whatsapp.outage import CONNECT_FAILED, CONNECTION_LOST, NO_ANSWER, OutageWatch
 from whatsapp.pair import Pairing
 from whatsapp.receipt import Receipts
 from whatsapp.send import Sends
@@ -45,6 +49,8 @@ from whatsapp.states import (
     CONNECTING,
     NOT_STARTED,
     RECONNECTING,
+    TEMPORARILY_BANNED,
+    CLIENT_OUTDATED,
     RESTORING,
     STARTING,
     STOPPED,
@@ -52,6 +58,7 @@ from whatsapp.states import (
     Next,
     NotConnected,
 )
+from whatsapp.user import Users
 
 log = logging.getLogger("whatsapp")
 
@@ -68,7 +75,8 @@ DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 QR_STOP_WAIT = 0.5
 
 
-class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads, Calls):
+class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads, Calls, ChatActions, Users,
+                 Groups):
     def __init__(
         self,
         session,
@@ -81,6 +89,8 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
         max_connects: int | None = None,
         probe: Callable[[], bool] | None = None,
         keepalive_give_up: float = KEEPALIVE_GIVE_UP,
+        pacer: SendPacer | None = None,
+        unreachable_grace: float = UNREACHABLE_GRACE,
         media_dir: Path | str = "session",
         media_cache_entries: int = MEDIA_CACHE_ENTRIES,
         media_cache_seconds: float = MEDIA_CACHE_SECONDS,
@@ -114,10 +124,18 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
         self.keepalive_reconnects = 0  # connections dropped because pings went unanswered
         self.unreachable = 0  # attempts the probe kept away from neonize
         self.loop_errors = 0  # unexpected errors the connect loop survived
+        # WhatsApp out of reach past the grace: one `unreachable` event per outage (outage.py).
+        self._outage = OutageWatch(unreachable_grace, self._emit)
+        self.last_disconnect: dict | None = None  # the `disconnected` event's counterpart in the status
+        self.last_logout: dict | None = None  # the `logged_out` event's
+        self.connected_as: str | None = None  # the `connected` event's device (key holders only)
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
         self._init_pairing(pair_phone)
         self._init_messages()
+        self._init_chat()
+        # Every send and chat action that writes to a chat is counted here (pacing.py, SEND_RATE_LIMIT).
+        self.pacer = pacer or SendPacer(SEND_RATE_LIMIT)
         self._init_downloads(media_dir, media_cache_entries, media_cache_seconds)
         self._init_calls(reject_calls, reject_calls_message)
 
@@ -137,6 +155,8 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
             except Exception as exc:
                 self.last_error = f"cannot load neonize: {exc}"
                 log.exception("cannot load neonize; the connection will keep trying")
+            # Not connected since the start is an outage too, until the first login or QR code.
+            self._outage.begin()
             self._thread = threading.Thread(target=self._run, name="whatsapp-connection", daemon=True)
             self._thread.start()
 
@@ -145,6 +165,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
         waiting_for_scan = self.state == WAITING_FOR_QR
         self._stopping.set()
         self._wakeup.set()
+        self._outage.stop()  # a restart is no outage
         self._cancel_qr_timer()
         self.session.close()
         self._stop_client()
@@ -223,6 +244,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
             # neonize would fail the same way, and keep a database handle: not called at all.
             self.unreachable += 1
             self.last_error = f"WhatsApp unreachable: {error}"
+            self._outage.begin(NO_ANSWER, str(error))
             self.connected_since = None
             delay = self._backoff.next_delay()
             self._set_state(RECONNECTING)
@@ -258,7 +280,10 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
         delay = self._backoff.next_delay() if step.delay is None else step.delay
         self._set_state(step.state)
         if step.state == RECONNECTING:
+            self._outage.begin(CONNECTION_LOST if self._link_up else CONNECT_FAILED, step.reason)
             self._went_down(step.reason, delay)
+        elif step.state in (TEMPORARILY_BANNED, CLIENT_OUTDATED):
+            self._outage.pause()  # WhatsApp answers, and says no: the event of its own tells it
         log.warning("%s; retrying in %.1fs", step.reason, delay)
         self._wakeup.wait(delay)
         self._wakeup.clear()
@@ -353,5 +378,14 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads
             "clientConnects": self.connects,
             "keepaliveReconnects": self.keepalive_reconnects,
             "loopErrors": self.loop_errors,
+            # Each session event's counterpart: unreachable, disconnected, logged_out (the others:
+            # state, connectedSince, bannedUntil, qr, and the session's lastSaveError).
+            "unreachable": self._outage.status(),
+            "lastDisconnect": self.last_disconnect,
+            "lastLogout": self.last_logout,
+            "connectedAs": self.connected_as,
+            "qr": ({"index": self.qr_index, "expiresAt": iso_from_epoch(self.qr_expires_at)}
+                   if self.state == WAITING_FOR_QR and self.last_qr is not None else None),
             "webhook": self._webhook.status() if self._webhook is not None else None,
+            "pacing": self.pacer.status(),
         }

@@ -38,6 +38,7 @@ def main(db_path: str) -> int:
         StreamErrorEv,
         StreamReplacedEv,
         TemporaryBanEv,
+        UndecryptableMessageEv,
     )
     from neonize.utils.jid import Jid2String, build_jid
 
@@ -105,6 +106,11 @@ def main(db_path: str) -> int:
             edited_text=protocol.editedMessage.conversation if protocol is not None else None,
             reaction=[msg.reactionMessage.key.ID, msg.reactionMessage.text] if msg.HasField("reactionMessage") else None,
         )
+
+    @client.event(UndecryptableMessageEv)
+    def on_undecryptable(_client, ev) -> None:
+        emit("undecryptable", id=ev.Info.ID, sender=Jid2String(ev.Info.MessageSource.Sender),
+             unavailable=bool(ev.IsUnavailable))
 
     @client.event(CallOfferEv)
     def on_call(_client, ev) -> None:
