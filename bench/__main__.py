@@ -30,6 +30,7 @@ MODULES = {  # name: module, in the order of the table
     "liveness": "bench.bench_liveness",
     "requests": "bench.bench_requests",
     "media": "bench.bench_media",
+    "outbox": "bench.bench_outbox",
 }
 
 
