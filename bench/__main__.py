@@ -31,6 +31,7 @@ MODULES = {  # name: module, in the order of the table
     "requests": "bench.bench_requests",
     "media": "bench.bench_media",
     "outbox": "bench.bench_outbox",
+    "hostile": "bench.bench_hostile",
 }
 
 
