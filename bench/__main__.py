@@ -32,6 +32,7 @@ MODULES = {  # name: module, in the order of the table
     "media": "bench.bench_media",
     "outbox": "bench.bench_outbox",
     "hostile": "bench.bench_hostile",
+    "continuity": "bench.bench_continuity",
 }
 
 
