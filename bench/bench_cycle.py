@@ -98,10 +98,10 @@ def measure(restarts: int, baseline_runs: int = 3) -> dict:
 README = {  # what README.md says of each figure (tests/test_bench.py checks the numbers are there)
     "pairing": "saves once after you pair",
     "restarts": "never on a normal reboot",
-    "health": "start to /api/health 1.4 s (bare gunicorn 0.4 s)",
-    "connected": "to connected with a restored session 3.2 s",
-    "rss": "82 MB connected (19 MB)",
-    "exit": "SIGTERM to exit 0.7 s (0.5 s)",
+    "health": "start to /api/health 1.4 s (bare gunicorn 0.3 s)",
+    "connected": "to connected with a restored session 2.0 s",
+    "rss": "84 MB connected (19 MB)",
+    "exit": "SIGTERM to exit 0.6 s (0.3 s)",
 }
 
 
