@@ -2,7 +2,8 @@
 
 | module | holds |
 |---|---|
-| client.py | `Connection`: lifecycle, the connect loop, the lock, status |
+| client.py | `Connection`: lifecycle, the lock, status |
+| connectloop.py | the connect loop: restore, probe, connect, backoff, recycle |
 | connectionevents.py | connected, logged out, replaced, banned, outdated, disconnected, keep-alive |
 | pair.py | QR codes, the pairing code, pair status |
 | message.py | incoming messages, the recent-message cache for quotes |
@@ -21,7 +22,8 @@
 import time  # noqa: F401  (tests read whatsapp.time, as they did when this was one module)
 
 from whatsapp.backoff import Backoff
-from whatsapp.client import DEFAULT_MAX_CONNECTS, Connection
+from whatsapp.client import Connection
+from whatsapp.connectloop import DEFAULT_MAX_CONNECTS
 from whatsapp.connectionevents import CLIENT_OUTDATED_DELAY, STREAM_REPLACED_DELAY
 from whatsapp.factory import default_client_factory, load_client_factory
 from whatsapp.message import RECENT_MESSAGES
