@@ -83,7 +83,7 @@ def build_session(cfg) -> Session:
     from snapshot_session import SnapshotSession
 
     return SnapshotSession(cfg.session_dir, stores.make_store(cfg), save_delay=cfg.session_save_delay,
-                           save_deadline=cfg.save_deadline)
+                           save_deadline=cfg.save_deadline, prekey_check_interval=cfg.prekey_check_interval)
 
 
 # Fields that name the account (its phone number, LID, profile name): shown to key holders only.

@@ -29,7 +29,8 @@ from typing import Callable
 
 import snapshot
 from clock import iso_now
-from config import SAVE_DEADLINE, SAVE_WAITERS
+from config import PREKEY_CHECK_INTERVAL, SAVE_DEADLINE, SAVE_WAITERS
+from prekeywatch import PreKeyWatch
 from errors import error_record, failure_event
 from stores import SnapshotStore
 from textsafe import printable
@@ -70,7 +71,7 @@ class SnapshotSession:
     kind = "snapshot"
 
     def __init__(self, session_dir: Path, store: SnapshotStore, *, save_delay: float = 5.0,
-                 save_deadline: float = SAVE_DEADLINE) -> None:
+                 save_deadline: float = SAVE_DEADLINE, prekey_check_interval: float = PREKEY_CHECK_INTERVAL) -> None:
         self.session_dir = Path(session_dir)
         self.store = store
         self.save_delay = save_delay
@@ -92,6 +93,7 @@ class SnapshotSession:
         self._stored_jid: str | None = None
         self._stored_info: dict | None = None
         self._local_jid: str | None = None
+        self.prekey_watch = PreKeyWatch(self, prekey_check_interval)
 
     # -- what neonize opens -----------------------------------------------------------------------
     @property
@@ -152,6 +154,14 @@ class SnapshotSession:
             self._stored_info = {"valid": False, "error": str(exc), "encodedSize": len(text)}
             return
         self._remember_stored(info)
+
+    def stored_prekeys(self) -> tuple[int, int] | None:
+        """(highest pre-key id, uploaded pre-keys) of the stored snapshot (after a restore: of the restored
+        session, fence included), or None when nothing valid is stored."""
+        info = self._stored_info or {}
+        if not info.get("valid") or info.get("max_prekey_id") is None:
+            return None
+        return int(info["max_prekey_id"]), int(info.get("uploaded_prekeys") or 0)
 
     def _remember_stored(self, info) -> None:
         self._stored_jid = info.device_jid
@@ -215,6 +225,7 @@ class SnapshotSession:
         log.info("connected as %s", printable(local) if local else "(unknown device)")
         if not local:
             return
+        self.prekey_watch.start()  # its first look installs the use triggers (signaluse.py)
         if local == self._stored_jid:
             log.info("device %s is the stored one: nothing to save", printable(local))
             return
@@ -243,6 +254,7 @@ class SnapshotSession:
     def close(self) -> None:
         """The worker stops: no save starts any more (one already running finishes or times out)."""
         self._cancel_save_timer()
+        self.prekey_watch.close()
 
     # -- saving -----------------------------------------------------------------------------------
     def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0) -> dict:
@@ -386,5 +398,6 @@ class SnapshotSession:
             "lastSaveError": self.last_save_error,
             "saveInProgress": {"reason": flight.reason, "since": flight.started_at} if running else None,
             "lastWipe": self.last_wipe,
+            "preKeyWatch": self.prekey_watch.status(),
             "store": self.store.describe(),
         }

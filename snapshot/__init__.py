@@ -11,13 +11,13 @@ The atomic directory swap of a restore is in fsutil.py.
 """
 
 from snapshot.format import (DB_NAME, DEFAULT_BUDGET, EXIT_TOO_LARGE, MAX_MEMBERS, MAX_UNCOMPRESSED_BYTES,
-                             CORE_PREKEYS, RESTORED_PAGE_SIZE, TIERS, InvalidSnapshot, SnapshotError,
+                             PREKEY_FLOOR, RESTORED_PAGE_SIZE, TIERS, InvalidSnapshot, SnapshotError,
                              SnapshotInfo, SnapshotTooLarge)
 from snapshot.packing import pack, pack_for_store
 from snapshot.unpacking import describe_restore, device_jid, has_valid_session, inspect, unpack
 
 __all__ = [
-    "CORE_PREKEYS", "DB_NAME", "DEFAULT_BUDGET", "EXIT_TOO_LARGE", "MAX_MEMBERS", "MAX_UNCOMPRESSED_BYTES",
+    "PREKEY_FLOOR", "DB_NAME", "DEFAULT_BUDGET", "EXIT_TOO_LARGE", "MAX_MEMBERS", "MAX_UNCOMPRESSED_BYTES",
     "RESTORED_PAGE_SIZE", "TIERS", "InvalidSnapshot", "SnapshotError", "SnapshotInfo", "SnapshotTooLarge",
     "describe_restore", "device_jid", "has_valid_session", "inspect", "pack", "pack_for_store", "unpack",
 ]

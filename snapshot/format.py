@@ -47,12 +47,18 @@ MAX_UNCOMPRESSED_BYTES = 128 * 1024 * 1024
 # extras while stopping a tar of millions of empty members from burning CPU.
 MAX_MEMBERS = 256
 
-# How many pre-keys the "core" tier keeps. Each costs ~66 characters (32 random bytes plus its row
-# and index entry) and the rest of a fresh "core" snapshot ~4,700, so 16 keeps a fresh pairing under
-# 6,000 characters. More would buy little: after a restore the server still holds hundreds of our
-# keys that no snapshot this size can carry, and a peer that draws a missing one costs one retry
-# receipt (retry.go sends a fresh pre-key with it), not a lost message.
-CORE_PREKEYS = 16
+# The "core" tier is filled to the budget (packing.py `_fill_core`) in this order:
+# 1. up to PREKEY_FLOOR of the lowest unused one-time pre-keys. A new peer gets one of ours from the
+#    server to start a session; without its private half the first message fails and costs TWO retry
+#    rounds: retry.go `sendRetryReceipt` adds a fresh pre-key to a receipt only from the second retry on
+#    (`retryCount > 1`), so the peer's first re-send on the same broken session fails again. One key is
+#    ~66 characters (32 random bytes, its row and index entry).
+# 2. then the Signal sessions, sender keys and identities of peers, most recently used first: an
+#    established peer whose session is missing costs two rounds too, but a session is ~10x the size of
+#    a pre-key (~700 characters), so the first 150 new peers are cheaper to cover than 15 old ones.
+# 3. then more pre-keys with what is left (the 151st new peer since the last save is rare for one bot).
+# 150 keeps a fresh pairing within a quarter of the config-var limit (measured: bench_snapshot.py).
+PREKEY_FLOOR = 150
 
 TIERS = ("full", "crypto", "peers", "core", "login")
 
@@ -98,14 +104,15 @@ ALL, NONE = "1", None
 # whatsmeow reissue ids the server still hands out, with different keys (undecryptable messages).
 _MAX_PREKEY = "t.key_id = (SELECT MAX(p.key_id) FROM src.whatsmeow_pre_keys p WHERE p.jid = t.jid)"
 _UPLOADED_PREKEYS = f"t.uploaded OR {_MAX_PREKEY}"
-# We assume the server hands out the oldest (lowest-id) keys first, as Signal's server does (not
-# verified for WhatsApp; under any other order keeping the lowest is no worse than another pick),
-# so the lowest uploaded ids are the ones peers will use next. A peer whose key we lack gets a
-# retry receipt carrying a fresh key (retry.go sendRetryReceipt), so it recovers.
-_NEXT_PREKEYS = (
-    f"(t.uploaded AND t.key_id IN (SELECT p.key_id FROM src.whatsmeow_pre_keys p WHERE p.jid = t.jid"
-    f" AND p.uploaded ORDER BY p.key_id LIMIT {CORE_PREKEYS})) OR {_MAX_PREKEY}"
-)
+# The filled tier keeps the pre-keys, sessions, sender keys and identities packing.py chose; it puts
+# them in these temp tables of the connection that builds the tier (never part of the snapshot).
+FILL = "fill"
+_FILLED = {
+    "whatsmeow_pre_keys": f"t.key_id IN (SELECT key_id FROM temp.keep_prekeys) OR {_MAX_PREKEY}",
+    "whatsmeow_sessions": "t.their_id IN (SELECT their_id FROM temp.keep_sessions)",
+    "whatsmeow_identity_keys": "t.their_id IN (SELECT their_id FROM temp.keep_sessions)",
+    "whatsmeow_sender_keys": "(t.chat_id, t.sender_id) IN (SELECT chat_id, sender_id FROM temp.keep_sender_keys)",
+}
 
 #                                        full crypto peers  core   login
 _TABLE_RULES = {
@@ -115,21 +122,23 @@ _TABLE_RULES = {
     "whatsmeow_device":                  (ALL, ALL, ALL, ALL, ALL),
     # Salt for cstokens (cstoken.go); 32 bytes, only re-sent by the phone via app state.
     "whatsmeow_nct_salt":                (ALL, ALL, ALL, ALL, ALL),
-    "whatsmeow_pre_keys":                (ALL, ALL, _UPLOADED_PREKEYS, _NEXT_PREKEYS, _MAX_PREKEY),
+    "whatsmeow_pre_keys":                (ALL, ALL, _UPLOADED_PREKEYS, FILL, _MAX_PREKEY),
     # Keys that decrypt app-state patches. A few dozen small rows; without them whatsmeow must ask
     # the phone again (works only while the phone is online), so kept down to "core".
     "whatsmeow_app_state_sync_keys":     (ALL, ALL, ALL, ALL, NONE),
     # Per-peer trust and addressing, ~60 bytes per contact: identity keys (trust on first use,
     # re-learned from the next message), privacy tokens (sent with 1:1 messages; re-issued by
     # peers), LID<->phone map (refetched through usync when missing).
-    "whatsmeow_identity_keys":           (ALL, ALL, ALL, NONE, NONE),
+    "whatsmeow_identity_keys":           (ALL, ALL, ALL, FILL, NONE),
     "whatsmeow_privacy_tokens":          (ALL, ALL, ALL, NONE, NONE),
     "whatsmeow_lid_map":                 (ALL, ALL, ALL, NONE, NONE),
-    # Signal ratchets, the bulk of a used account (~1 KB per peer device). A snapshot's copy goes
-    # stale as soon as the live ratchet moves; peers recover through retry receipts and fresh
-    # sessions; our own group sender key is regenerated and redistributed.
-    "whatsmeow_sessions":                (ALL, ALL, NONE, NONE, NONE),
-    "whatsmeow_sender_keys":             (ALL, ALL, NONE, NONE, NONE),
+    # Signal ratchets, the bulk of a used account (~1 KB per peer device). A peer whose session is
+    # missing after a restore costs two retry rounds (or a lost message when its client does not
+    # answer retry receipts), so "core" keeps the most recently used ones the budget allows (FILL) and
+    # "peers" all of them. A copy is only as fresh as the last save: a ratchet that moved since then
+    # fails and is rebuilt the same way.
+    "whatsmeow_sessions":                (ALL, ALL, ALL, FILL, NONE),
+    "whatsmeow_sender_keys":             (ALL, ALL, ALL, FILL, NONE),
     # Per-message secrets (poll votes, edits, reactions to earlier messages). Cannot be refetched,
     # but only matter for messages sent before the snapshot; grows with message count.
     "whatsmeow_message_secrets":         (ALL, ALL, NONE, NONE, NONE),
@@ -152,7 +161,13 @@ _UNKNOWN_TABLE_RULE = (ALL, NONE, NONE, NONE, NONE)
 
 
 def row_filter(table: str, tier: str):
-    return _TABLE_RULES.get(table, _UNKNOWN_TABLE_RULE)[TIERS.index(tier)]
+    rule = _TABLE_RULES.get(table, _UNKNOWN_TABLE_RULE)[TIERS.index(tier)]
+    return _FILLED[table] if rule == FILL else rule
+
+
+# Our own objects in the live database (signaluse.py: which peer's keys were used last). They only
+# steer packing and are never packed: a restore keeps neonize's schema only.
+OWN_PREFIX = "bot_"
 
 
 
@@ -170,6 +185,7 @@ class SnapshotInfo:
     device_lid: str | None
     prekeys: int
     uploaded_prekeys: int
+    max_prekey_id: int | None  # whatsmeow mints the next pre-key id above it (prekey_fence.py)
     schema_version: int | None
     paired_at: str | None  # from the device's ADV identity (when the phone linked it)
     created_at: str | None  # the database member's mtime; ours are zeroed for determinism

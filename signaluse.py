@@ -1,0 +1,48 @@
+"""Which peer's Signal keys the bot used last, recorded in the live database for the next snapshot.
+
+A snapshot has room for the sessions and sender keys of only some peers (snapshot/fill.py keeps the most
+recently used first), and whatsmeow's tables hold no time of use. Triggers on its two tables record
+each write (whatsmeow writes a session after every message it encrypts or decrypts: store/sqlstore
+/store.go `putSessionQuery`, an upsert, and `putSenderKeyQuery`) into our own table, in order: the rowid
+of a replaced row is new, so the highest rowid is the latest use.
+
+The table and triggers are ours (OWN_PREFIX): packing never copies them and a restore never brings
+them back (it keeps neonize's schema only), so they are installed again after every connect. Only
+SQLite sessions have them; a session live in PostgreSQL has no snapshot to fill.
+
+Runs in the snapshot child process (snapshot/child.py `watch`): neonize has the database open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from snapshot.fill import USE_TABLE
+
+_TRIGGERS = {
+    # name: (event, table, the row's key as (kind, k1, k2))
+    f"{USE_TABLE}_session_insert": ("INSERT", "whatsmeow_sessions", "'s', NEW.their_id, ''"),
+    f"{USE_TABLE}_session_update": ("UPDATE", "whatsmeow_sessions", "'s', NEW.their_id, ''"),
+    f"{USE_TABLE}_sender_key_insert": ("INSERT", "whatsmeow_sender_keys", "'k', NEW.chat_id, NEW.sender_id"),
+    f"{USE_TABLE}_sender_key_update": ("UPDATE", "whatsmeow_sender_keys", "'k', NEW.chat_id, NEW.sender_id"),
+}
+
+
+def install(conn: sqlite3.Connection) -> bool:
+    """Create the table and triggers when missing (one transaction). False when whatsmeow's tables
+    are not there (yet): nothing to track."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"whatsmeow_sessions", "whatsmeow_sender_keys"} <= tables:
+        return False
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    if USE_TABLE in tables and set(_TRIGGERS) <= present:
+        return True
+    with conn:
+        # No AUTOINCREMENT (it would add a sqlite_sequence row to whatsmeow's database): a replaced row
+        # gets MAX(rowid)+1, which is all the order needs.
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {USE_TABLE} (kind TEXT NOT NULL, k1 TEXT NOT NULL,"
+                     " k2 TEXT NOT NULL, PRIMARY KEY (kind, k1, k2))")
+        for name, (event, table, key) in _TRIGGERS.items():
+            conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} BEGIN"
+                         f" INSERT OR REPLACE INTO {USE_TABLE} (kind, k1, k2) VALUES ({key}); END")
+    return True
