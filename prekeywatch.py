@@ -40,6 +40,7 @@ class PreKeyWatch:
         self.last_error: str | None = None
 
     def start(self) -> None:
+        """The periodic looks, the first one `interval` from now (the caller made one: look_once)."""
         with self._lock:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._run, name="prekey-watch", daemon=True)
@@ -49,13 +50,16 @@ class PreKeyWatch:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check()
-            except Exception as exc:  # the watcher never dies; the next look tries again
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("pre-key check failed: %s", self.last_error)
-            self._stop.wait(self.interval)
+        while not self._stop.wait(self.interval):
+            self.look_once()
+
+    def look_once(self) -> None:
+        """check(), logging instead of raising: the watcher never dies, the next look tries again."""
+        try:
+            self.check()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("pre-key check failed: %s", self.last_error)
 
     def check(self) -> bool:
         """One look; True when it started a save for a new batch."""

@@ -71,6 +71,9 @@ class Session(Protocol):
     def close(self) -> None:
         """The worker stops: start nothing new."""
 
+    def save_at_stop(self, seconds_left: float, *, recycling: bool = False) -> dict | None:
+        """After close(), as the worker exits: the save at the dyno's stop (stopsave.py), if any."""
+
 
 def build_session(cfg) -> Session:
     """The session for the configured store (config.Config)."""

@@ -31,6 +31,7 @@ import snapshot
 from clock import iso_now
 from config import PREKEY_CHECK_INTERVAL, SAVE_DEADLINE, SAVE_WAITERS
 from prekeywatch import PreKeyWatch
+import stopsave
 from errors import error_record, failure_event
 from stores import SnapshotStore
 from textsafe import printable
@@ -51,8 +52,9 @@ class SaveInProgress(Exception):
 class _Flight:
     """One save: its thread, and the outcome every waiter gets."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, stop_saved_at: int | None = None) -> None:
         self.reason = reason
+        self.stop_saved_at = stop_saved_at  # a save at the dyno's stop stamps the snapshot (stopsave.py)
         self.started_at = iso_now()
         self.done = threading.Event()
         self.result: dict | None = None
@@ -225,7 +227,9 @@ class SnapshotSession:
         log.info("connected as %s", printable(local) if local else "(unknown device)")
         if not local:
             return
-        self.prekey_watch.start()  # its first look installs the use triggers (signaluse.py)
+        # The first look installs the use triggers (signaluse.py), before the save decision is logged.
+        self.prekey_watch.look_once()
+        self.prekey_watch.start()
         if local == self._stored_jid:
             log.info("device %s is the stored one: nothing to save", printable(local))
             return
@@ -257,7 +261,8 @@ class SnapshotSession:
         self.prekey_watch.close()
 
     # -- saving -----------------------------------------------------------------------------------
-    def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0) -> dict:
+    def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0,
+             stop_saved_at: int | None = None, deadline: float | None = None) -> dict:
         """Pack and store the session, as one single flight; returns the outcome of the save.
 
         `wait`: seconds to wait for the flight (None: for as long as it takes, up to its deadline plus
@@ -266,8 +271,8 @@ class SnapshotSession:
         with self._flight_lock:
             flight = self._flight
             if flight is None or flight.done.is_set():
-                flight = self._flight = _Flight(reason)
-                threading.Thread(target=self._fly, args=(flight, force), name="session-save",
+                flight = self._flight = _Flight(reason, stop_saved_at)
+                threading.Thread(target=self._fly, args=(flight, force, deadline), name="session-save",
                                  daemon=True).start()
             elif force or reason != flight.reason:
                 log.info("a save (%s) is already running: %s waits for it", flight.reason, reason)
@@ -283,10 +288,10 @@ class SnapshotSession:
             raise SaveInProgress(flight)
         return flight.outcome()
 
-    def _fly(self, flight: _Flight, force: bool) -> None:
+    def _fly(self, flight: _Flight, force: bool, deadline: float | None = None) -> None:
         try:
-            flight.result = self._save_now(force=force, reason=flight.reason,
-                                           deadline=time.monotonic() + self.save_deadline)
+            flight.result = self._save_now(force=force, reason=flight.reason, stamp=flight.stop_saved_at,
+                                           deadline=min(deadline or float("inf"), time.monotonic() + self.save_deadline))
             self.last_save_error = None
         except BaseException as exc:  # every failure is the flight's outcome, never a dead thread
             flight.error = exc
@@ -300,19 +305,26 @@ class SnapshotSession:
         finally:
             flight.done.set()
 
-    def _save_now(self, *, force: bool, reason: str, deadline: float) -> dict:
+    def _save_now(self, *, force: bool, reason: str, deadline: float, stamp: int | None = None) -> dict:
         # The device as last read; read again when none is known yet (a save asked for right after a
         # pairing may come before the read that follows Connected): no Platform API call without one.
         if self._local_jid is None and self.refresh_local(timeout=deadline - time.monotonic()) is None:
             raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
         budget = self.store.budget(deadline=deadline)
-        packed = self._pack(budget, deadline)
+        packed = self._pack(budget, deadline, stamp)
         if packed["overTarget"]:
             log.warning(
                 "the session does not fit the %d-char target; using up to %d of the room the other config "
                 "vars leave (the next `heroku config:set` may then fail)", budget.target, budget.ceiling,
             )
         text, info = packed["text"], packed["info"]
+        if stamp is not None and snapshot.same_snapshot(packed["plain"], self.store.load()):
+            # The session did not change since the stored snapshot: a stop never writes for nothing.
+            self.last_save = {"at": iso_now(), "reason": reason, "changed": False, "size": len(packed["plain"]),
+                              "tier": info["tier"], "budget": budget.ceiling, "target": budget.target,
+                              "restartExpected": False}
+            log.info("session unchanged (%s): the store already holds this snapshot; nothing written", reason)
+            return dict(self.last_save)
         result = self.store.save(text, force=force, budget=budget, deadline=deadline)
         self._local_jid = self._stored_jid = info["device_jid"]
         self._stored_info = {"valid": True, **info}
@@ -332,11 +344,12 @@ class SnapshotSession:
             log.info("session unchanged (%s): the store already holds this snapshot; nothing written", reason)
         return dict(self.last_save)
 
-    def _pack(self, budget, deadline: float) -> dict:
+    def _pack(self, budget, deadline: float, stamp: int | None = None) -> dict:
         """The snapshot and its description from one child process (see _snapshot_child)."""
         out = self._snapshot_child(
             "pack-json", str(self.session_dir.resolve()),
             "--target", str(budget.target), "--ceiling", str(budget.ceiling),
+            *(["--stop-saved-at", str(stamp)] if stamp is not None else []),
             timeout=deadline - time.monotonic(),
         )
         packed = json.loads(out)
@@ -346,6 +359,29 @@ class SnapshotSession:
                 raise snapshot.SnapshotTooLarge(error["sizes"], error["budget"])
             raise snapshot.SnapshotError(error["message"])
         return packed
+
+    def save_at_stop(self, seconds_left: float, *, recycling: bool = False) -> dict | None:
+        """The worker stops (after the connection is closed): save the live session when stopsave.py
+        says so, within `seconds_left`. Never raises; returns the save's outcome or None."""
+        now = time.time()
+        stored = self._stored_info or {}
+        reason = "the worker only recycles itself (the dyno keeps running)" if recycling else stopsave.why_not(
+            restarts_on_write=self.store.kind == "heroku", local_jid=self._local_jid, stored_jid=self._stored_jid,
+            stored_stamp=stored.get("stop_saved_at"), connected_this_boot=self.connect_checks > 0,
+            wiped=self.last_wipe is not None, seconds_left=seconds_left, now=now)
+        if reason:
+            log.info("not saving the session at stop: %s", reason)
+            return None
+        started = time.monotonic()
+        try:
+            result = self.save(reason="dyno stopping", wait=seconds_left, stop_saved_at=int(now),
+                               deadline=started + seconds_left - 1.0)
+        except Exception as exc:  # logged by the flight; the stored snapshot stays as it was
+            log.warning("the save at stop did not finish: %s", type(exc).__name__)
+            return None
+        log.info("save at stop: %s in %.1fs", "written" if result.get("changed") else "unchanged, nothing written",
+                 time.monotonic() - started)
+        return result
 
     # -- wiping -----------------------------------------------------------------------------------
     def wipe(self, reason: str) -> None:

@@ -30,6 +30,7 @@ import requests
 
 from clock import iso_now
 from config import CONFIG_VARS_LIMIT, HEROKU_API_URL, SESSION_VAR, SNAPSHOT_SHARE
+from snapshot.format import same_snapshot
 from fsutil import fsync_path
 from heroku_api import (TOKEN_HINT, AppNotFound, AuthenticationFailed,  # noqa: F401 - the store's errors
                         ConfigVarsClient, PermissionDenied, PlatformConnectionError, PlatformTimeout,
@@ -246,7 +247,7 @@ class HerokuConfigVarStore(SnapshotStore):
              deadline: float | None = None) -> SaveResult:
         text = _check_snapshot_text(text)
         with self._lock:
-            if text == self._value and not force:
+            if same_snapshot(text, self._value) and not force:
                 return SaveResult(False, _size(text), reason="unchanged")
             self._pending = text
             try:
@@ -260,7 +261,7 @@ class HerokuConfigVarStore(SnapshotStore):
             budget = self.budget(deadline=deadline)  # also refreshes the known value from the platform
         # Compared with what the config var holds now (read just above, or by the caller's budget
         # GET), forced or not: writing an equal value would only restart the dyno for nothing.
-        if text == self._value:
+        if same_snapshot(text, self._value):
             return SaveResult(False, _size(text), budget=budget, reason="unchanged")
         try:
             self._refuse_over_budget(text, budget)
@@ -369,7 +370,7 @@ class LocalFileStore(SnapshotStore):
              deadline: float | None = None) -> SaveResult:
         text = _check_snapshot_text(text)
         with self._lock:
-            changed = text != self.load()  # the file itself: forced or not, an equal value is kept
+            changed = not same_snapshot(text, self.load())  # the file itself: forced or not, an equal value is kept
             if not changed:
                 return SaveResult(False, _size(text), reason="unchanged")
             budget = budget or self.budget()

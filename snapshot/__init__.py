@@ -12,12 +12,12 @@ The atomic directory swap of a restore is in fsutil.py.
 
 from snapshot.format import (DB_NAME, DEFAULT_BUDGET, EXIT_TOO_LARGE, MAX_MEMBERS, MAX_UNCOMPRESSED_BYTES,
                              PREKEY_FLOOR, RESTORED_PAGE_SIZE, TIERS, InvalidSnapshot, SnapshotError,
-                             SnapshotInfo, SnapshotTooLarge)
+                             SnapshotInfo, SnapshotTooLarge, same_snapshot)
 from snapshot.packing import pack, pack_for_store
 from snapshot.unpacking import describe_restore, device_jid, has_valid_session, inspect, unpack
 
 __all__ = [
     "PREKEY_FLOOR", "DB_NAME", "DEFAULT_BUDGET", "EXIT_TOO_LARGE", "MAX_MEMBERS", "MAX_UNCOMPRESSED_BYTES",
-    "RESTORED_PAGE_SIZE", "TIERS", "InvalidSnapshot", "SnapshotError", "SnapshotInfo", "SnapshotTooLarge",
+    "RESTORED_PAGE_SIZE", "TIERS", "InvalidSnapshot", "SnapshotError", "SnapshotInfo", "SnapshotTooLarge", "same_snapshot",
     "describe_restore", "device_jid", "has_valid_session", "inspect", "pack", "pack_for_store", "unpack",
 ]

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("dir")
     j.add_argument("--target", type=int, required=True)
     j.add_argument("--ceiling", type=int, required=True)
+    j.add_argument("--stop-saved-at", type=int, default=None, help="stamp a save at the dyno's stop")
     w = sub.add_parser("watch", help='record key use (signaluse.py) and say {"jid", "maxPreKeyId", "mintedAbove"}')
     w.add_argument("dir")
     w.add_argument("--above", type=int, default=0, help="count the uploaded pre-keys with a higher id")
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(watch(args.dir, args.above)))
         return 0
     try:
-        print(json.dumps(pack_for_store(args.dir, args.target, args.ceiling)))
+        print(json.dumps(pack_for_store(args.dir, args.target, args.ceiling, args.stop_saved_at)))
     except SnapshotError as exc:
         error = {"type": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, SnapshotTooLarge):

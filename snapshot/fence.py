@@ -14,6 +14,10 @@ than it had been up in FENCE_SECONDS steps. whatsmeow mints one per second retry
 batch, and a batch makes the bot save (prekeywatch.py), so a boot never comes near it. Two boots within
 the same FENCE_SECONDS could share their first ids: a dyno restart takes longer than that.
 
+The fence row's key is FENCE_KEY (all zeros, never uploaded nor sent, so no peer can name its id), and
+packing leaves it out: the next restore sets a higher fence from the clock anyway, and a session that
+did nothing since its restore packs to the very text it was restored from (no save for nothing).
+
 The wire carries a pre-key id in 3 bytes (prekeys.go `preKeyToNode`: keyID[1:]), so ids must stay below
 2**24: at one per FENCE_SECONDS from 2026 that lasts until 2041; past MAX_FENCE no fence is set (the
 previous behaviour) and the restore logs why.
@@ -22,7 +26,6 @@ previous behaviour) and the restore logs why.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 
@@ -33,6 +36,9 @@ FENCE_SECONDS = 30
 MAX_PREKEY_ID = (1 << 24) - 1
 # Room left above the last fence for the ids the boots after it mint.
 MAX_FENCE = MAX_PREKEY_ID - 1_000_000
+FENCE_KEY = bytes(32)
+# The same test in SQL, for packing's row filters.
+NOT_FENCE_SQL = "key IS NOT x'" + FENCE_KEY.hex() + "'"
 
 
 def clock_id(now: float) -> int:
@@ -50,11 +56,12 @@ def raise_prekey_ids(conn: sqlite3.Connection, now: float | None = None) -> dict
                     fence, MAX_FENCE)
         return raised
     for (jid,) in conn.execute("SELECT jid FROM whatsmeow_device ORDER BY jid").fetchall():
+        conn.execute("DELETE FROM whatsmeow_pre_keys WHERE jid = ? AND key = ?", (jid, FENCE_KEY))  # a full copy's
         top = conn.execute("SELECT MAX(key_id) FROM whatsmeow_pre_keys WHERE jid = ?", (jid,)).fetchone()[0]
         if top is not None and top >= fence:
             continue  # the snapshot's own ids run ahead of the clock: it is their maximum that counts
-        # A real X25519 private key (32 random bytes, clamped when used), never uploaded nor sent.
+        # uploaded=true: whatsmeow never uploads it (GetOrGenPreKeys takes uploaded=false rows).
         conn.execute("INSERT INTO whatsmeow_pre_keys (jid, key_id, key, uploaded) VALUES (?, ?, ?, 1)",
-                     (jid, fence, os.urandom(32)))
+                     (jid, fence, FENCE_KEY))
         raised[jid] = fence
     return raised

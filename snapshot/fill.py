@@ -16,6 +16,7 @@ import dataclasses
 import sqlite3
 from typing import Callable
 
+from snapshot.fence import NOT_FENCE_SQL
 from snapshot.format import PREKEY_FLOOR
 
 USE_TABLE = "bot_signal_use"  # signaluse.py creates it; kind 's' = session, 'k' = sender key
@@ -70,7 +71,7 @@ def ranking(conn: sqlite3.Connection) -> Ranked:
     if "whatsmeow_pre_keys" in tables:
         # uploaded=false rows were never handed to the server: whatsmeow uploads them with its next batch.
         prekeys = tuple(r[0] for r in conn.execute(
-            "SELECT key_id FROM whatsmeow_pre_keys WHERE uploaded ORDER BY key_id"))
+            f"SELECT key_id FROM whatsmeow_pre_keys WHERE uploaded AND {NOT_FENCE_SQL} ORDER BY key_id"))
     peers = []
     if "whatsmeow_sessions" in tables:
         peers += [("s", r[0], "") for r in conn.execute("SELECT DISTINCT their_id FROM whatsmeow_sessions")]

@@ -17,12 +17,14 @@ recover from peers; the smallest one still logs in as the same device. See `_TAB
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import pathlib
 
 from config import CONFIG_VARS_LIMIT
 from errors import BotError
+from snapshot.fence import NOT_FENCE_SQL
 
 DB_NAME = "neonize.db"
 FORMAT_ID = "neonize-session-snapshot/1"
@@ -102,8 +104,11 @@ ALL, NONE = "1", None
 # use). Rows with uploaded=false were never given to the server and are regenerated on demand.
 # getNextPreKeyID is MAX(key_id)+1, so the highest row is always kept: dropping it would make
 # whatsmeow reissue ids the server still hands out, with different keys (undecryptable messages).
-_MAX_PREKEY = "t.key_id = (SELECT MAX(p.key_id) FROM src.whatsmeow_pre_keys p WHERE p.jid = t.jid)"
-_UPLOADED_PREKEYS = f"t.uploaded OR {_MAX_PREKEY}"
+# The fence row a restore adds (fence.py) is never packed: the next restore sets its own.
+_MAX_PREKEY = (f"t.{NOT_FENCE_SQL} AND t.key_id = (SELECT MAX(p.key_id) FROM src.whatsmeow_pre_keys p"
+               f" WHERE p.jid = t.jid AND p.{NOT_FENCE_SQL})")
+_NOT_FENCE = f"t.{NOT_FENCE_SQL}"
+_UPLOADED_PREKEYS = f"(t.uploaded AND t.{NOT_FENCE_SQL}) OR {_MAX_PREKEY}"
 # The filled tier keeps the pre-keys, sessions, sender keys and identities packing.py chose; it puts
 # them in these temp tables of the connection that builds the tier (never part of the snapshot).
 FILL = "fill"
@@ -122,7 +127,7 @@ _TABLE_RULES = {
     "whatsmeow_device":                  (ALL, ALL, ALL, ALL, ALL),
     # Salt for cstokens (cstoken.go); 32 bytes, only re-sent by the phone via app state.
     "whatsmeow_nct_salt":                (ALL, ALL, ALL, ALL, ALL),
-    "whatsmeow_pre_keys":                (ALL, ALL, _UPLOADED_PREKEYS, FILL, _MAX_PREKEY),
+    "whatsmeow_pre_keys":                (_NOT_FENCE, _NOT_FENCE, _UPLOADED_PREKEYS, FILL, _MAX_PREKEY),
     # Keys that decrypt app-state patches. A few dozen small rows; without them whatsmeow must ask
     # the phone again (works only while the phone is online), so kept down to "core".
     "whatsmeow_app_state_sync_keys":     (ALL, ALL, ALL, ALL, NONE),
@@ -188,6 +193,7 @@ class SnapshotInfo:
     max_prekey_id: int | None  # whatsmeow mints the next pre-key id above it (prekey_fence.py)
     schema_version: int | None
     paired_at: str | None  # from the device's ADV identity (when the phone linked it)
+    stop_saved_at: int | None  # Unix seconds of the save at a dyno's stop that made it (stopsave.py)
     created_at: str | None  # the database member's mtime; ours are zeroed for determinism
     rows: dict  # row counts of the tables that say how "full" the session is
     # Members of the snapshot that were not read (-journal, -shm, other files), printable names.
@@ -223,6 +229,25 @@ def gzip_comment(data: bytes) -> bytes | None:
     except ValueError:
         return None
     return None
+
+
+def content_of(text: str | None) -> bytes | str | None:
+    """What "the same snapshot" compares: for ours the compressed database without the manifest (a
+    stop stamp changes only that), for anything else the text itself."""
+    if not text:
+        return text
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        return text
+    comment = gzip_comment(data)
+    if comment is None or len(data) < 10 or data[3] != FCOMMENT:
+        return text
+    return data[10 + len(comment) + 1:]
+
+
+def same_snapshot(a: str | None, b: str | None) -> bool:
+    return a == b or (a is not None and b is not None and content_of(a) == content_of(b))
 
 
 # -- SQLite helpers both directions use

@@ -19,7 +19,7 @@ import uuid
 import zlib
 
 from snapshot.fill import Fill, fill_core, ranking
-from snapshot.format import (DB_NAME, DEFAULT_BUDGET, FCOMMENT, FORMAT_ID, OWN_PREFIX, PACK_PAGE_SIZE, TIERS,
+from snapshot.format import (DB_NAME, DEFAULT_BUDGET, FCOMMENT, FORMAT_ID, OWN_PREFIX, gzip_comment, PACK_PAGE_SIZE, TIERS,
                              SnapshotError, SnapshotTooLarge, file_uri, quote_identifier, row_filter)
 
 
@@ -84,20 +84,28 @@ def pack(session_dir, budget: int = DEFAULT_BUDGET, tier: str | None = None) -> 
         copy.close()
 
 
-def pack_for_store(session_dir, target: int, ceiling: int) -> dict:
+def pack_for_store(session_dir, target: int, ceiling: int, stop_saved_at: int | None = None) -> dict:
     """What a save needs, in one pass: the most complete tier within `target` characters, else within
-    `ceiling` (the hard limit), with its description. Raises SnapshotTooLarge or SnapshotError."""
+    `ceiling` (the hard limit), with its description. Raises SnapshotTooLarge or SnapshotError.
+
+    `stop_saved_at` (Unix seconds): a save at the dyno's stop marks the snapshot with its time, so
+    the boots after it know when the last one was (stopsave.py)."""
     try:
-        text = pack(session_dir, min(target, ceiling))
-        over_target = False
+        limit, over_target = min(target, ceiling), False
+        text = pack(session_dir, limit)
     except SnapshotTooLarge:
         if ceiling <= target:
             raise
-        text = pack(session_dir, ceiling)
-        over_target = True
+        limit, over_target = ceiling, True
+        text = pack(session_dir, limit)
+    plain = text  # what "did anything change" compares: the same budget gives the same text
+    if stop_saved_at is not None:
+        text = restamp(plain, {"stopSavedAt": int(stop_saved_at)})
+        if len(text) > limit:
+            text = restamp(pack(session_dir, limit - STAMP_ROOM), {"stopSavedAt": int(stop_saved_at)})
     from snapshot.unpacking import inspect  # the same checks a restore makes; unpack imports nothing of pack
 
-    return {"text": text, "overTarget": over_target, "info": inspect(text).as_dict()}
+    return {"text": text, "plain": plain, "overTarget": over_target, "info": inspect(text).as_dict()}
 
 
 
@@ -234,6 +242,22 @@ def _build_tier(copy: _Copy, tier: str, keep: Fill) -> bytes:
 
 def _encode_tier(copy: _Copy, tier: str, limit: int | None, keep: Fill) -> str | None:
     return _encode(_build_tier(copy, tier, keep), tier, limit)
+
+
+# What a stop stamp may add to the text: ',"stopSavedAt":NNNNNNNNNN' is 25 bytes, 36 characters of base64.
+STAMP_ROOM = 40
+
+
+def restamp(text: str, extra: dict) -> str:
+    """Our snapshot with `extra` added to its manifest; the compressed database is untouched (so
+    format.content_of says the content is the same)."""
+    data = base64.b64decode(text)
+    comment = gzip_comment(data)
+    if comment is None or data[3] != FCOMMENT:
+        raise SnapshotError("only snapshots made by this bot can be stamped")
+    manifest = {**json.loads(comment), **extra}
+    encoded = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return base64.b64encode(data[:10] + encoded + b"\x00" + data[10 + len(comment) + 1:]).decode("ascii")
 
 
 def _encode(db: bytes, tier: str, limit: int | None) -> str | None:

@@ -769,6 +769,12 @@ def _iso(ts) -> str | None:
         return None
 
 
+def _stop_stamp(manifest: dict | None) -> int | None:
+    value = (manifest or {}).get("stopSavedAt")
+    # Untrusted text: only a plausible number of seconds counts.
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40 else None
+
+
 def _describe(parsed: _Parsed, facts: _Facts) -> SnapshotInfo:
     # ADVDeviceIdentity field 2 is the link time (seconds).
     paired = _varint_field(facts.adv_details, 2) if facts.adv_details else None
@@ -786,6 +792,7 @@ def _describe(parsed: _Parsed, facts: _Facts) -> SnapshotInfo:
         max_prekey_id=facts.max_prekey_id,
         schema_version=facts.schema_version,
         paired_at=_iso(paired),
+        stop_saved_at=_stop_stamp(parsed.manifest),
         created_at=_iso(parsed.db_mtime),
         rows=facts.rows,
         ignored_members=list(parsed.ignored),
