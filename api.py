@@ -53,8 +53,14 @@ def _connection():
 
 @api.get("/api/health")
 def health():
-    # No store or WhatsApp call here: it must answer at once, also before the connection is up.
-    return jsonify(ok=True, state=_connection().state, timestamp=iso_now())
+    # No store or WhatsApp call here: it must answer at once, also before the connection is up. A
+    # connection that has stopped while the bot is up (its loop ended) is not healthy: 503, so a
+    # monitor notices instead of seeing "ok" on a bot that will never reach WhatsApp again.
+    connection = _connection()
+    if not connection.running():
+        return jsonify(ok=False, state=connection.state, timestamp=iso_now(),
+                       message="the WhatsApp connection is not running; see the logs"), 503
+    return jsonify(ok=True, state=connection.state, timestamp=iso_now())
 
 
 @api.get("/api/session-status")

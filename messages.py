@@ -1,16 +1,17 @@
 """What the bot sends, as neonize's Message protos: text, replies that quote, images, voice notes,
-locations. Pure builders: the connection (whatsapp.py) uploads media and sends what these return.
+locations. Pure builders: the connection (whatsapp/send.py) uploads media and sends what these return.
+neonize's protos come from neonize_lib, the one module that imports neonize.
 """
 
 from __future__ import annotations
 
 import time
 
+from neonize_lib import load as _neonize
+
 
 def text(body: str):
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
-
-    return Message(conversation=body)
+    return _neonize().waE2E.Message(conversation=body)
 
 
 def reply(to: str, body: str, reply_to: str, *, quoted=None, quoted_sender: str | None = None):
@@ -18,8 +19,8 @@ def reply(to: str, body: str, reply_to: str, *, quoted=None, quoted_sender: str 
     quotedMessage, which the bot has for the messages it received or sent lately (`quoted`). For an
     older id the reply names the id (stanzaId) and the chat partner as its author, without the
     content: the phone then shows the reply as plain text."""
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, ExtendedTextMessage, Message
-
+    pb = _neonize().waE2E
+    ContextInfo, ExtendedTextMessage, Message = pb.ContextInfo, pb.ExtendedTextMessage, pb.Message
     context = ContextInfo(stanzaID=reply_to, participant=bare_jid_text(to))
     if quoted is not None:
         context.participant = quoted_sender or context.participant
@@ -29,9 +30,8 @@ def reply(to: str, body: str, reply_to: str, *, quoted=None, quoted_sender: str 
 
 def image(upload, mimetype: str, caption: str | None, facts: dict):
     """An image already uploaded (whatsmeow encrypted it); `facts` from media.image_facts."""
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ImageMessage, Message
-
-    return Message(imageMessage=ImageMessage(
+    pb = _neonize().waE2E
+    return pb.Message(imageMessage=pb.ImageMessage(
         URL=upload.url, directPath=upload.DirectPath, mediaKey=upload.MediaKey,
         fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
         mimetype=mimetype, caption=caption or None, width=facts["width"], height=facts["height"],
@@ -43,9 +43,9 @@ def voice_note(upload, seconds: int):
     """An uploaded Ogg/Opus file as a voice note (ptt). Built here rather than with neonize's
     build_audio_message, which runs ffmpeg for the duration (media.py reads it from the file)."""
     import media
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import AudioMessage, Message
 
-    return Message(audioMessage=AudioMessage(
+    pb = _neonize().waE2E
+    return pb.Message(audioMessage=pb.AudioMessage(
         URL=upload.url, directPath=upload.DirectPath, mediaKey=upload.MediaKey,
         fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
         mimetype=media.OGG_OPUS_MIME, seconds=seconds, PTT=True, mediaKeyTimestamp=int(time.time()),
@@ -53,9 +53,8 @@ def voice_note(upload, seconds: int):
 
 
 def location(latitude: float, longitude: float, name: str | None = None, address: str | None = None):
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import LocationMessage, Message
-
-    return Message(locationMessage=LocationMessage(
+    pb = _neonize().waE2E
+    return pb.Message(locationMessage=pb.LocationMessage(
         degreesLatitude=latitude, degreesLongitude=longitude, name=name or None, address=address or None,
     ))
 
@@ -75,10 +74,8 @@ def without_media_keys(message):
 
 def to_jid(to: str):
     """A validated recipient (see recipients.py) as neonize's JID."""
-    from neonize.utils.jid import build_jid
-
     user, _, server = to.partition("@")
-    return build_jid(user, server or "s.whatsapp.net")
+    return _neonize().build_jid(user, server or "s.whatsapp.net")
 
 
 def is_lid(jid) -> bool:

@@ -14,6 +14,8 @@ import pytest
 import snapshot
 import stores
 import whatsapp
+import whatsapp.connectionevents
+import whatsapp.pair
 from events import EventQueue as WebhookSender
 from tests.support.botkit import Bot, stored_snapshot_for
 from tests.support.harness import wait_for
@@ -99,7 +101,7 @@ def test_logout_while_connected_wipes_and_a_new_pairing_saves_again(make_bot):
 
 
 def test_stream_replaced_is_not_a_logout(make_bot, tmp_path, monkeypatch):
-    monkeypatch.setattr(whatsapp, "STREAM_REPLACED_DELAY", 0.2)
+    monkeypatch.setattr(whatsapp.connectionevents, "STREAM_REPLACED_DELAY", 0.2)
     text, jid = stored_snapshot_for(tmp_path)
     bot = make_bot(store=preloaded_store(tmp_path, text)).start()
     bot.wait_state("connected")
@@ -190,7 +192,7 @@ def test_clear_session_logs_out_wipes_and_offers_a_qr(make_bot, tmp_path):
 
 
 def test_qr_rounds_restart_when_nobody_scans(make_bot, monkeypatch):
-    monkeypatch.setattr(whatsapp, "QR_ROUND_TIMEOUT", 0.2)
+    monkeypatch.setattr(whatsapp.pair, "QR_ROUND_TIMEOUT", 0.2)
     bot = make_bot().start()
     bot.wait_event("qr", count=3)
     assert bot.connection.qr_count >= 3

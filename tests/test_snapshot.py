@@ -569,7 +569,9 @@ def test_pack_while_another_process_writes_gets_a_consistent_copy(used, tmp_path
             if name != "Bot Owner":
                 assert int(name) == top  # both halves of one transaction, never one without the other
                 seen.add(top)
-        assert len(seen) >= 30, "the writer made no progress while we packed"
+        # Each copy above was checked whole; here only that the writer moved while we packed (on a
+        # loaded 2-core machine it may get far fewer than 30 commits in before the deadline).
+        assert len(seen) >= 2, "the writer made no progress while we packed"
         assert proc.poll() is None, proc.stderr.read().decode()
     finally:
         stop.touch()
