@@ -226,6 +226,138 @@ def test_send_to_a_new_contact_fetches_keys_and_is_decrypted(sim, paired, start_
     assert sent.node.child("participants") is not None
 
 
+def _connected_copy(sim, paired, start_client, dst):
+    session_dir, jid, _ = paired
+    client = start_client(_copy_session(session_dir, dst))
+    client.wait_event("connected")
+    sim.wait_logged_in(jid)
+    return client, jid
+
+
+def _enc_types_for(sent, user: str) -> list[str]:
+    """The enc types of a client's message for the devices of `user` (phone number or LID user)."""
+    found = []
+    for to in sent.node.child("participants").children() if sent.node.child("participants") else []:
+        if to.attrs["jid"].user == user or to.attrs["jid"].user == "8" + user:
+            found += [enc.attrs["type"] for enc in to.children() if enc.tag == "enc"]
+    return found
+
+
+def _converse(sim, client, jid, peer: str, tag: str) -> None:
+    """peer -> client (pkmsg), client -> peer, peer -> client again on the ratcheted session (msg)."""
+    first = sim.deliver_text(jid, peer, f"{tag} 1", session="keep")
+    client.wait_event("message", id=first, text=f"{tag} 1")
+    assert sim.peers.recent[first].first_type == "pkmsg"
+    before = len(sim.sent_messages)
+    client.command("send", to=f"{peer}@s.whatsapp.net", text=f"{tag} reply")
+    sent = sim.wait_for_sent(after=before)
+    assert sent.text == f"{tag} reply"
+    assert _enc_types_for(sent, peer) == ["msg"], "the client answers on the session the peer started"
+    second = sim.deliver_text(jid, peer, f"{tag} 2", session="keep")
+    assert sim.peers.recent[second].first_type == "msg", "acknowledged by the reply: no pre-key message"
+    client.wait_event("message", id=second, text=f"{tag} 2")
+    assert sim.retries.for_message(first) == [] and sim.retries.for_message(second) == []
+
+
+def test_a_peer_keeps_its_session_and_both_sides_ratchet(sim, paired, start_client, tmp_path):
+    client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "s"))
+    _converse(sim, client, jid, "4917600000001", "ratchet")
+    before = len(sim.sent_messages)
+    client.command("send", to="4917600000001@s.whatsapp.net", text="second reply")
+    assert sim.wait_for_sent(after=before).text == "second reply"
+    third = sim.deliver_text(jid, "4917600000001", "ratchet 3", session="keep")
+    client.wait_event("message", id=third, text="ratchet 3")
+
+
+def test_a_lost_session_costs_two_retry_rounds_and_an_old_client_loses_the_message(
+    sim, paired, start_client, tmp_path
+):
+    # Both peers chat with one copy of the device; a second copy (the paired database, as a restore
+    # from an old snapshot) no longer has their sessions.
+    client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "a"))
+    retrying, old = "4917600000002", "4917600000003"
+    _converse(sim, client, jid, retrying, "kept")
+    _converse(sim, client, jid, old, "old")
+    client.stop()
+    sim.set_peer(old, answers_retries=False)
+    restored, _ = _connected_copy(sim, paired, start_client, str(tmp_path / "b"))
+
+    lost = sim.deliver_text(jid, old, "never arrives", session="keep")
+    late = sim.deliver_text(jid, retrying, "arrives late", session="keep")
+    assert sim.peers.recent[late].first_type == "msg"
+    restored.wait_event("message", id=late, text="arrives late", timeout=30)
+    receipts = sim.retries.for_message(late)
+    # whatsmeow retry.go: the first receipt has no keys (the peer re-sends on its session, which the
+    # device cannot read), the second has them (the peer builds a new session: a pkmsg).
+    assert [(r.count, r.has_keys, r.action, r.sent_type) for r in receipts] == [
+        (1, False, "resent_on_session", "msg"), (2, True, "new_session_from_keys", "pkmsg")]
+    assert [e["id"] for e in restored.events if e["event"] == "undecryptable"].count(late) == 2
+
+    sim.wait_until(lambda: sim.retries.for_message(lost), 15, "the old client's retry receipt")
+    undecryptable = restored.wait_event("undecryptable", id=lost)
+    assert undecryptable["sender"] == f"{old}@s.whatsapp.net"
+    with pytest.raises(TimeoutError):
+        restored.wait_event("message", id=lost, timeout=3)
+    assert [(r.count, r.action) for r in sim.retries.for_message(lost)] == [(1, "ignored_old_client")]
+
+
+def test_groups_members_messages_and_the_clients_send_read_by_every_member_device(
+    sim, paired, start_client, tmp_path
+):
+    alice, bob = "4917600000031", "4917600000032"
+    group = sim.create_group("Sim Group", [alice, bob], devices={alice: [1]})
+    client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "a"))
+    first = sim.deliver_group_text(jid, group, alice, "hello group")
+    assert [e.attrs["type"] for e in sim.received_node_children(first)] == ["pkmsg", "skmsg"]
+    got = client.wait_event("message", id=first, text="hello group")
+    assert got["chat"] == group and got["sender"] == f"{alice}@s.whatsapp.net"
+    second = sim.deliver_group_text(jid, group, alice, "on the sender key alone")
+    assert [e.attrs["type"] for e in sim.received_node_children(second)] == ["skmsg"]
+    client.wait_event("message", id=second, text="on the sender key alone")
+
+    before = len(sim.sent_messages)
+    client.command("send", to=group, text="to the whole group")
+    sent = sim.wait_for_sent(after=before)
+    assert group in sim.groups.metadata_queries  # group.go getGroupInfo
+    assert sent.to == group and sent.text == "to the whole group"
+    assert sent.group_reads == {f"{alice}@s.whatsapp.net": "to the whole group",
+                                f"{alice}:1@s.whatsapp.net": "to the whole group",
+                                f"{bob}@s.whatsapp.net": "to the whole group"}
+    client.stop()
+
+    # A copy without alice's sender key (a restore): her next skmsg cannot be read; whatsmeow's first
+    # retry receipt for a missing sender key carries keys (message.go: isUnavailable), so one round.
+    restored, _ = _connected_copy(sim, paired, start_client, str(tmp_path / "b"))
+    third = sim.deliver_group_text(jid, group, alice, "after the restore")
+    restored.wait_event("message", id=third, text="after the restore", timeout=30)
+    assert [(r.count, r.has_keys, r.action, r.sent_type) for r in sim.retries.for_message(third)] == [
+        (1, True, "new_session_from_keys", "pkmsg")]
+    fourth = sim.deliver_group_text(jid, group, alice, "sender key known again")
+    restored.wait_event("message", id=fourth, text="sender key known again")
+    assert sim.retries.for_message(fourth) == []
+
+
+def test_the_server_asks_for_a_new_batch_when_its_pool_runs_low(sim, paired, start_client, tmp_path):
+    # Last of the module's client tests: it spends the device's pool of one-time keys.
+    client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "s"))
+    device = sim.devices[jid]
+    batches = len(device.pool.batches)
+    assert batches == 1 and len(device.pool.batches[0]) == 812  # prekeys.go: 812 after pairing
+    peer = sim._contact("4917600000004")
+    while len(device.pool) >= 5:
+        sim.peers.fetch_bundle(device, peer)  # other people's phones starting sessions
+    # notification.go handleEncryptNotification: under MinPreKeyCount (5) -> a batch of 50.
+    sim.wait_until(lambda: len(device.pool.batches) > batches, 20, "the client's new batch")
+    assert len(device.pool.batches[-1]) == 50 and len(device.pool) == 4 + 50
+    assert device.pool.batches[-1][0] == 813 and device.pool.low_notices == 1
+    assert device.pool.conflicts == []
+    for n in range(5):  # the 4 keys left of the first batch, then the first of the new one
+        message = sim.deliver_text(jid, f"491760000002{n}", f"key {n}", session="keep")
+        client.wait_event("message", id=message)
+        assert sim.retries.for_message(message) == []
+    assert device.pool.handed_ids()[-1] == 813
+
+
 # ---------------------------------------------------------------- the simulator's own parts
 
 
@@ -286,3 +418,70 @@ def test_qr_payload_parsing_rejects_what_is_not_a_linking_qr():
         QRPayload.parse("https://example.com/")
     with pytest.raises(QRError):
         QRPayload.parse("ref,bm90IGJhc2U2NA,!!,??")
+
+
+def test_prekey_pool_hands_each_key_out_once_in_its_order_and_tells_when_low():
+    from tests.wasim.prekeys import PreKeyPool
+
+    lowest = PreKeyPool()
+    lowest.upload({i: bytes([i]) * 32 for i in range(1, 11)})
+    assert [lowest.take("p")[0] for _ in range(3)] == [1, 2, 3]
+    lowest.upload({1: bytes([1]) * 32, 11: b"\x0b" * 32})  # 1 again, same material: not handed out again
+    assert 1 not in lowest.keys and lowest.conflicts == [] and lowest.batches[1] == [1, 11]
+    lowest.upload({2: b"other" * 6 + b"xy"})  # an id that comes back with other material
+    assert lowest.conflicts == [2]
+    lows = [lowest.take("p")[2] for _ in range(len(lowest))]
+    assert lows.count(True) == 1 and lowest.low_notices == 1  # once, when the count went under 5
+    assert lowest.take("p")[:2] == (None, None)  # empty: a bundle without a one-time key
+
+    one, two = PreKeyPool(order="random", seed=7), PreKeyPool(order="random", seed=7)
+    for pool in (one, two):
+        pool.upload({i: bytes([i]) * 32 for i in range(1, 101)})
+    drawn = [one.take("p")[0] for _ in range(20)]
+    assert drawn == [two.take("p")[0] for _ in range(20)] and drawn != sorted(drawn)
+    assert len(set(drawn)) == 20
+    with pytest.raises(ValueError):
+        PreKeyPool(order="highest")
+
+
+def test_retry_responder_without_a_session_fetches_a_bundle_and_respects_the_limits():
+    """retry.go `shouldRecreateSession` and the internal counter, on recorded decisions."""
+    from types import SimpleNamespace
+
+    from tests.wasim.binxml import JID, Node
+    from tests.wasim.peers import PeerMessage, PeerSender
+    from tests.wasim.prekeys import PreKeyPool
+    from tests.wasim.retry import RetryResponder
+    from tests.wasim.signalsession import Contact
+    from tests.wasim.xeddsa import KeyPair
+
+    device_key, spk = KeyPair(), KeyPair()
+    pool = PreKeyPool()
+    pool.upload({i: KeyPair().pub for i in range(1, 30)})
+    device = SimpleNamespace(jid="1555:2@s.whatsapp.net", registration_id=77, identity_pub=device_key.pub,
+                             signed_prekey=(1, spk.pub, device_key.sign(b"\x05" + spk.pub)), pool=pool)
+    sent_nodes = []
+    sim = SimpleNamespace(device_record=lambda jid: device, notify=lambda: None,
+                          notify_prekey_count=lambda d: None)
+    peers = PeerSender(sim)
+    responder = RetryResponder(sim, peers)
+    contact = Contact("4917600000009@s.whatsapp.net", "84917600000009@lid")
+    peers.recent["M1"] = PeerMessage("M1", contact, device.jid, b"\x0a\x02hi", 1, "P", "msg", 0.0)
+    conn = SimpleNamespace(jid=device.jid, send=sent_nodes.append)
+
+    def receipt(count):
+        return Node("receipt", {"to": JID.parse(contact.jid), "id": "M1", "type": "retry"}, [
+            Node("retry", {"count": str(count), "id": "M1", "t": "1", "v": "1"}),
+            Node("registration", {}, (77).to_bytes(4, "big"))])
+
+    responder.handle(conn, receipt(1))  # no session with the device: fetch a bundle (one key handed out)
+    assert responder.receipts[-1].action == "fetched_bundle" and pool.handed_ids() == [1]
+    assert sent_nodes[-1].child("enc").attrs == {"v": "2", "type": "pkmsg", "count": "1"}
+    responder.handle(conn, receipt(1))  # a session now, count < 2: re-send on it
+    assert responder.receipts[-1].action == "resent_on_session"
+    responder.handle(conn, receipt(2))  # count 2, no keys, recreated less than an hour ago: re-send
+    assert responder.receipts[-1].action == "resent_on_session" and pool.handed_ids() == [1]
+    for _ in range(7):
+        responder.handle(conn, receipt(3))
+    assert responder.receipts[-1].action == "dropped_internal_limit"  # the 10th request
+    assert len(sent_nodes) == 9

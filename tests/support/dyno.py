@@ -19,8 +19,10 @@ SIGKILL_AFTER = 30.0  # Heroku's grace period between SIGTERM and SIGKILL
 
 
 class DynoManager:
-    def __init__(self, heroku: FakeHeroku, root: Path, env: dict[str, str], *, overlap: bool = False) -> None:
+    def __init__(self, heroku: FakeHeroku, root: Path, env: dict[str, str], *, overlap: bool = False,
+                 cwd: Path | None = None, command: list[str] | None = None) -> None:
         self.heroku = heroku
+        self.cwd, self.command = cwd, command  # another checkout of the bot (a benchmark's baseline)
         self.root = root
         self.env = env
         self.overlap = overlap
@@ -42,7 +44,7 @@ class DynoManager:
         env.update({k: v for k, v in self.heroku.vars.items() if v is not None})
         env["SESSION_DIR"] = str(self.root / f"dyno-{n}" / "session")
         env["HEROKU_API_URL"] = self.heroku.url
-        dyno = BotProcess(env).start()
+        dyno = BotProcess(env, **({"cwd": self.cwd} if self.cwd else {}), command=self.command).start()
         self.dynos.append(dyno)
         self.current = dyno
         return dyno

@@ -36,6 +36,7 @@ def main(db_path: str) -> int:
         StreamErrorEv,
         StreamReplacedEv,
         TemporaryBanEv,
+        UndecryptableMessageEv,
     )
     from neonize.utils.jid import Jid2String, build_jid
 
@@ -89,6 +90,11 @@ def main(db_path: str) -> int:
             sender=Jid2String(ev.Info.MessageSource.Sender),
             text=text,
         )
+
+    @client.event(UndecryptableMessageEv)
+    def on_undecryptable(_client, ev) -> None:
+        emit("undecryptable", id=ev.Info.ID, sender=Jid2String(ev.Info.MessageSource.Sender),
+             unavailable=bool(ev.IsUnavailable))
 
     def connect() -> None:
         try:

@@ -2,8 +2,9 @@
 
 What it speaks, and where in whatsmeow each step is checked (see the package README):
 transport (socket/*, handshake.go), pairing (pair.go, pair-code.go, qrchan.go), login and the
-stream errors (connectionevents.go), the post-login queries (prekeys.go, keepalive.go), and
-1:1 messages (message.go, send.go, receipt.go) through the Signal session in signalsession.py.
+stream errors (connectionevents.go), the post-login queries (prekeys.go, keepalive.go); contacts,
+messages, retries and groups are in messaging.py (mixed in), peers.py, retry.py, groups.py, and the
+server's pre-key pool in prekeys.py.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Callable
-
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
 from .media import MediaHost
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
-from .signalsession import Contact, PreKeyBundle, SignalError, pad_v2, unpad_v2
+from .groups import GroupDirectory
+from .messaging import Messaging
+from .peers import PeerSender
+from .prekeys import PreKeyPool
+from .retry import RetryResponder
+from .records import DeviceRecord, SentMessage, SimulatorError
+from .signalsession import Contact
 from .transport import InterceptingProxy, WebSocket, WebSocketClosed, make_tls_files
 
 
@@ -33,45 +37,6 @@ def _text(node: Node | None) -> str:
     if node is None or node.content is None:
         return ""
     return node.content.decode() if isinstance(node.content, bytes) else str(node.content)
-
-
-class SimulatorError(RuntimeError):
-    """A test asked the simulator for something it cannot do in its current state."""
-
-
-@dataclass
-class DeviceRecord:
-    """A companion device the simulated account has linked."""
-
-    jid: JID
-    lid: JID
-    noise_pub: bytes
-    identity_pub: bytes
-    registration_id: int = 0
-    signed_prekey: tuple[int, bytes, bytes] | None = None  # (id, pub, signature)
-    prekeys: dict[int, bytes] = field(default_factory=dict)
-    removed: bool = False
-
-
-@dataclass
-class SentMessage:
-    """A <message> the client sent, with its text when the simulator could decrypt it."""
-
-    to: str  # as addressed on the wire (whatsmeow sends 1:1 messages to the LID)
-    recipient_pn: str | None  # the phone-number JID, when the client names it (peer_recipient_pn)
-    id: str
-    type: str
-    text: str | None
-    node: Node
-    message: E2EMessage | None = None  # the decrypted content (for the contact's device 0)
-    sim: "WhatsAppSimulator | None" = field(default=None, repr=False)
-
-    def media_bytes(self) -> bytes:
-        """What the contact's phone shows for this image/audio/document: downloaded from the upload
-        host, checked (SHA-256 of blob and file, MAC) and decrypted with the message's media key."""
-        if self.message is None or self.sim is None:
-            raise SimulatorError(f"message {self.id} was not decrypted")
-        return self.sim.media.open(self.message)
 
 
 class _Connection:
@@ -111,7 +76,7 @@ class _Connection:
         self.closed.set()
 
 
-class WhatsAppSimulator:
+class WhatsAppSimulator(Messaging):
     """The server, the proxy in front of it, and the phone of the one simulated account."""
 
     def __init__(
@@ -123,6 +88,8 @@ class WhatsAppSimulator:
         neonize_dir: str | None = None,
         close_grace: float = 0.5,
         keepalive: tuple[float, float, float] | None = None,
+        prekey_order: str = "lowest",
+        prekey_seed: int | None = None,
     ):
         self.workdir = os.path.abspath(workdir)
         self.phone = Phone(phone_number, lid_user)
@@ -140,6 +107,11 @@ class WhatsAppSimulator:
         self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
+        self.prekey_order, self.prekey_seed = prekey_order, prekey_seed  # hand-out order (prekeys.py)
+        PreKeyPool(order=prekey_order)  # refuses an unknown order now rather than at pairing
+        self.peers = PeerSender(self)  # contacts' messages to the devices, on kept sessions (peers.py)
+        self.retries = RetryResponder(self, self.peers)  # their answers to retry receipts (retry.py)
+        self.groups = GroupDirectory(self)  # groups: metadata, members' messages, the device's sends
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
@@ -208,6 +180,13 @@ class WhatsAppSimulator:
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
+
+    notify = _notify  # for the simulator's modules (peers.py, retry.py)
+
+    @property
+    def retry_receipts(self):
+        """Every retry receipt the client sent, with what the peer did (retry.RetryReceipt)."""
+        return list(self.retries.receipts)
 
     def wait_for_qr(self, timeout: float = 10, after: int = 0) -> list[str]:
         """The refs of the first pair-device sent after `after` earlier ones."""
@@ -289,6 +268,16 @@ class WhatsAppSimulator:
         self._ban = (int(seconds), int(code))
 
     # ------------------------------------------------------------ helpers
+
+    def device_record(self, jid: str) -> DeviceRecord:
+        return self._device(jid)
+
+    def live_connection(self, jid: str) -> "_Connection":
+        return self._live(jid, required=True)[-1]
+
+    @staticmethod
+    def error(message: str) -> SimulatorError:
+        return SimulatorError(message)
 
     def _device(self, jid: str) -> DeviceRecord:
         device = self.devices.get(jid)
@@ -406,6 +395,8 @@ class WhatsAppSimulator:
             self._handle_iq(conn, node)
         elif node.tag == "message":
             self._handle_message(conn, node)
+        elif node.tag == "receipt" and node.attrs.get("type") == "retry":
+            self.retries.handle(conn, node)
         elif node.tag == "ack" and node.attrs.get("class") == "receipt":
             with self._cond:
                 self.receipts_acked.append(node)
@@ -417,9 +408,11 @@ class WhatsAppSimulator:
         first = node.children()[0] if node.children() else None
         if kind in ("result", "error"):
             self._handle_iq_answer(conn, node)
+        elif xmlns == "w:g2" and self.groups.handle_iq(conn, node):
+            pass
         elif xmlns == "encrypt" and first is not None and first.tag == "count":
             device = self.devices[str(conn.jid)]
-            self._result(conn, node, [Node("count", {"value": str(len(device.prekeys))})])
+            self._result(conn, node, [Node("count", {"value": str(len(device.pool))})])
         elif xmlns == "encrypt" and kind == "set" and node.child("list") is not None:
             self._store_prekeys(conn, node)
             self._result(conn, node)
@@ -449,8 +442,8 @@ class WhatsAppSimulator:
     def _store_prekeys(self, conn: _Connection, node: Node) -> None:
         device = self.devices[str(conn.jid)]
         device.registration_id = int.from_bytes(node.child("registration").content, "big")
-        for key in node.child("list").children():
-            device.prekeys[int.from_bytes(key.child("id").content, "big")] = key.child("value").content
+        device.pool.upload({int.from_bytes(key.child("id").content, "big"): key.child("value").content
+                            for key in node.child("list").children()})
         skey = node.child("skey")
         device.signed_prekey = (
             int.from_bytes(skey.child("id").content, "big"),
@@ -482,6 +475,7 @@ class WhatsAppSimulator:
             lid=JID(self.phone.lid_user, "lid", number),
             noise_pub=conn.noise_pub,
             identity_pub=identity_pub,
+            pool=PreKeyPool(order=self.prekey_order, seed=self.prekey_seed),
         )
         identity, key_index = self.phone.device_identity(identity_pub, adv_secret)
         iq_id = self._iq_id()
@@ -546,154 +540,3 @@ class WhatsAppSimulator:
                 Node("link_code_pairing_wrapped_primary_ephemeral_pub", {}, code_pairing.wrapped_primary_ephemeral),
                 Node("primary_identity_pub", {}, self.phone.identity.pub),
             ])]))
-
-    # ------------------------------------------------------------ messages
-
-    def _contact(self, user: str) -> Contact:
-        """The contact with this phone number or LID user, created on first mention."""
-        with self._cond:
-            for contact in self.contacts.values():
-                if user in (contact.jid.split("@")[0], contact.lid.split("@")[0]):
-                    return contact
-            if user == self.phone.lid_user:
-                user = self.phone.phone_number
-            if user == self.phone.phone_number:
-                contact = Contact(f"{user}@s.whatsapp.net", f"{self.phone.lid_user}@lid",
-                                  identity=self.phone.identity)
-            else:
-                contact = Contact(f"{user}@s.whatsapp.net", f"8{user}@lid")
-            self.contacts[user] = contact
-            return contact
-
-    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact") -> str:
-        """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id."""
-        device = self._device(jid)
-        conns = self._live(jid, required=True)
-        contact = self._contact(sender.split("@")[0])
-        if device.signed_prekey is None:
-            raise SimulatorError(f"{jid} has not uploaded its pre-keys yet")
-        with self._cond:
-            prekey_id = min(device.prekeys) if device.prekeys else None
-            prekey_pub = device.prekeys.pop(prekey_id) if prekey_id is not None else None
-        spk_id, spk_pub, _ = device.signed_prekey
-        bundle = PreKeyBundle(device.registration_id, device.identity_pub, spk_id, spk_pub,
-                              prekey_id, prekey_pub)
-        plaintext = pad_v2(E2EMessage(conversation=text).SerializeToString())
-        message_id = "3EB0" + secrets.token_hex(8).upper()
-        node = Node("message", {
-            "from": JID.parse(contact.jid), "sender_lid": JID.parse(contact.lid), "id": message_id,
-            "t": str(int(time.time())), "type": "text", "notify": push_name,
-        }, [Node("enc", {"v": "2", "type": "pkmsg"}, contact.encrypt_pkmsg(bundle, plaintext))])
-        conns[-1].send(node)
-        return message_id
-
-    def _handle_message(self, conn: _Connection, node: Node) -> None:
-        targets = []  # (device jid, enc node)
-        participants = node.child("participants")
-        for to in participants.children() if participants is not None else []:
-            for enc in to.children():
-                if enc.tag == "enc":
-                    targets.append((to.attrs.get("jid"), enc))
-        for enc in node.children():
-            if enc.tag == "enc":
-                targets.append((node.attrs.get("to"), enc))
-        recipient = node.attrs.get("to")
-        text = None
-        message = None
-        for device_jid, enc in targets:
-            if not isinstance(device_jid, JID) or device_jid.device != 0:
-                continue  # companion devices: the simulator does not hold their keys
-            if device_jid.user in (self.phone.phone_number, self.phone.lid_user):
-                continue  # the copy for the account's own phone
-            contact = self._contact(device_jid.user)
-            try:
-                decrypted = E2EMessage()
-                decrypted.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content)))
-                text = decrypted.conversation or decrypted.extendedTextMessage.text
-                message = decrypted
-            except (SignalError, ValueError) as exc:
-                self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
-        with self._cond:
-            pn = node.attrs.get("peer_recipient_pn")
-            self.sent_messages.append(SentMessage(
-                to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
-                type=node.attrs.get("type"), text=text, node=node, message=message, sim=self))
-        conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
-                               "t": str(int(time.time()))}))
-
-    def send_receipt(self, jid: str, message_id: str, kind: str = "delivered") -> None:
-        """The contact's phone acknowledges a message device `jid` sent (whatsmeow receipt.go
-        `handleReceipt`/`parseReceipt`): from the address the message went to, type "" (delivered),
-        "read" or "played"."""
-        sent = next((m for m in self.sent_messages if m.id == message_id), None)
-        if sent is None:
-            raise SimulatorError(f"no sent message {message_id!r}")
-        types = {"delivered": None, "read": "read", "played": "played"}
-        if kind not in types:
-            raise SimulatorError(f"receipt kind must be one of {sorted(types)}")
-        attrs = {"from": JID.parse(sent.to), "id": message_id, "t": str(int(time.time()))}
-        if types[kind]:
-            attrs["type"] = types[kind]
-        self._live(jid, required=True)[-1].send(Node("receipt", attrs))
-
-    def _handle_usync(self, conn: _Connection, node: Node) -> None:
-        usync = node.child("usync")
-        query = {q.tag for q in usync.child("query").children()}
-        users = []
-        for user in usync.child("list").children():
-            jid = user.attrs.get("jid")
-            if not isinstance(jid, JID):
-                continue
-            contact = self._contact(jid.user)
-            is_own = contact.identity is self.phone.identity
-            children = []
-            if "devices" in query:
-                ids = [0]
-                if is_own:
-                    ids += sorted(d.jid.device for d in self.devices.values()
-                                  if not d.removed and d.signed_prekey is not None)
-                children.append(Node("devices", {}, [Node("device-list", {}, [
-                    Node("device", {"id": str(i)}) for i in ids])]))
-            if "lid" in query:
-                children.append(Node("lid", {"val": JID.parse(contact.lid)}))
-            users.append(Node("user", {"jid": jid}, children))
-        self._result(conn, node, [Node("usync", dict(usync.attrs), [Node("list", {}, users)])])
-
-    def _handle_key_fetch(self, conn: _Connection, node: Node) -> None:
-        users = []
-        for user in node.child("key").children():
-            jid = user.attrs.get("jid")
-            if not isinstance(jid, JID):
-                continue
-            if jid.device == 0:
-                material = self._contact(jid.user).bundle_nodes_material()
-            else:
-                device = next((d for d in self.devices.values()
-                               if d.jid.device == jid.device and d.signed_prekey is not None), None)
-                if device is None:
-                    users.append(Node("user", {"jid": jid}, [Node("error", {"code": "404", "text": "item-not-found"})]))
-                    continue
-                prekey_id = min(device.prekeys) if device.prekeys else None
-                material = {
-                    "registration_id": device.registration_id,
-                    "identity": device.identity_pub,
-                    "skey": device.signed_prekey,
-                    "key": (prekey_id, device.prekeys.pop(prekey_id)) if prekey_id is not None else None,
-                }
-            children = [
-                Node("registration", {}, material["registration_id"].to_bytes(4, "big")),
-                Node("type", {}, b"\x05"),
-                Node("identity", {}, material["identity"]),
-                Node("skey", {}, [
-                    Node("id", {}, material["skey"][0].to_bytes(3, "big")),
-                    Node("value", {}, material["skey"][1]),
-                    Node("signature", {}, material["skey"][2]),
-                ]),
-            ]
-            if material["key"] is not None:
-                children.append(Node("key", {}, [
-                    Node("id", {}, material["key"][0].to_bytes(3, "big")),
-                    Node("value", {}, material["key"][1]),
-                ]))
-            users.append(Node("user", {"jid": jid}, children))
-        self._result(conn, node, [Node("list", {}, users)])

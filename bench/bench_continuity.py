@@ -1,0 +1,115 @@
+"""Conversations across restarts, counted (issue 20): retry rounds and added delay per case of the issue's
+table, for the config-var store (server hands out pre-keys lowest id first, or at random) and PostgreSQL.
+
+Run: .venv/bin/python bench/bench_continuity.py [--baseline DIR] [--after DIR] [--restarts N] [--no-postgres]
+
+The real bot (a checkout's Procfile command, real neonize) against the WhatsApp simulator (tests/wasim),
+whose peers keep their Signal sessions and answer retry receipts as whatsmeow's handleRetryReceipt does;
+the conversation is tests/support/continuity.py's (pair, chat, then N restarts each restoring what the
+store holds). `--baseline DIR` runs the same conversations against another checkout of the bot in the
+same run (e.g. `git archive main | tar -x -C /tmp/today`), so before and after are side by side;
+`--after DIR` measures another checkout instead of this one (a branch not merged yet). The delay is
+from the peer's send to the webhook POST on loopback: the simulated peer answers a retry receipt at
+once, so on WhatsApp each round adds a network round trip to both phones on top of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.continuity import SIM_PHONE, ConfigVarStore, Conversation, PostgresStore, Run  # noqa: E402
+from tests.support.postgres import PostgresServer, ServerUnavailable  # noqa: E402
+from tests.support.simulator import WebhookReceiver, running_sim  # noqa: E402
+
+ROWS = [("established", "a peer that chatted before sends again"),
+        ("new_within", "a new peer, its key kept by the restore"),
+        ("new_beyond", "a new peer, its key not kept"),
+        ("old_client", "a peer that ignores retries (arrived?)"),
+        ("group", "a group member's message")]
+
+
+def converse(order: str, store_name: str, checkout: Path | None, restarts: int, pg: PostgresServer | None,
+             tag: str) -> Run:
+    with tempfile.TemporaryDirectory(prefix="bench-continuity-") as tmp:
+        receiver = WebhookReceiver().start()
+        try:
+            with running_sim(str(Path(tmp) / "wasim"), phone_number=SIM_PHONE, prekey_order=order,
+                             prekey_seed=20) as sim:
+                if store_name == "postgres":
+                    store = PostgresStore(sim, Path(tmp) / "pg", receiver, pg.create_database(f"bench_{tag}"),
+                                          checkout=checkout)
+                else:
+                    store = ConfigVarStore(sim, Path(tmp) / "cv", receiver, checkout=checkout)
+                try:
+                    return Conversation(sim, store, receiver, tag="7", restarts=restarts).play()
+                finally:
+                    store.close()
+        finally:
+            receiver.stop()
+
+
+def summary(run: Run, case: str) -> str:
+    found = run.of(case)
+    if not found:
+        return "-"
+    rounds = [d.rounds for d in found]
+    delays = [d.delay for d in found if d.delay is not None]
+    arrived = sum(d.arrived for d in found)
+    delay = f"{statistics.median(delays):.2f}s" if delays else "-"
+    return f"{statistics.mean(rounds):.1f} rounds, {delay}, {arrived}/{len(found)} in"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, help="another checkout of the bot, measured in the same run")
+    parser.add_argument("--after", type=Path, help="measure this checkout of the bot instead of this one")
+    parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+
+    pg = None
+    if not args.no_postgres:
+        pg = PostgresServer()
+        try:
+            pg.start()
+        except (ServerUnavailable, OSError) as exc:
+            print(f"PostgreSQL unavailable, its column is skipped: {exc}")
+            pg = None
+    after = ("after: " + str(args.after), args.after.resolve()) if args.after else ("this checkout", None)
+    checkouts = [after] + ([("baseline: " + str(args.baseline), args.baseline.resolve())] if args.baseline else [])
+    setups = [("config var, lowest first", "lowest", "config-var"), ("config var, random", "random", "config-var")]
+    if pg is not None:
+        setups.append(("postgres", "lowest", "postgres"))
+    results = {}
+    try:
+        for label, checkout in checkouts:
+            for n, (setup, order, store) in enumerate(setups):
+                print(f"running: {label} / {setup} ...", flush=True)
+                results[(label, setup)] = converse(order, store, checkout, args.restarts, pg,
+                                                   tag=f"{n}_{'b' if checkout else 'c'}")
+    finally:
+        if pg is not None:
+            pg.stop()
+
+    print(f"\nAfter each of {args.restarts} restarts (mean retry rounds, median delay to the webhook, arrived):")
+    for label, _ in checkouts:
+        print(f"\n{label}")
+        header = f"  {'case':44}" + "".join(f"{s[0]:>34}" for s in setups)
+        print(header)
+        for case, words in ROWS:
+            print(f"  {words:44}" + "".join(f"{summary(results[(label, s[0])], case):>34}" for s in setups))
+        sends = [f"{sum(x.read for x in results[(label, s[0])].sends)}/{len(results[(label, s[0])].sends)}"
+                 for s in setups]
+        print(f"  {'bot sends read by the peer / every member':44}" + "".join(f"{x:>34}" for x in sends))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Issue 20 end to end: conversations across three restarts in a row, on both stores.
+
+The real bot (Procfile's gunicorn, real neonize) against the WhatsApp simulator, whose peers keep their
+Signal sessions and answer retry receipts as whatsmeow's handleRetryReceipt does (tests/wasim/retry.py).
+Each store plays one conversation (tests/support/continuity.py): pair, chat with established peers, a
+peer whose client ignores retries and a group member; then restart three times, each boot restoring
+what the store then holds, and after each: established peers write again, a new peer whose one-time key
+the snapshot kept, a new peer beyond those, the old client, the group member; the bot writes to a peer
+and to the group.
+
+What today's bot already does is asserted as it is. What issue 20 asks of the bot side (branch
+`continuity-bot`) is asserted in the tests named `test_after_continuity_bot_*`, marked xfail(strict):
+they fail today; once that branch is merged they pass, strict xfail turns that into a failure, and the
+mark comes off (AFTER_CONTINUITY_BOT below).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.continuity import SIM_PHONE, ConfigVarStore, Conversation, PostgresStore, Run
+from tests.support.simulator import WebhookReceiver
+
+SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
+
+# Retry rounds today's bot costs after a restore from the config var (issue 20's table): the sessions
+# are not in the snapshot (2 rounds: the first receipt carries no keys), only the 16 lowest one-time
+# keys are, a group member's sender key is gone (1 round: whatsmeow sends keys at once for it).
+TODAY_ROUNDS = {"established": 2, "new_within": 0, "new_beyond": 2, "group": 1}
+# Set to True when the continuity-bot branch is merged: its tests then run as plain tests.
+AFTER_CONTINUITY_BOT = False
+after_continuity_bot = pytest.mark.xfail(
+    not AFTER_CONTINUITY_BOT, strict=True,
+    reason="issue 20, bot side (branch continuity-bot): sessions, more pre-keys, the undecryptable event")
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    hook = WebhookReceiver().start()
+    yield hook
+    hook.stop()
+
+
+@pytest.fixture(scope="module")
+def config_var_run(sim, receiver, tmp_path_factory) -> Run:
+    store = ConfigVarStore(sim, tmp_path_factory.mktemp("configvar"), receiver)
+    try:
+        run = Conversation(sim, store, receiver, tag="1").play()
+    finally:
+        store.close()
+
+    print("\n" + _table(run))
+    return run
+
+
+@pytest.fixture(scope="module")
+def postgres_run(sim, receiver, pg_server, tmp_path_factory) -> Run:
+    url = pg_server.create_database("continuity")
+    store = PostgresStore(sim, tmp_path_factory.mktemp("postgres"), receiver, url)
+    try:
+        run = Conversation(sim, store, receiver, tag="2").play()
+    finally:
+        store.close()
+    print("\n" + _table(run))
+    return run
+
+
+def _table(run: Run) -> str:
+    return "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
+                     f" kept={d.key_kept} delay={d.delay}" for d in run.deliveries)
+
+
+# ------------------------------------------------------------------ the config var
+
+def test_config_var_every_message_from_a_peer_that_answers_retries_reaches_the_webhook(config_var_run):
+    run = config_var_run
+    answering = [d for d in run.deliveries if d.case != "old_client"]
+    assert len(run.of("established")) == 6 and len(run.of("group")) == 3, _table(run)
+    assert all(d.arrived for d in answering), _table(run)
+
+
+def test_config_var_retry_rounds_are_no_worse_than_today(config_var_run):
+    run = config_var_run
+    for case, rounds in TODAY_ROUNDS.items():
+        for d in run.of(case):
+            allowed = rounds
+            assert d.rounds <= allowed, (case, _table(run))
+    # Before any restart nothing needs a retry: the bot holds everything it made.
+    assert all(d.rounds == 0 for d in run.deliveries if d.restore == 0), _table(run)
+    # Today's figures, measured: a test that fails when they change, so the table stays true.
+    if not AFTER_CONTINUITY_BOT:
+        assert {d.rounds for d in run.of("established")} == {2}, _table(run)
+        assert {d.rounds for d in run.of("group")} == {1}, _table(run)
+        assert all(d.rounds == 2 for d in run.of("new_beyond") if not d.key_kept), _table(run)
+
+
+def test_config_var_the_bot_still_reaches_peers_and_every_group_member_device(config_var_run):
+    assert config_var_run.sends and all(s.read for s in config_var_run.sends), config_var_run.sends
+
+
+def test_config_var_an_old_client_loses_its_message_after_a_restore(config_var_run):
+    """Issue 20's third row, as it is today: no webhook message; the peer ignored the retry receipt."""
+    lost = config_var_run.of("old_client")
+    assert len(lost) == 3 and not any(d.arrived for d in lost), _table(config_var_run)
+    assert all(d.rounds == 1 for d in lost)
+
+
+@after_continuity_bot
+def test_after_continuity_bot_established_peers_and_new_peers_need_no_retry(config_var_run):
+    run = config_var_run
+    assert all(d.rounds == 0 for d in run.of("established") + run.of("new_beyond")), _table(run)
+
+
+@after_continuity_bot
+def test_after_continuity_bot_a_lost_message_is_never_silent(config_var_run):
+    lost = {d.message_id for d in config_var_run.of("old_client")}
+    said = {e["data"].get("id") for e in config_var_run.undecryptable_events}
+    assert lost and lost <= said
+
+
+def test_config_var_no_prekey_id_comes_back_with_other_material(config_var_run):
+    assert config_var_run.prekey_conflicts == []
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+def test_postgres_keeps_everything_live_no_retry_after_any_restart(postgres_run):
+    run = postgres_run
+    assert all(d.arrived for d in run.deliveries), _table(run)  # the old client too: nothing to retry
+    assert all(d.rounds == 0 for d in run.deliveries), _table(run)
+    assert all(s.read for s in run.sends), run.sends
+    assert run.prekey_conflicts == []
