@@ -3,8 +3,8 @@
 A snapshot has room for the sessions and sender keys of only some peers (snapshot/fill.py keeps the most
 recently used first), and whatsmeow's tables hold no time of use. Triggers on its two tables record
 each write (whatsmeow writes a session after every message it encrypts or decrypts: store/sqlstore
-/store.go `putSessionQuery`, an upsert, and `putSenderKeyQuery`) into our own table, in order: the rowid
-of a replaced row is new, so the highest rowid is the latest use.
+/store.go `putSessionQuery`, an upsert, and `putSenderKeyQuery`) into our own table, in order: each
+write deletes the peer's row and inserts a new one, so the highest rowid is the latest use.
 
 The table and triggers are ours (OWN_PREFIX): packing never copies them and a restore never brings
 them back (it keeps neonize's schema only), so they are installed again after every connect. Only
@@ -38,11 +38,16 @@ def install(conn: sqlite3.Connection) -> bool:
     if USE_TABLE in tables and set(_TRIGGERS) <= present:
         return True
     with conn:
-        # No AUTOINCREMENT (it would add a sqlite_sequence row to whatsmeow's database): a replaced row
-        # gets MAX(rowid)+1, which is all the order needs.
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {USE_TABLE} (kind TEXT NOT NULL, k1 TEXT NOT NULL,"
-                     " k2 TEXT NOT NULL, PRIMARY KEY (kind, k1, k2))")
+        # No constraint that could ever fail: inside whatsmeow's own upserts the outer statement's
+        # conflict policy (ABORT) overrides a trigger's OR REPLACE, so a UNIQUE key here failed
+        # whatsmeow's second write of a session ("failed to store cached sessions") and with it the
+        # send. A delete and an insert cannot conflict. No AUTOINCREMENT either (it would add a
+        # sqlite_sequence row to whatsmeow's database): a new row gets MAX(rowid)+1, all the order needs.
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {USE_TABLE} (kind TEXT, k1 TEXT, k2 TEXT)")
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {USE_TABLE}_key ON {USE_TABLE} (kind, k1, k2)")
         for name, (event, table, key) in _TRIGGERS.items():
+            kind, k1, k2 = (part.strip() for part in key.split(","))
             conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} BEGIN"
-                         f" INSERT OR REPLACE INTO {USE_TABLE} (kind, k1, k2) VALUES ({key}); END")
+                         f" DELETE FROM {USE_TABLE} WHERE kind = {kind} AND k1 = {k1} AND k2 = {k2};"
+                         f" INSERT INTO {USE_TABLE} (kind, k1, k2) VALUES ({key}); END")
     return True

@@ -47,7 +47,10 @@ def config_var_run(sim, receiver, tmp_path_factory) -> Run:
     try:
         run = Conversation(sim, store, receiver, tag="1").play()
     finally:
-        store.close()
+        out = store.close()
+        import os
+        if os.environ.get("CB_DUMP"):
+            open(os.environ["CB_DUMP"], "w").write(out)
 
     print("\n" + _table(run))
     return run

@@ -98,9 +98,10 @@ def test_sessions_ride_along_most_recently_used_first(used, tmp_path):
     assert signaluse.install(conn)
     their_ids = [r[0] for r in conn.execute("SELECT their_id FROM whatsmeow_sessions ORDER BY their_id DESC")]
     recent = their_ids[:5]  # the alphabetically last ones: without the triggers they would come last
-    with conn:
-        for their_id in recent:  # a message each, as whatsmeow stores the moved ratchet
-            conn.execute(sqlite_params(PUT_SESSION), (used.jid, their_id, os.urandom(600)))
+    for _ in range(2):  # two messages each: whatsmeow's upsert of a row the triggers already saw
+        with conn:
+            for their_id in recent:  # as whatsmeow stores the moved ratchet
+                conn.execute(sqlite_params(PUT_SESSION), (used.jid, their_id, os.urandom(600)))
     conn.close()
     # A budget with room for the pre-key floor and a few sessions.
     text = snapshot.pack(used.session_dir, budget=snapshot.DEFAULT_BUDGET * 2)
@@ -126,9 +127,10 @@ def test_the_triggers_record_sender_keys_and_are_never_packed(used, tmp_path):
     with conn:
         conn.execute(sqlite_params(PUT_SENDER_KEY), (used.jid, "120363000000000001@g.us", "1_1.0", os.urandom(200)))
         conn.execute(sqlite_params(PUT_SESSION), (used.jid, "999_1.0", os.urandom(200)))
+        conn.execute(sqlite_params(PUT_SENDER_KEY), (used.jid, "120363000000000001@g.us", "1_1.0", os.urandom(200)))
     order = [r[:2] for r in conn.execute(f"SELECT kind, k1 FROM {USE_TABLE} ORDER BY rowid")]
     conn.close()
-    assert order == [("k", "120363000000000001@g.us"), ("s", "999_1.0")]
+    assert order == [("s", "999_1.0"), ("k", "120363000000000001@g.us")]  # the latest use last
     text = snapshot.pack(used.session_dir, budget=10**9, tier="full")
     dest = tmp_path / "restored"
     snapshot.unpack(text, str(dest))
