@@ -1,10 +1,10 @@
-"""Which peer's Signal keys the bot used last, recorded in the live database for the next snapshot.
+"""Which group member's sender key the bot used last, recorded in the live database for the next snapshot.
 
-A snapshot has room for the sessions and sender keys of only some peers (snapshot/fill.py keeps the most
-recently used first), and whatsmeow's tables hold no time of use. Triggers on its two tables record
-each write (whatsmeow writes a session after every message it encrypts or decrypts: store/sqlstore
-/store.go `putSessionQuery`, an upsert, and `putSenderKeyQuery`) into our own table, in order: each
-write deletes the peer's row and inserts a new one, so the highest rowid is the latest use.
+A snapshot has room for the sender keys of only some members (snapshot/fill.py keeps the most recently
+used first), and whatsmeow's table holds no time of use. Triggers record each write (whatsmeow stores
+the key after every group message it decrypts: store/sqlstore/store.go `putSenderKeyQuery`, an upsert)
+into our own table, in order: each write deletes the key's row and inserts a new one, so the highest
+rowid is the latest use. (1:1 sessions are never packed: format.py says why.)
 
 The table and triggers are ours (OWN_PREFIX): packing never copies them and a restore never brings
 them back (it keeps neonize's schema only), so they are installed again after every connect. Only
@@ -21,8 +21,6 @@ from snapshot.fill import USE_TABLE
 
 _TRIGGERS = {
     # name: (event, table, the row's key as (kind, k1, k2))
-    f"{USE_TABLE}_session_insert": ("INSERT", "whatsmeow_sessions", "'s', NEW.their_id, ''"),
-    f"{USE_TABLE}_session_update": ("UPDATE", "whatsmeow_sessions", "'s', NEW.their_id, ''"),
     f"{USE_TABLE}_sender_key_insert": ("INSERT", "whatsmeow_sender_keys", "'k', NEW.chat_id, NEW.sender_id"),
     f"{USE_TABLE}_sender_key_update": ("UPDATE", "whatsmeow_sender_keys", "'k', NEW.chat_id, NEW.sender_id"),
 }
@@ -32,7 +30,7 @@ def install(conn: sqlite3.Connection) -> bool:
     """Create the table and triggers when missing (one transaction). False when whatsmeow's tables
     are not there (yet): nothing to track."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {"whatsmeow_sessions", "whatsmeow_sender_keys"} <= tables:
+    if "whatsmeow_sender_keys" not in tables:
         return False
     present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     if USE_TABLE in tables and set(_TRIGGERS) <= present:

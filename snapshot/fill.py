@@ -1,8 +1,7 @@
-"""What the "core" tier carries besides the login: as many pre-keys and peers' keys as the budget allows.
+"""What the "core" tier carries besides the login: as many pre-keys and members' keys as the budget allows.
 
 Order (the reasons are at PREKEY_FLOOR in format.py): the lowest unused pre-keys up to PREKEY_FLOOR,
-then peers most recently used first (a peer is one Signal session with its identity key, or one
-group sender key), then more pre-keys. Each step is a binary search over how many fit: the encoded
+then group members' sender keys most recently used first, then more pre-keys. Each step is a binary search over how many fit: the encoded
 size grows with every row added (key material does not compress), so "fits" is monotonic.
 
 "Most recently used" comes from our own table in the live database (signaluse.py keeps it up to date
@@ -19,7 +18,7 @@ from typing import Callable
 from snapshot.fence import NOT_FENCE_SQL
 from snapshot.format import PREKEY_FLOOR
 
-USE_TABLE = "bot_signal_use"  # signaluse.py creates it; kind 's' = session, 'k' = sender key
+USE_TABLE = "bot_signal_use"  # signaluse.py creates it; kind 'k' = a sender key (chat, sender)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Ranked:
     """Candidates in the order they are kept."""
 
     prekeys: tuple  # key ids of unused uploaded pre-keys, lowest first
-    peers: tuple  # ('s', their_id, '') or ('k', chat_id, sender_id), most recently used first
+    peers: tuple  # ('k', chat_id, sender_id): members' sender keys, most recently used first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +54,8 @@ class Fill:
     def into_temp_tables(self, conn: sqlite3.Connection) -> None:
         """The temp tables format._FILLED's filters read (temp objects are never serialized)."""
         conn.execute("CREATE TEMP TABLE keep_prekeys (key_id INTEGER PRIMARY KEY)")
-        conn.execute("CREATE TEMP TABLE keep_sessions (their_id TEXT PRIMARY KEY)")
         conn.execute("CREATE TEMP TABLE keep_sender_keys (chat_id TEXT, sender_id TEXT, PRIMARY KEY (chat_id, sender_id))")
         conn.executemany("INSERT OR IGNORE INTO temp.keep_prekeys VALUES (?)", [(k,) for k in self.prekeys])
-        conn.executemany("INSERT OR IGNORE INTO temp.keep_sessions VALUES (?)",
-                         [(p[1],) for p in self.peers if p[0] == "s"])
         conn.executemany("INSERT OR IGNORE INTO temp.keep_sender_keys VALUES (?, ?)",
                          [(p[1], p[2]) for p in self.peers if p[0] == "k"])
 
@@ -73,11 +69,11 @@ def ranking(conn: sqlite3.Connection) -> Ranked:
         prekeys = tuple(r[0] for r in conn.execute(
             f"SELECT key_id FROM whatsmeow_pre_keys WHERE uploaded AND {NOT_FENCE_SQL} ORDER BY key_id"))
     peers = []
-    if "whatsmeow_sessions" in tables:
-        peers += [("s", r[0], "") for r in conn.execute("SELECT DISTINCT their_id FROM whatsmeow_sessions")]
     if "whatsmeow_sender_keys" in tables:
+        own = _own_users(conn)
         peers += [("k", r[0], r[1]) for r in conn.execute(
-            "SELECT DISTINCT chat_id, sender_id FROM whatsmeow_sender_keys")]
+            "SELECT DISTINCT chat_id, sender_id FROM whatsmeow_sender_keys")
+            if _user_of(r[1]) not in own]
     last_use = {}
     if USE_TABLE in tables:
         try:
@@ -85,9 +81,23 @@ def ranking(conn: sqlite3.Connection) -> Ranked:
                 f"SELECT kind, k1, k2, rowid FROM {USE_TABLE}")}
         except sqlite3.Error:
             last_use = {}  # not ours after all (a hand-made table): no recency, still a snapshot
-    # Without a recorded use, 1:1 sessions before group sender keys: a customer writes 1:1.
-    peers.sort(key=lambda p: (-last_use.get(p, 0), p[0] != "s", p))
+    peers.sort(key=lambda p: (-last_use.get(p, 0), p))
     return Ranked(prekeys, tuple(peers))
+
+
+def _user_of(address: str) -> str:
+    """The user part of a Signal address or JID: "123_1.5", "123:5@lid", "123@s.whatsapp.net" -> "123"."""
+    for mark in ("_", ":", ".", "@"):
+        address = address.split(mark, 1)[0]
+    return address
+
+
+def _own_users(conn: sqlite3.Connection) -> set:
+    """Our own phone number and LID users: our own sender keys are never kept (format.py)."""
+    own = set()
+    for jid, lid in conn.execute("SELECT jid, lid FROM whatsmeow_device"):
+        own |= {_user_of(x) for x in (jid, lid) if x}
+    return own
 
 
 Encoder = Callable[[Fill, int], "str | None"]  # (what to keep, size limit) -> text, or None when over

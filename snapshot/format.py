@@ -55,14 +55,23 @@ MAX_MEMBERS = 256
 #    rounds: retry.go `sendRetryReceipt` adds a fresh pre-key to a receipt only from the second retry on
 #    (`retryCount > 1`), so the peer's first re-send on the same broken session fails again. One key is
 #    ~66 characters (32 random bytes, its row and index entry).
-# 2. then the Signal sessions, sender keys and identities of peers, most recently used first: an
-#    established peer whose session is missing costs two rounds too, but a session is ~10x the size of
-#    a pre-key (~700 characters), so the first 150 new peers are cheaper to cover than 15 old ones.
+# 2. then group members' sender keys, most recently used first (a member's group message without it
+#    costs one round: whatsmeow sends keys with the first receipt then). Only incoming ones: our own
+#    sender key and the 1:1 Signal sessions are never restored, because a restored copy is stale as soon
+#    as the bot sent anything after the save, and sending from a stale ratchet reuses message counters
+#    that the peer already saw: whatsmeow drops those without a retry (message.go: ErrOldCounter is
+#    ignored), so the bot's own message would be lost. Measured on the simulator (test_continuity):
+#    with sessions restored, a group member could not read the bot's next message ("old counter").
+#    Without them, whatsmeow fetches a fresh bundle and sends a pkmsg: it always arrives, and an
+#    established peer's next message costs two retry rounds instead (README "How the session fits").
 # 3. then more pre-keys with what is left (the 151st new peer since the last save is rare for one bot).
 # 150 keeps a fresh pairing within a quarter of the config-var limit (measured: bench_snapshot.py).
 PREKEY_FLOOR = 150
 
 TIERS = ("full", "crypto", "peers", "core", "login")
+# The tiers a save may pick by itself: "crypto" and "full" carry Signal sessions (see _TABLE_RULES), so
+# only `pack --tier` (moving a stopped session by hand) makes them.
+AUTO_TIERS = ("peers", "core", "login")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -114,8 +123,6 @@ _UPLOADED_PREKEYS = f"(t.uploaded AND t.{NOT_FENCE_SQL}) OR {_MAX_PREKEY}"
 FILL = "fill"
 _FILLED = {
     "whatsmeow_pre_keys": f"t.key_id IN (SELECT key_id FROM temp.keep_prekeys) OR {_MAX_PREKEY}",
-    "whatsmeow_sessions": "t.their_id IN (SELECT their_id FROM temp.keep_sessions)",
-    "whatsmeow_identity_keys": "t.their_id IN (SELECT their_id FROM temp.keep_sessions)",
     "whatsmeow_sender_keys": "(t.chat_id, t.sender_id) IN (SELECT chat_id, sender_id FROM temp.keep_sender_keys)",
 }
 
@@ -134,16 +141,16 @@ _TABLE_RULES = {
     # Per-peer trust and addressing, ~60 bytes per contact: identity keys (trust on first use,
     # re-learned from the next message), privacy tokens (sent with 1:1 messages; re-issued by
     # peers), LID<->phone map (refetched through usync when missing).
-    "whatsmeow_identity_keys":           (ALL, ALL, ALL, FILL, NONE),
+    "whatsmeow_identity_keys":           (ALL, ALL, ALL, NONE, NONE),
     "whatsmeow_privacy_tokens":          (ALL, ALL, ALL, NONE, NONE),
     "whatsmeow_lid_map":                 (ALL, ALL, ALL, NONE, NONE),
-    # Signal ratchets, the bulk of a used account (~1 KB per peer device). A peer whose session is
-    # missing after a restore costs two retry rounds (or a lost message when its client does not
-    # answer retry receipts), so "core" keeps the most recently used ones the budget allows (FILL) and
-    # "peers" all of them. A copy is only as fresh as the last save: a ratchet that moved since then
-    # fails and is rebuilt the same way.
-    "whatsmeow_sessions":                (ALL, ALL, ALL, FILL, NONE),
-    "whatsmeow_sender_keys":             (ALL, ALL, ALL, FILL, NONE),
+    # Signal ratchets, the bulk of a used account (~1 KB per peer device). A restored copy is stale as
+    # soon as the bot sent anything after the save, and a stale sending chain reuses counters the peer
+    # drops (see PREKEY_FLOOR): never in the tiers a save picks by itself (AUTO_TIERS). Members' sender
+    # keys only decrypt, so "core" keeps the most recently used ones the budget allows (FILL, never our
+    # own: whatsmeow makes a new one and hands it out with the next group send).
+    "whatsmeow_sessions":                (ALL, ALL, NONE, NONE, NONE),
+    "whatsmeow_sender_keys":             (ALL, ALL, FILL, FILL, NONE),
     # Per-message secrets (poll votes, edits, reactions to earlier messages). Cannot be refetched,
     # but only matter for messages sent before the snapshot; grows with message count.
     "whatsmeow_message_secrets":         (ALL, ALL, NONE, NONE, NONE),

@@ -19,7 +19,7 @@ import uuid
 import zlib
 
 from snapshot.fill import Fill, fill_core, ranking
-from snapshot.format import (DB_NAME, DEFAULT_BUDGET, FCOMMENT, FORMAT_ID, OWN_PREFIX, gzip_comment, PACK_PAGE_SIZE, TIERS,
+from snapshot.format import (AUTO_TIERS, DB_NAME, DEFAULT_BUDGET, FCOMMENT, FORMAT_ID, OWN_PREFIX, gzip_comment, PACK_PAGE_SIZE, TIERS,
                              SnapshotError, SnapshotTooLarge, file_uri, quote_identifier, row_filter)
 
 
@@ -56,7 +56,7 @@ def pack(session_dir, budget: int = DEFAULT_BUDGET, tier: str | None = None) -> 
         # smaller name, so the same database always gets the same label (repacking a restored "core"
         # session gives the same text).
         best = previous_db = None
-        for name in reversed(TIERS):
+        for name in reversed(AUTO_TIERS):
             if name == "core":
                 found = fill_core(lambda k, limit: _encode_tier(copy, "core", limit, k), ranked, budget)
                 if found is None:
@@ -77,7 +77,7 @@ def pack(session_dir, budget: int = DEFAULT_BUDGET, tier: str | None = None) -> 
             best, previous_db = text, db
         if best is None:
             sizes = {name: len(_encode_tier(copy, name, None, Fill.nothing() if name == "core"
-                                            else Fill.everything(ranked))) for name in TIERS}
+                                            else Fill.everything(ranked))) for name in AUTO_TIERS}
             raise SnapshotTooLarge(sizes, budget)
         return best
     finally:
