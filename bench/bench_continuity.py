@@ -29,6 +29,7 @@ from tests.support.postgres import PostgresServer, ServerUnavailable  # noqa: E4
 from tests.support.simulator import WebhookReceiver, running_sim  # noqa: E402
 
 ROWS = [("established", "a peer that chatted before sends again"),
+        ("bot_first", "the bot writes first, then the peer answers"),
         ("new_within", "a new peer, its key kept by the restore"),
         ("new_beyond", "a new peer, its key not kept"),
         ("old_client", "a peer that ignores retries (arrived?)"),
@@ -108,6 +109,8 @@ def main() -> int:
         sends = [f"{sum(x.read for x in results[(label, s[0])].sends)}/{len(results[(label, s[0])].sends)}"
                  for s in setups]
         print(f"  {'bot sends read by the peer / every member':44}" + "".join(f"{x:>34}" for x in sends))
+        spent = [str(results[(label, s[0])].peer_keys_spent_after_restarts) for s in setups]
+        print(f"  {'peer one-time keys the bot spent':44}" + "".join(f"{x:>34}" for x in spent))
     return 0
 
 

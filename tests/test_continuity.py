@@ -26,7 +26,7 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 # Retry rounds today's bot costs after a restore from the config var (issue 20's table): the sessions
 # are not in the snapshot (2 rounds: the first receipt carries no keys), only the 16 lowest one-time
 # keys are, a group member's sender key is gone (1 round: whatsmeow sends keys at once for it).
-TODAY_ROUNDS = {"established": 2, "new_within": 0, "new_beyond": 2, "group": 1}
+TODAY_ROUNDS = {"established": 2, "bot_first": 0, "new_within": 0, "new_beyond": 2, "group": 1}
 # Set to True when the continuity-bot branch is merged: its tests then run as plain tests.
 AFTER_CONTINUITY_BOT = True
 after_continuity_bot = pytest.mark.xfail(
@@ -66,7 +66,8 @@ def postgres_run(sim, receiver, pg_server, tmp_path_factory) -> Run:
 
 
 def _table(run: Run) -> str:
-    return "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
+    return (f"peer keys spent after restarts: {run.peer_keys_spent_after_restarts}, empty group message events:"
+            f" {run.empty_group_events}\n") + "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
                      f" kept={d.key_kept} delay={d.delay}" for d in run.deliveries)
 
 
@@ -76,6 +77,7 @@ def test_config_var_every_message_from_a_peer_that_answers_retries_reaches_the_w
     run = config_var_run
     answering = [d for d in run.deliveries if d.case != "old_client"]
     assert len(run.of("established")) == 6 and len(run.of("group")) == 3, _table(run)
+    assert len(run.of("bot_first")) == 3, _table(run)
     assert all(d.arrived for d in answering), _table(run)
 
 
@@ -92,6 +94,8 @@ def test_config_var_retry_rounds_are_no_worse_than_today(config_var_run):
         assert {d.rounds for d in run.of("established")} == {2}, _table(run)
         assert {d.rounds for d in run.of("group")} == {1}, _table(run)
         assert all(d.rounds == 2 for d in run.of("new_beyond") if not d.key_kept), _table(run)
+        # The bot writing first after a restore fetches a bundle: one of the peer's keys each time.
+        assert run.peer_keys_spent_after_restarts == 3, _table(run)
 
 
 def test_config_var_the_bot_still_reaches_peers_and_every_group_member_device(config_var_run):
@@ -119,6 +123,12 @@ def test_after_continuity_bot_new_peers_and_group_members_need_no_retry(config_v
 
 
 @after_continuity_bot
+def test_after_continuity_bot_the_bots_sends_spend_no_peer_key_after_a_restore(config_var_run):
+    """Issue 20's fourth row: without the session the bot fetches a bundle, one peer key per restart."""
+    assert config_var_run.peer_keys_spent_after_restarts == 0
+
+
+@after_continuity_bot
 def test_after_continuity_bot_a_lost_message_is_never_silent(config_var_run):
     lost = {d.message_id for d in config_var_run.of("old_client")}
     said = {e["data"].get("id") for e in config_var_run.undecryptable_events}
@@ -136,4 +146,4 @@ def test_postgres_keeps_everything_live_no_retry_after_any_restart(postgres_run)
     assert all(d.arrived for d in run.deliveries), _table(run)  # the old client too: nothing to retry
     assert all(d.rounds == 0 for d in run.deliveries), _table(run)
     assert all(s.read for s in run.sends), run.sends
-    assert run.prekey_conflicts == []
+    assert run.prekey_conflicts == [] and run.peer_keys_spent_after_restarts == 0

@@ -485,3 +485,19 @@ def test_retry_responder_without_a_session_fetches_a_bundle_and_respects_the_lim
         responder.handle(conn, receipt(3))
     assert responder.receipts[-1].action == "dropped_internal_limit"  # the 10th request
     assert len(sent_nodes) == 9
+
+
+def test_sender_keys_round_trip_skip_ahead_and_refuse_a_replay_or_a_forgery():
+    from tests.wasim.ratchet import SignalError
+    from tests.wasim.senderkeys import ReceivedSenderKey, SenderKey
+
+    ours = SenderKey()
+    theirs = ReceivedSenderKey.from_distribution(ours.distribution())
+    first, second, third = (ours.encrypt(t) for t in (b"one", b"two", b"three"))
+    assert theirs.decrypt(third) == b"three" and theirs.decrypt(first) == b"one"  # kept while skipped
+    with pytest.raises(SignalError):
+        theirs.decrypt(first)  # used already
+    forged = second[:-64] + SenderKey().signing.sign(second[:-64])
+    with pytest.raises(SignalError):
+        theirs.decrypt(forged)
+    assert theirs.decrypt(second) == b"two"

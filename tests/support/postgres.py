@@ -39,6 +39,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -250,11 +251,24 @@ class PostgresServer:
         import psycopg
 
         # initdb made a trust-only cluster; the unix socket (trust) sets the passwords TCP needs.
-        with psycopg.connect(host=str(self.base), port=self.port, user=self.superuser, dbname="postgres",
-                             autocommit=True, connect_timeout=10) as conn:
+        with self._first_connection(psycopg) as conn:
             conn.execute(f"ALTER ROLE {self.superuser} PASSWORD '{self.password}'")
             if self.ssl:
                 conn.execute(f"CREATE ROLE {SSL_USER} LOGIN SUPERUSER PASSWORD '{self.password}'")
+
+    def _first_connection(self, psycopg, timeout: float = 30.0):
+        """The first connection after `pg_ctl start -w`. On a loaded machine the server can still
+        answer "the database system is starting up" for a moment after pg_ctl returned: polled until
+        it accepts, within the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return psycopg.connect(host=str(self.base), port=self.port, user=self.superuser, dbname="postgres",
+                                       autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                if "starting up" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _stop_executor(self) -> None:
         if self._executor is None:

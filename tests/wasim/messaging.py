@@ -61,7 +61,8 @@ class Messaging:
     def deliver_group_text(self, jid: str, group_jid: str, member: str, text: str,
                            push_name: str = "Sim Member") -> str:
         """A member's text in a group, to device `jid`: its SKDM the first time, then the skmsg."""
-        return self.groups.deliver(jid, group_jid, member, text, push_name)
+        with self.signal_lock:
+            return self.groups.deliver(jid, group_jid, member, text, push_name)
 
     def received_node_children(self, message_id: str) -> list[Node]:
         """The enc children of a message the simulator delivered (by id), as sent on the wire."""
@@ -94,15 +95,17 @@ class Messaging:
         already has with the device (a msg once acknowledged), a new one only when it has none."""
         contact = self._contact(sender.split("@")[0])
         self._device(jid)
-        return self.peers.deliver(jid, contact, text, push_name, session)
+        with self.signal_lock:
+            return self.peers.deliver(jid, contact, text, push_name, session)
 
     def _handle_message(self, conn: _Connection, node: Node) -> None:
         recipient = node.attrs.get("to")
         reads = {}
-        if isinstance(recipient, JID) and recipient.server == "g.us":
-            text, message, reads = self.groups.read_sent(conn, node)
-        else:
-            text, message = self._read_direct(conn, node)
+        with self.signal_lock:
+            if isinstance(recipient, JID) and recipient.server == "g.us":
+                text, message, reads = self.groups.read_sent(conn, node)
+            else:
+                text, message = self._read_direct(conn, node)
         with self._cond:
             pn = node.attrs.get("peer_recipient_pn")
             self.sent_messages.append(SentMessage(

@@ -112,6 +112,9 @@ class WhatsAppSimulator(Messaging):
         self.peers = PeerSender(self)  # contacts' messages to the devices, on kept sessions (peers.py)
         self.retries = RetryResponder(self, self.peers)  # their answers to retry receipts (retry.py)
         self.groups = GroupDirectory(self)  # groups: metadata, members' messages, the device's sends
+        # The peers' Signal state is used from the test's thread (a delivery) and from a connection's
+        # reader (a retry receipt, the client's message): one at a time.
+        self.signal_lock = threading.RLock()
         self.received: list[tuple[int, Node]] = []  # every node from every client, for debugging
         self.errors: list[str] = []
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
@@ -396,7 +399,8 @@ class WhatsAppSimulator(Messaging):
         elif node.tag == "message":
             self._handle_message(conn, node)
         elif node.tag == "receipt" and node.attrs.get("type") == "retry":
-            self.retries.handle(conn, node)
+            with self.signal_lock:
+                self.retries.handle(conn, node)
         elif node.tag == "ack" and node.attrs.get("class") == "receipt":
             with self._cond:
                 self.receipts_acked.append(node)
