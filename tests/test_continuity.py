@@ -122,7 +122,9 @@ def test_after_continuity_bot_new_peers_and_group_members_need_no_retry(config_v
     assert all(d.rounds == 0 for d in run.of("new_within") + run.of("new_beyond") + run.of("group")), _table(run)
 
 
-@after_continuity_bot
+@pytest.mark.xfail(strict=True, reason="decided on the bot side: without a restored 1:1 session the bot's first "
+                   "send fetches a bundle (one peer key); restoring the stale session instead would make the peer "
+                   "drop that message (snapshot/format.py PREKEY_FLOOR)")
 def test_after_continuity_bot_the_bots_sends_spend_no_peer_key_after_a_restore(config_var_run):
     """Issue 20's fourth row: without the session the bot fetches a bundle, one peer key per restart."""
     assert config_var_run.peer_keys_spent_after_restarts == 0

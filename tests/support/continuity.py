@@ -140,7 +140,7 @@ class ConfigVarStore:
         releases, booted = self.heroku.release_count, len(self.dynos.dynos)
         self.dynos.restart()
         if self.heroku.release_count > releases:
-            # The stopping dyno saved today's sessions (stopsave.py): Heroku restarts the app once more.
+            # The stopping dyno saved the live session (stopsave.py): Heroku restarts the app once more.
             wait_for(lambda: len(self.dynos.dynos) >= booted + 2, WAIT, "the restart of the stop save's release")
         self.bot.wait_state("connected", timeout=WAIT)
         self.sim.wait_until(lambda: self.sim.login_count(jid) > logins, WAIT, "the new dyno's login")
