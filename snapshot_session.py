@@ -361,27 +361,8 @@ class SnapshotSession:
         return packed
 
     def save_at_stop(self, seconds_left: float, *, recycling: bool = False) -> dict | None:
-        """The worker stops (after the connection is closed): save the live session when stopsave.py
-        says so, within `seconds_left`. Never raises; returns the save's outcome or None."""
-        now = time.time()
-        stored = self._stored_info or {}
-        reason = "the worker only recycles itself (the dyno keeps running)" if recycling else stopsave.why_not(
-            restarts_on_write=self.store.kind == "heroku", local_jid=self._local_jid, stored_jid=self._stored_jid,
-            stored_stamp=stored.get("stop_saved_at"), connected_this_boot=self.connect_checks > 0,
-            wiped=self.last_wipe is not None, seconds_left=seconds_left, now=now)
-        if reason:
-            log.info("not saving the session at stop: %s", reason)
-            return None
-        started = time.monotonic()
-        try:
-            result = self.save(reason="dyno stopping", wait=seconds_left, stop_saved_at=int(now),
-                               deadline=started + seconds_left - 1.0)
-        except Exception as exc:  # logged by the flight; the stored snapshot stays as it was
-            log.warning("the save at stop did not finish: %s", type(exc).__name__)
-            return None
-        log.info("save at stop: %s in %.1fs", "written" if result.get("changed") else "unchanged, nothing written",
-                 time.monotonic() - started)
-        return result
+        """The worker stops (after the connection is closed): stopsave.py decides and saves."""
+        return stopsave.save_at_stop(self, seconds_left, recycling=recycling)
 
     # -- wiping -----------------------------------------------------------------------------------
     def wipe(self, reason: str) -> None:

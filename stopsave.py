@@ -19,6 +19,11 @@ of a day with changes saves, whatever its cause, and the boot that follows carri
 
 from __future__ import annotations
 
+import logging
+import time
+
+log = logging.getLogger("session")
+
 # The daily cycle comes 24 h (plus up to 216 minutes) after a dyno's start, and that start follows
 # the stop save that stamped the snapshot, so one stop save per cycle fits, and never two a day.
 STOP_SAVE_EVERY = 24 * 3600
@@ -45,3 +50,28 @@ def why_not(*, restarts_on_write: bool, local_jid: str | None, stored_jid: str |
     if seconds_left < STOP_SAVE_MIN_SECONDS:
         return f"only {seconds_left:.1f}s left before Heroku kills the dyno"
     return None
+
+
+def save_at_stop(session, seconds_left: float, *, recycling: bool = False) -> dict | None:
+    """For SnapshotSession.save_at_stop: save within `seconds_left` when why_not() finds no reason not
+    to. Never raises; returns the save's outcome or None."""
+    now = time.time()
+    stored = session._stored_info or {}
+    reason = "the worker only recycles itself (the dyno keeps running)" if recycling else why_not(
+        restarts_on_write=session.store.kind == "heroku", local_jid=session.device_jid(),
+        stored_jid=session._stored_jid, stored_stamp=stored.get("stop_saved_at"),
+        connected_this_boot=session.connect_checks > 0, wiped=session.last_wipe is not None,
+        seconds_left=seconds_left, now=now)
+    if reason:
+        log.info("not saving the session at stop: %s", reason)
+        return None
+    started = time.monotonic()
+    try:
+        result = session.save(reason="dyno stopping", wait=seconds_left, stop_saved_at=int(now),
+                              deadline=started + seconds_left - 1.0)
+    except Exception as exc:  # logged by the flight; the stored snapshot stays as it was
+        log.warning("the save at stop did not finish: %s", type(exc).__name__)
+        return None
+    log.info("save at stop: %s in %.1fs", "written" if result.get("changed") else "unchanged, nothing written",
+             time.monotonic() - started)
+    return result

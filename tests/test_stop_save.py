@@ -1,14 +1,12 @@
 """The save at the dyno's stop (stopsave.py), on real gunicorn with a real SIGTERM, the fake Platform API
 and the fake dyno manager (a release restarts the app with an empty disk, as Heroku does).
 
-The scripted client stands in for neonize; what whatsmeow would write while peers chat is written into
-the dyno's session database with whatsmeow's own statement (store/sqlstore/store.go putSessionQuery)."""
+The scripted client stands in for neonize; what whatsmeow would write while contacts write is written
+into the dyno's session database with whatsmeow's own statement: a new contact's first message uses up
+our lowest one-time pre-key (store/sqlstore/store.go deletePreKeyQuery)."""
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import sqlite3
 import time
 
@@ -19,8 +17,7 @@ from tests.support.botkit import stored_snapshot_for
 from tests.support.cycle import API_KEY, TOKEN, Cycle
 from tests.support.harness import wait_for
 
-PUT_SESSION = ("INSERT INTO whatsmeow_sessions (our_jid, their_id, session) VALUES (?1, ?2, ?3)"
-               " ON CONFLICT (our_jid, their_id) DO UPDATE SET session=excluded.session")
+DELETE_PREKEY = "DELETE FROM whatsmeow_pre_keys WHERE jid=?1 AND key_id=?2"
 
 
 @pytest.fixture
@@ -41,23 +38,30 @@ def up(dyno):
     return dyno
 
 
-def chat(tmp_path, n: int, jid: str, peer: str) -> None:
-    """A peer wrote to dyno n: whatsmeow stored the session it built."""
+def new_contact(tmp_path, n: int, jid: str) -> int:
+    """A new contact wrote to dyno n: whatsmeow used up (deleted) our lowest one-time pre-key."""
     conn = sqlite3.connect(tmp_path / f"dyno-{n}" / "session" / "neonize.db", timeout=10)
     with conn:
-        conn.execute(PUT_SESSION, (jid, peer, os.urandom(700)))
+        lowest = conn.execute("SELECT MIN(key_id) FROM whatsmeow_pre_keys WHERE uploaded").fetchone()[0]
+        conn.execute(DELETE_PREKEY, (jid, lowest))
     conn.close()
+    return lowest
 
 
-def stored_sessions(text: str) -> int:
-    return snapshot.inspect(text).rows["sessions"]
+def prekey_ids(text: str, tmp_path, name: str) -> set:
+    snapshot.unpack(text, str(tmp_path / name))
+    conn = sqlite3.connect(tmp_path / name / "neonize.db")
+    ids = {r[0] for r in conn.execute("SELECT key_id FROM whatsmeow_pre_keys")}
+    conn.close()
+    return ids
 
 
 def test_the_daily_stop_saves_todays_sessions_once_and_the_restarts_after_it_do_not(cycle, tmp_path):
     text, jid = stored_snapshot_for(tmp_path, seed=31)
     cycle.preset_session(text)
     up(cycle.dynos.boot())
-    chat(tmp_path, 1, jid, "111111111111111_1.0")
+    used = new_contact(tmp_path, 1, jid)
+    assert used in prekey_ids(text, tmp_path, "before")
 
     started = time.monotonic()
     second = cycle.dynos.restart()  # the daily cycle: SIGTERM to dyno 1
@@ -67,7 +71,9 @@ def test_the_daily_stop_saves_todays_sessions_once_and_the_restarts_after_it_do_
     saved = cycle.heroku.vars["WHATSAPP_SESSION"]
     info = snapshot.inspect(saved)
     assert info.stop_saved_at and abs(info.stop_saved_at - time.time()) < 120
-    assert stored_sessions(saved) == 1, "the session of today's peer rides along"
+    after = prekey_ids(saved, tmp_path, "after")
+    assert used not in after, "the used key is gone from the stored snapshot"
+    assert len(after) >= len(prekey_ids(text, tmp_path, "again")) - 1, "the next lowest key takes its place"
     print(f"\nSIGTERM to exit with the save at stop: {stop_seconds:.1f}s (Heroku allows 30 s)")
 
     # The release restarts the app once more; that boot and every later stop today save nothing,
@@ -75,7 +81,7 @@ def test_the_daily_stop_saves_todays_sessions_once_and_the_restarts_after_it_do_
     third = wait_for(lambda: len(cycle.dynos.dynos) >= 3 and cycle.dynos.current, 60, "the release's restart")
     up(third)
     n = len(cycle.dynos.dynos)
-    chat(tmp_path, n, jid, "222222222222222_1.0")
+    new_contact(tmp_path, n, jid)
     for _ in range(2):
         up(cycle.dynos.restart())
     assert cycle.patches() == 1 and cycle.heroku.release_count == 1
@@ -92,3 +98,24 @@ def test_an_idle_day_saves_nothing_at_stop(cycle, tmp_path):
     assert "save at stop: unchanged, nothing written" in out, out[-3000:]
     assert cycle.patches() == 0 and cycle.heroku.release_count == 0
     assert cycle.heroku.vars["WHATSAPP_SESSION"] == text
+
+
+def test_the_rules_of_a_save_at_stop():
+    from stopsave import STOP_SAVE_EVERY, why_not
+
+    now = 2_000_000_000.0
+    base = dict(restarts_on_write=True, local_jid="1:2@s.whatsapp.net", stored_jid="1:2@s.whatsapp.net",
+                stored_stamp=None, connected_this_boot=True, wiped=False, seconds_left=20.0, now=now)
+    assert why_not(**base) is None  # never stop-saved yet: the first stop with changes saves
+    assert why_not(**{**base, "stored_stamp": now - STOP_SAVE_EVERY - 1}) is None  # the next day
+    # The boot our own save caused, and a deploy or config change the same day: no second save.
+    assert "at most one a day" in why_not(**{**base, "stored_stamp": now - 60})
+    assert "at most one a day" in why_not(**{**base, "stored_stamp": now - STOP_SAVE_EVERY + 60})
+    # A local file costs no restart: the day's limit does not apply there.
+    assert why_not(**{**base, "stored_stamp": now - 60, "restarts_on_write": False}) is None
+    assert why_not(**{**base, "connected_this_boot": False})
+    assert why_not(**{**base, "wiped": True})
+    assert why_not(**{**base, "local_jid": None})
+    assert why_not(**{**base, "seconds_left": 1.0})
+    # A new pairing whose save did not happen yet is kept, whatever the stamp.
+    assert why_not(**{**base, "stored_jid": "9:9@s.whatsapp.net", "stored_stamp": now - 60}) is None
