@@ -7,7 +7,6 @@ finds a pre-key batch (prekeywatch.py through the snapshot child)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
