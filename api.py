@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
+import os
+import unicodedata
+from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import media
+import media_fetch
+import pacing
 import recipients
 import snapshot
 import stores
@@ -22,12 +28,17 @@ from qrterminal import qr_png
 from session_manager import public_view
 from snapshot_session import SaveInProgress
 from whatsapp import NotConnected
+from whatsapp.refused import NotOwnMessage, SenderNeeded, WhatsAppRefused
 
 log = logging.getLogger("app")
 
 MAX_TEXT_CHARS = 65536  # WhatsApp's own limit for a text message
 MAX_CAPTION_CHARS = 1024  # what WhatsApp's apps let a caption have
 MAX_MESSAGE_ID_CHARS = 128  # WhatsApp ids are 16 to 32 characters; anything far longer is not one
+MAX_READ_IDS = 100  # message ids one read mark names (whatsmeow sends them in one <receipt>)
+MAX_NUMBERS = 50  # numbers one /api/check-numbers asks about (one usync query)
+MAX_EMOJI_CHARS = 32  # the longest emoji sequences (families, flags with tags) stay well under this
+PRESENCE_STATES = ("typing", "recording", "paused")
 
 api = Blueprint("api", __name__)
 
@@ -70,15 +81,19 @@ def session_status():
     session = _session()
     body = {**session.status(), **_connection().status(), "timestamp": iso_now()}
     body["storeKind"] = current_app.config["BOT_CONFIG"].session_store
+    hub = current_app.extensions.get("events")
+    body["lastEvents"] = hub.last_seen() if hasattr(hub, "last_seen") else {}
     if not is_key_holder():
+        if body.get("unreachable"):  # what failed, in the library's words: for key holders
+            body["unreachable"] = {k: v for k, v in body["unreachable"].items() if k != "detail"}
         return jsonify(public_view(body))
     body["deviceJid"] = session.device_jid()
     for name in ("lastError", "restoreError"):
         if body.get(name):
             body[name] = secret_filter.mask(body[name])
-    if body.get("lastSaveError"):
-        body["lastSaveError"] = {k: secret_filter.mask(v) if isinstance(v, str) else v
-                                 for k, v in body["lastSaveError"].items()}
+    for name in ("lastSaveError", "unreachable", "lastDisconnect", "lastLogout"):
+        if body.get(name):
+            body[name] = {k: secret_filter.mask(v) if isinstance(v, str) else v for k, v in body[name].items()}
     return jsonify(body)
 
 
@@ -121,7 +136,8 @@ def clear_session():
 @api.get("/qr")
 @require_key(basic=True)
 def qr():
-    return Response(qr_page(_connection()), mimetype="text/html", headers={"Cache-Control": "no-store"})
+    page = qr_page(_connection(), _session(), current_app.extensions.get("events"))
+    return Response(page, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
 @api.get("/api/qr")
@@ -160,17 +176,10 @@ def pair():
 @require_key
 def send():
     body = _json_body({"to", "text", "replyTo"}, required={"to", "text"})
-    text = body["text"]
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("text must be a non-empty string")
-    if len(text) > MAX_TEXT_CHARS:
-        raise BadRequest(f"text is longer than {MAX_TEXT_CHARS} characters")
+    text = _text(body["text"])
     reply_to = body.get("replyTo")
-    if reply_to is not None and (
-        not isinstance(reply_to, str) or not reply_to.isascii() or not reply_to.isalnum()
-        or len(reply_to) > MAX_MESSAGE_ID_CHARS
-    ):
-        raise BadRequest("replyTo must be a message id (letters and digits, as /api/send or the webhook gave it)")
+    if reply_to is not None:
+        reply_to = _message_id(reply_to, "replyTo")
     to = recipients.recipient(body["to"])
     return jsonify(sent=True, to=to, **_connection().send_text(to, text, reply_to=reply_to))
 
@@ -190,7 +199,9 @@ def send_document():
 @require_key
 def send_image():
     to, _, data = _multipart_file({"to", "caption"}, "the image (JPEG, PNG or WebP)")
-    mimetype = media.image_type(data)  # from the bytes, not from the name or the client's Content-Type
+    # The type from the bytes, not from the name or the client's Content-Type; the size from the header,
+    # before anything is decoded (413 past media.MAX_IMAGE_PIXELS).
+    mimetype = media.check_image(data)["mimetype"]
     caption = _caption()
     result = _connection().send_image(to, data, mimetype=mimetype, caption=caption)
     return jsonify(sent=True, to=to, size=len(data), mimetype=mimetype, **result)
@@ -214,6 +225,122 @@ def send_location():
     return jsonify(sent=True, to=to, **place, **_connection().send_location(to, **place))
 
 
+@api.get("/api/media/<message_id>")
+@require_key
+def media_file(message_id: str):
+    """A file a customer sent since the process started: downloaded from WhatsApp, decrypted and
+    checked into a temp file (whatsapp/download.py), then streamed from it."""
+    if not message_id.isascii() or not message_id.isalnum() or len(message_id) > MAX_MESSAGE_ID_CHARS:
+        return error(404, "media_not_found", "no such message: ids are letters and digits, as the message event gave them")
+    try:
+        handle, ref = _connection().open_media(message_id)
+    except media_fetch.MediaNotFound as exc:
+        return error(404, "media_not_found", str(exc))
+    except media_fetch.MediaBusy as exc:
+        body, status = error(503, "media_busy", str(exc))
+        body.headers["Retry-After"] = "5"
+        return body, status
+    except media_fetch.MediaDownloadError as exc:
+        return error(502, exc.code, exc.message, hint=exc.hint)
+    return _file_response(handle, ref)
+
+
+def _file_response(handle, ref) -> Response:
+    """Stream an open (already unlinked) file in 64 KB pieces; it closes when the answer ends or the
+    client goes away. The type is the message's own (incoming_media.safe_mimetype), but always as an
+    attachment in a sandbox: a customer's "text/html" must never run as a page of this app."""
+    size = os.fstat(handle.fileno()).st_size
+
+    def chunks():
+        with handle:
+            while piece := handle.read(1 << 16):
+                yield piece
+
+    name = ref.file_name or f"{ref.kind}{mimetypes.guess_extension(ref.mimetype.split(';')[0]) or ''}"
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in name)[:100]
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name[:200])}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Cache-Control": "no-store",
+    }
+    response = Response(chunks(), mimetype=ref.mimetype, headers=headers, direct_passthrough=True)
+    response.call_on_close(handle.close)  # also when the body is never read (HEAD, a client gone early)
+    return response
+
+
+# -- chat actions: each goes to the chat like a send, with the same checks, pacing and 409 -------------
+
+@api.post("/api/read")
+@require_key
+def read():
+    body = _json_body({"chat", "messageIds", "sender"}, required={"chat", "messageIds"})
+    ids = body["messageIds"]
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_READ_IDS:
+        raise BadRequest(f"messageIds must be a list of 1 to {MAX_READ_IDS} message ids")
+    ids = list(dict.fromkeys(_message_id(i, "messageIds") for i in ids))
+    chat = recipients.recipient(body["chat"])
+    sender = _optional_recipient(body.get("sender"), "sender")
+    result = _connection().mark_read(chat, ids, sender=sender)
+    return jsonify(read=True, chat=chat, messageIds=ids, **result)
+
+
+@api.post("/api/presence")
+@require_key
+def presence():
+    body = _json_body({"to", "state"}, required={"to", "state"})
+    if body["state"] not in PRESENCE_STATES:
+        raise BadRequest(f"state must be one of {', '.join(PRESENCE_STATES)}")
+    to = recipients.recipient(body["to"])
+    return jsonify(to=to, state=body["state"], **_connection().chat_presence(to, body["state"]))
+
+
+@api.post("/api/react")
+@require_key
+def react():
+    body = _json_body({"chat", "messageId", "emoji", "sender"}, required={"chat", "messageId", "emoji"})
+    emoji = _emoji(body["emoji"])
+    chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
+    sender = _optional_recipient(body.get("sender"), "sender")
+    result = _connection().react(chat, message_id, emoji, sender=sender)
+    return jsonify(reacted=bool(emoji), chat=chat, messageId=message_id, emoji=emoji, **result)
+
+
+@api.post("/api/edit")
+@require_key
+def edit():
+    body = _json_body({"chat", "messageId", "text"}, required={"chat", "messageId", "text"})
+    text = _text(body["text"])
+    chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
+    return jsonify(edited=True, chat=chat, messageId=message_id, **_connection().edit(chat, message_id, text))
+
+
+@api.post("/api/delete")
+@require_key
+def delete():
+    body = _json_body({"chat", "messageId"}, required={"chat", "messageId"})
+    chat, message_id = recipients.recipient(body["chat"]), _message_id(body["messageId"], "messageId")
+    return jsonify(deleted=True, chat=chat, messageId=message_id, **_connection().delete_for_everyone(chat, message_id))
+
+
+@api.post("/api/check-numbers")
+@require_key
+def check_numbers():
+    body = _json_body({"numbers"}, required={"numbers"})
+    numbers = body["numbers"]
+    if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_NUMBERS:
+        raise BadRequest(f"numbers must be a list of 1 to {MAX_NUMBERS} phone numbers in international form")
+    digits = list(dict.fromkeys(recipients.phone_digits(n) for n in numbers))
+    return jsonify(numbers=_connection().on_whatsapp(digits))
+
+
+@api.get("/api/groups")
+@require_key
+def groups():
+    return jsonify(groups=_connection().joined_groups())
+
+
 # -- errors ----------------------------------------------------------------------------------------------
 
 def register_error_handlers(app: Flask) -> None:
@@ -233,6 +360,10 @@ def register_error_handlers(app: Flask) -> None:
     def bad_request(exc: BadRequest):
         return error(400, "bad_request", str(exc))
 
+    @app.errorhandler(media.ImageTooLarge)
+    def image_too_large(exc: media.ImageTooLarge):
+        return error(413, "image_too_large", str(exc))
+
     @app.errorhandler(media.InvalidMedia)
     def bad_media(exc: media.InvalidMedia):
         return error(400, "invalid_media", str(exc))
@@ -240,6 +371,24 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(recipients.InvalidRecipient)
     def bad_recipient(exc: recipients.InvalidRecipient):
         return error(400, "invalid_number", str(exc))
+
+    @app.errorhandler(pacing.TooFast)
+    def too_fast(exc: pacing.TooFast):
+        body, status = error(429, "rate_limited", str(exc), retryAfter=exc.retry_after)
+        body.headers["Retry-After"] = str(exc.retry_after)
+        return body, status
+
+    @app.errorhandler(NotOwnMessage)
+    def not_own_message(exc: NotOwnMessage):
+        return error(400, "not_own_message", str(exc))
+
+    @app.errorhandler(SenderNeeded)
+    def sender_needed(exc: SenderNeeded):
+        return error(400, "bad_request", str(exc))
+
+    @app.errorhandler(WhatsAppRefused)
+    def whatsapp_refused(exc: WhatsAppRefused):
+        return error(502, "whatsapp_error", str(exc))
 
     @app.errorhandler(NotConnected)
     def not_connected(exc: NotConnected):
@@ -298,6 +447,41 @@ def _multipart_file(fields: set[str], what: str):
     if not data:
         raise BadRequest("the file is empty")
     return to, upload, data
+
+
+def _text(text) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("text must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadRequest(f"text is longer than {MAX_TEXT_CHARS} characters")
+    return text
+
+
+def _emoji(value) -> str:
+    """One emoji, or "" (removes the reaction). Joiners, variation selectors and tag characters are what
+    families, skin tones and flags are made of (format and mark characters); controls, spaces, surrogates
+    and unassigned code points are not part of any emoji."""
+    if not isinstance(value, str) or len(value) > MAX_EMOJI_CHARS or any(
+        unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp") for ch in value
+    ):
+        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI_CHARS} characters), or \"\" to remove "
+                         "the reaction")
+    return value
+
+
+def _message_id(value, field: str) -> str:
+    if not isinstance(value, str) or not value.isascii() or not value.isalnum() or not 0 < len(value) <= MAX_MESSAGE_ID_CHARS:
+        raise BadRequest(f"{field} must hold message ids (letters and digits, as /api/send or the webhook gave them)")
+    return value
+
+
+def _optional_recipient(value, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return recipients.recipient(value)
+    except recipients.InvalidRecipient as exc:
+        raise recipients.InvalidRecipient(f"{field}: {exc}") from None
 
 
 def _caption() -> str | None:

@@ -20,10 +20,32 @@ import reachability
 import whatsapp
 from api import api, register_error_handlers
 from logsetup import configure_logging
+from pacing import SendPacer
 from session_manager import Session, build_session
 from whatsapp import Connection, load_client_factory
 
 log = logging.getLogger("app")
+
+
+def build_events(cfg: config_module.Config):
+    """The events hub (events.Events); with WEBHOOK_URL its delivery queue is started: a table in the
+    session's database when the session lives in PostgreSQL (outbox.py), else memory."""
+    from events import Events
+
+    if not cfg.webhook_url:
+        return Events()
+    from delivery import EventQueue
+
+    store = None
+    if cfg.session_store == "postgres":
+        from outbox import PostgresOutbox
+        from pgsession import neonize_database_url
+
+        store = PostgresOutbox(neonize_database_url(cfg.database_url), spill_size=cfg.webhook_queue_size)
+    queue = EventQueue(cfg.webhook_url, cfg.webhook_secret, store=store, queue_size=cfg.webhook_queue_size,
+                       attempts=cfg.webhook_attempts, first_retry=cfg.webhook_retry_delay)
+    queue.start()
+    return Events(queue)
 
 
 def create_app(
@@ -49,20 +71,15 @@ def create_app(
 
     if session is None:
         session = build_session(cfg)
+    hub = None
     if connection is None:
-        webhook = None
-        if cfg.webhook_url:
-            from events import EventQueue
-
-            webhook = EventQueue(cfg.webhook_url, cfg.webhook_secret, queue_size=cfg.webhook_queue_size,
-                                 attempts=cfg.webhook_attempts, first_retry=cfg.webhook_retry_delay)
-            webhook.start()
-            # A failed save or wipe reaches the owner as a `save_failed` event (queued, never blocking).
-            session.notify = webhook.emit
+        hub = build_events(cfg)
+        # A failed save or wipe reaches the owner as a `save_failed` event (queued, never blocking).
+        session.notify = hub.emit
         connection = Connection(
             session,
             client_factory=load_client_factory(cfg.client_factory),
-            webhook=webhook,
+            webhook=hub,
             pair_phone=cfg.pair_phone,
             max_connects=cfg.max_connects_per_worker
             or whatsapp.DEFAULT_MAX_CONNECTS["postgres" if cfg.session_store == "postgres" else "sqlite"],
@@ -70,6 +87,13 @@ def create_app(
             # Only in front of neonize itself: a test's scripted client has no WhatsApp to probe.
             probe=reachability.probe_whatsapp if cfg.reconnect_probe and not cfg.client_factory else None,
             keepalive_give_up=cfg.keepalive_give_up,
+            pacer=SendPacer(cfg.send_rate_limit),
+            unreachable_grace=cfg.unreachable_grace,
+            media_dir=cfg.session_dir,
+            media_cache_entries=cfg.media_cache_entries,
+            media_cache_seconds=cfg.media_cache_seconds,
+            reject_calls=cfg.reject_calls,
+            reject_calls_message=cfg.reject_calls_message,
         )
 
     app = Flask(__name__)
@@ -77,6 +101,8 @@ def create_app(
     app.config["BOT_CONFIG"] = cfg
     app.extensions["whatsapp"] = connection
     app.extensions["session"] = session
+    # The events the owner's page lists and the webhook queue the worker drains at exit (gunicorn.conf.py).
+    app.extensions["events"] = hub if hub is not None else getattr(connection, "_webhook", None)
     app.register_blueprint(api)
     register_error_handlers(app)
     return app

@@ -8,8 +8,10 @@ is wrong with it (`ConfigError`), instead of a traceback from deep inside the bo
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import secrets as _secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -40,19 +42,50 @@ SAVE_DEADLINE = 20.0
 #: always drops a dead one: within about a minute instead of whatsmeow's own 3 minutes.
 KEEPALIVE_GIVE_UP = 50.0
 
+#: How long WhatsApp may stay out of reach (never connected since the start, or lost and not back)
+#: before the owner gets an `unreachable` event: longer than a normal reconnect, or a daily restart's
+#: login, so that a blip is not news; short enough that a real outage is.
+UNREACHABLE_GRACE = 60.0
+
 #: Request threads of the one gunicorn worker (gunicorn.conf.py). Requests waiting for a running save
 #: hold a thread each; at most SAVE_WAITERS of them wait (the others answer at once that a save is
 #: running), so the other threads always stay free for the health check and everything else.
 REQUEST_THREADS = 16
 SAVE_WAITERS = 10
 
+#: Seconds a request's line and headers may take to arrive; a connection slower than that is answered
+#: 408 and closed without ever holding a request thread (request_arrival.py). A real client sends its
+#: headers in one packet; nginx waits 60 s (client_header_timeout), which 16 threads cannot afford.
+REQUEST_ARRIVAL_TIMEOUT = 10.0
+#: A request line and headers larger than this are answered 431. The API needs a few hundred bytes;
+#: the bound also caps what connections still arriving hold (gunicorn's worker_connections, 1,000,
+#: of them at most: 32 MB).
+MAX_REQUEST_HEAD_BYTES = 32 * 1024
+
 #: The Platform API's base URL (HEROKU_API_URL points the bot at a stand-in, as the tests do).
 HEROKU_API_URL = "https://api.heroku.com"
 
 STORE_KINDS = ("heroku", "file", "postgres")
 
+#: Incoming media GET /api/media/<id> can fetch: the keys (never the files) of the last this many media
+#: messages, each a few hundred bytes, so the default costs well under 1 MB of the dyno's 512 MB.
+MEDIA_CACHE_ENTRIES = 1000
+#: ... received at most this many seconds ago. A dyno restarts at least once a day and the cache starts
+#: empty, so a day is what it can hold anyway; a shorter age forgets sooner.
+MEDIA_CACHE_SECONDS = 86400.0
+#: One download from WhatsApp's media servers (and its checks) ends within this many seconds, before
+#: Heroku's router gives up on the request at 30 s without an answer.
+MEDIA_DOWNLOAD_DEADLINE = 25.0
+#: The text REJECT_CALLS_MESSAGE may send back to a caller (a message, not a document).
+MAX_CALL_REPLY_CHARS = 4096
+
 #: An API_KEY shorter than this starts with a warning (it still works).
 MIN_API_KEY_CHARS = 16
+
+#: Sends and chat actions per minute (SEND_RATE_LIMIT) before the API answers 429. WhatsApp bans numbers
+#: that send too much, too fast; a person typing and tapping by hand stays well under one every two
+#: seconds over a whole minute, so this only stops a loop (a bug in the owner's code) in its first minute.
+SEND_RATE_LIMIT = 30
 
 
 class ConfigError(ValueError):
@@ -86,7 +119,13 @@ class Config:
     reconnect_delay_min: float = 1.0  # first backoff delay (s); doubles per failed attempt
     reconnect_delay_max: float = 60.0  # cap of the backoff delay (s)
     keepalive_give_up: float = KEEPALIVE_GIVE_UP
+    send_rate_limit: int = SEND_RATE_LIMIT  # sends + chat actions per minute; 0: no limit
+    unreachable_grace: float = UNREACHABLE_GRACE  # seconds out of reach before the `unreachable` event
     reconnect_probe: bool = True  # check that WhatsApp answers before handing a connect to neonize
+    media_cache_entries: int = MEDIA_CACHE_ENTRIES
+    media_cache_seconds: float = MEDIA_CACHE_SECONDS
+    reject_calls: bool = False  # decline every call offered to the number (a bot cannot answer one)
+    reject_calls_message: str | None = None  # then text the caller this
     log_level: str = "INFO"
     dyno: str | None = None  # DYNO, which Heroku sets on every dyno ("web.1"): tells Heroku from a laptop
     generated_key_file: Path | None = None  # set by with_local_api_key(): where the generated API key is
@@ -129,6 +168,11 @@ class Config:
                 "it can send messages as this WhatsApp number, read its QR code and wipe its session; "
                 "use a random one (openssl rand -hex 24)"
             )
+        if self.send_rate_limit == 0:
+            found.append(
+                "SEND_RATE_LIMIT=0: sends are not paced; a loop in the code calling the API can send "
+                "thousands of messages a minute, and WhatsApp bans numbers that send too much, too fast"
+            )
         if self.on_heroku and self.session_store == "file":
             found.append(
                 "the session is kept in a file on the dyno's disk, which Heroku wipes at every restart (at "
@@ -150,6 +194,7 @@ class Config:
             f"webhook_signing={'on' if self.webhook_secret else 'off'}",
             f"pair_phone={'set' if self.pair_phone else 'off'}",
             f"snapshot_at_boot={'yes' if self.session_value else 'no'}",
+            f"reject_calls={'with message' if self.reject_calls_message else 'on' if self.reject_calls else 'off'}",
         ]
         if self.session_store == "heroku":
             parts.append(f"heroku_app={self.heroku_app_name}")
@@ -198,6 +243,13 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float, *, high
     if value <= 0:
         raise ConfigError(f"{name} must be above 0 seconds, got {value:g}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (_text(env, name) or ("1" if default else "0")).lower()
+    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
 
 
 def _http_url(name: str, raw: str | None, *, allow_http: bool = True) -> str | None:
@@ -284,9 +336,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             "RECONNECT_DELAY_MIN must be above 0 and RECONNECT_DELAY_MAX at least as large, "
             f"got {reconnect_delay_min:g} and {reconnect_delay_max:g}"
         )
-    probe = (_text(env, "RECONNECT_PROBE") or "1").lower()
-    if probe not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise ConfigError(f"RECONNECT_PROBE must be 1 or 0, got {probe!r}")
+    probe = _flag(env, "RECONNECT_PROBE", True)
+    reject_calls = _flag(env, "REJECT_CALLS", False)
+    reject_calls_message = _text(env, "REJECT_CALLS_MESSAGE")
+    if reject_calls_message and not reject_calls:
+        raise ConfigError("REJECT_CALLS_MESSAGE is set but REJECT_CALLS is not: set REJECT_CALLS=1 to decline "
+                          "calls and answer with that text")
+    if reject_calls_message and len(reject_calls_message) > MAX_CALL_REPLY_CHARS:
+        raise ConfigError(f"REJECT_CALLS_MESSAGE has {len(reject_calls_message)} characters, more than "
+                          f"{MAX_CALL_REPLY_CHARS}")
 
     return Config(
         port=_integer(env, "PORT", 8000, low=1, high=65535),
@@ -320,8 +378,14 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         ),
         reconnect_delay_min=reconnect_delay_min,
         reconnect_delay_max=reconnect_delay_max,
-        reconnect_probe=probe in ("1", "true", "yes", "on"),
+        reconnect_probe=probe,
         keepalive_give_up=_seconds(env, "KEEPALIVE_GIVE_UP", KEEPALIVE_GIVE_UP, high=3600),
+        send_rate_limit=_integer(env, "SEND_RATE_LIMIT", SEND_RATE_LIMIT, low=0, high=10_000),
+        unreachable_grace=_positive_seconds(env, "UNREACHABLE_GRACE", UNREACHABLE_GRACE, high=86400),
+        media_cache_entries=_integer(env, "MEDIA_CACHE_ENTRIES", MEDIA_CACHE_ENTRIES, low=0, high=100_000),
+        media_cache_seconds=_positive_seconds(env, "MEDIA_CACHE_SECONDS", MEDIA_CACHE_SECONDS, high=30 * 86400),
+        reject_calls=reject_calls,
+        reject_calls_message=reject_calls_message,
         log_level=log_level,
         dyno=_text(env, "DYNO"),
         client_factory=_text(env, "WHATSAPP_CLIENT_FACTORY"),
@@ -334,12 +398,16 @@ def with_local_api_key(cfg: Config) -> Config:
     The key is kept in `cfg.api_key_file` (mode 0600, reused by the next start, so a browser's saved
     login keeps working); the log says where, never the key. On Heroku (DYNO set) nothing is generated:
     there API_KEY is a config var, and without it the protected endpoints answer 503 saying so.
+
+    A key file that is a link, not a regular file, not ours, or open to other users is refused with a
+    ConfigError (the start stops, as ssh does with a private key others may read): its key may be known
+    to someone else, and replacing it silently would hide that. The link is never followed.
     """
     if cfg.api_key or cfg.on_heroku:
         return cfg
     path = cfg.api_key_file
     try:
-        key = path.read_text().strip()
+        key = _read_key_file(path)
     except FileNotFoundError:
         key = ""
     except OSError:
@@ -349,9 +417,46 @@ def with_local_api_key(cfg: Config) -> Config:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.unlink(missing_ok=True)
+            # O_EXCL: never through a link someone put there in the meantime.
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as out:
                 out.write(key + "\n")
         except OSError:
             return cfg  # a read-only directory: the endpoints answer 503 with how to set API_KEY
     return dataclasses.replace(cfg, api_key=key, generated_key_file=path)
+
+
+#: A generated key is 32 characters; a key file longer than this is not one of ours.
+MAX_KEY_FILE_BYTES = 4096
+
+
+def _read_key_file(path: Path) -> str:
+    """The key in `path`, checked on the open file itself (no race between a check and the read).
+    ConfigError for a file the bot must not trust; OSError (FileNotFoundError: none yet) otherwise."""
+    from textsafe import printable
+
+    shown = printable(path)
+    # O_NOFOLLOW: a symlink fails to open (ELOOP) instead of being followed; O_NONBLOCK: a FIFO put
+    # there cannot hang the start.
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{shown} is a symbolic link; the bot reads its API key only from a regular file "
+                              f"of its own: delete the link (a new key is generated) or set API_KEY") from None
+        raise
+    try:
+        facts = os.fstat(descriptor)
+        if not stat.S_ISREG(facts.st_mode):
+            raise ConfigError(f"{shown} is not a regular file: delete it (a new key is generated) or set API_KEY")
+        if facts.st_uid != os.geteuid():
+            raise ConfigError(f"{shown} belongs to another user (uid {facts.st_uid}), who may know or change its "
+                              "key: delete it (a new key is generated) or set API_KEY")
+        if facts.st_mode & 0o077:
+            mode = stat.S_IMODE(facts.st_mode)
+            raise ConfigError(f"{shown} may be read or changed by other users (mode {mode:04o}): "
+                              f"`chmod 600 {shown}` if no one else could have read it, else delete it "
+                              "(a new key is generated)")
+        return os.read(descriptor, MAX_KEY_FILE_BYTES).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(descriptor)

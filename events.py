@@ -1,14 +1,22 @@
-"""What happens to the bot, told to its owner: the event vocabulary and the queue that POSTs events to
-WEBHOOK_URL (signed like every webhook call, see webhook.sign).
+"""What happens to the bot, told to its owner: the event vocabulary, the one shape of an event, and
+the hub every producer hands its events to (`Events`).
 
-Every event has one JSON shape: `{"event": name, "timestamp": ISO 8601 UTC, "data": {...}}`. The names
-(the README's "Events" section shows each with an example):
+Every event has one JSON shape: `{"eventId": unique id, "event": name, "timestamp": ISO 8601 UTC,
+"data": {...}}`. The id stays the same when an event is sent again (a retry, a restart that found it
+still in the outbox), so a receiver drops what it already has. The names (the README's "Events"
+section shows each with an example):
 
-    message            an incoming message (webhook.message_data)
+    message            an incoming message; a photo, video, voice note, document or sticker is described in
+                       `media` (incoming_media.describe), fetched with GET /api/media/<id>
+    reaction           a peer reacted to a message (an emoji; empty when the reaction was taken back)
+    edit               a peer edited one of its messages: the message's id and its new text
+    delete             a peer deleted one of its messages for everyone
+    call               a peer called the number; `rejected` says whether the bot declined it (REJECT_CALLS)
     qr                 a new QR code to scan: code, expiresAt, index
     paired             a phone linked this device: jid
     connected          logged in to WhatsApp: jid
     disconnected       the connection was lost; reason, retryInSeconds (null: whatsmeow reconnects at once)
+    unreachable        WhatsApp out of reach past UNREACHABLE_GRACE (once per outage): cause, since, seconds
     logged_out         the device was removed: a new scan is needed. Never dropped from a full queue
     temporarily_banned WhatsApp refuses this number until `until`
     client_outdated    WhatsApp refuses this neonize version
@@ -16,11 +24,10 @@ Every event has one JSON shape: `{"event": name, "timestamp": ISO 8601 UTC, "dat
     receipt            a message the bot sent was sent / delivered / read: id (as /api/send returned it)
 
 neonize calls the event handlers on its own thread; a slow or dead webhook must never hold that thread
-(whatsmeow would stop processing everything else, reconnects included). So `emit` only appends to a
-bounded in-memory queue, and one sender thread delivers the events one by one, in order, retrying each
-with exponential backoff. When the queue is full the oldest event that is not `logged_out` is dropped
-(and counted). Nothing in an event may hold a token, a key or a snapshot: the producers put only our
-own words, JIDs, ids and times in it.
+(whatsmeow would stop processing everything else, reconnects included). So producers only hand events
+to a queue (delivery.py: in memory, or outbox.py: a table next to the session in PostgreSQL), and one
+sender thread delivers them. Nothing in an event may hold a token, a key or a snapshot: the producers
+put only our own words, JIDs, ids and times in it.
 """
 
 from __future__ import annotations
@@ -30,12 +37,12 @@ import json
 import logging
 import threading
 import time
+import uuid
 
-import requests
-
+import incoming_media
 from clock import iso_now
 from recipients import jid_text
-from webhook import SIGNATURE_HEADER, sign
+from textsafe import proto_text
 
 log = logging.getLogger("webhook")
 
@@ -49,168 +56,203 @@ TEMPORARILY_BANNED = "temporarily_banned"
 CLIENT_OUTDATED = "client_outdated"
 SAVE_FAILED = "save_failed"
 RECEIPT = "receipt"
+UNREACHABLE = "unreachable"
+REACTION = "reaction"
+EDIT = "edit"
+DELETE = "delete"
+CALL = "call"
 UNDECRYPTABLE = "undecryptable"
 
-NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, LOGGED_OUT, TEMPORARILY_BANNED, CLIENT_OUTDATED,
-         SAVE_FAILED, RECEIPT, UNDECRYPTABLE)
+NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, UNREACHABLE, LOGGED_OUT, TEMPORARILY_BANNED,
+         CLIENT_OUTDATED, SAVE_FAILED, RECEIPT, REACTION, EDIT, DELETE, CALL, UNDECRYPTABLE)
 #: Events a full queue never drops, and whose delivery is retried until it succeeds (or the receiver
 #: refuses it with a 4xx): the owner must learn that a new scan is needed.
 CRITICAL = frozenset({LOGGED_OUT})
 
-DEFAULT_QUEUE_SIZE = 1000
-DEFAULT_ATTEMPTS = 10
-DEFAULT_FIRST_RETRY = 1.0
-MAX_RETRY_DELAY = 60.0
+#: How many events the owner's page (qrpage.py) lists.
+RECENT = 20
 
 
 def envelope(event: str, data: dict | None = None) -> dict:
-    """The one shape of every webhook call."""
-    return {"event": event, "timestamp": iso_now(), "data": dict(data or {})}
+    """The one shape of every webhook call. `eventId` (not `id`: a `message` event carries the
+    message's id at the top level too, for receivers written before events) is new for every event."""
+    return {"eventId": uuid.uuid4().hex, "event": event, "timestamp": iso_now(), "data": dict(data or {})}
 
 
-class EventQueue:
-    """A bounded queue of events and the one thread that POSTs them, in order, with retries."""
+def encode(payload: dict) -> str:
+    """The JSON body of an event, as sent, signed and kept in the outbox. Bytes anywhere in it (a proto2
+    string field that is not UTF-8) are decoded with replacement; anything else JSON cannot carry raises
+    TypeError (or ValueError for a circular reference)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=_jsonable)
 
-    def __init__(
-        self,
-        url: str,
-        secret: str | None = None,
-        *,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-        attempts: int = DEFAULT_ATTEMPTS,
-        first_retry: float = DEFAULT_FIRST_RETRY,
-        timeout: float = 10.0,
-        session: requests.Session | None = None,
-    ) -> None:
-        self.url = url
-        self._secret = secret
-        self.queue_size = queue_size
-        self._queue: collections.deque[dict] = collections.deque()
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._attempts = attempts
-        self._first_retry = first_retry
-        self._timeout = timeout
-        self._session = session or requests.Session()
-        self._thread: threading.Thread | None = None
-        self._in_flight = 0  # the event being delivered (popped only once it is done)
-        self.delivered = 0
-        self.dropped = 0  # dropped from a full queue
-        self.failed = 0  # given up after every attempt, or refused by the receiver (4xx)
-        self.last_error: str | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="webhook-sender", daemon=True)
-        self._thread.start()
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray)):
+        return proto_text(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
-    def stop(self, timeout: float = 2.0) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        if self._thread:
-            self._thread.join(timeout)
 
-    # -- producers (any thread; never blocks on the network) --------------------------------------
+def summary(payload: dict) -> str:
+    """One line in our own words for the owner's page: what happened, never a message text, a QR code,
+    a key or what an upstream service answered (those lines are read by whoever opens the page)."""
+    name = payload.get("event") or MESSAGE
+    data = payload.get("data") or {}
+
+    def short(value) -> str:
+        return str(value or "?")[:60]
+
+    if name == MESSAGE:
+        kind = data.get("mediaType") or data.get("type") or "message"
+        where = " in a group" if data.get("isGroup") else ""
+        return f"{short(kind)} message from {short(data.get('from'))}{where}"
+    if name == QR:
+        return f"QR code {data.get('index') or '?'} shown, valid until {short(data.get('expiresAt'))}"
+    if name == PAIRED:
+        return f"a phone linked this bot as {short(data.get('jid'))}"
+    if name == CONNECTED:
+        after = data.get("outageSeconds")
+        return f"logged in to WhatsApp as {short(data.get('jid'))}" + (
+            f", after {after:.0f} s out of reach" if isinstance(after, (int, float)) else "")
+    if name == UNREACHABLE:
+        return f"WhatsApp out of reach for {data.get('seconds', '?')} s: {short(data.get('cause'))}"
+    if name == DISCONNECTED:
+        retry = data.get("retryInSeconds")
+        return "the connection was lost; " + ("reconnecting at once" if retry is None else f"retrying in {retry} s")
+    if name == LOGGED_OUT:
+        return "the device was logged out: a new QR scan is needed"
+    if name == TEMPORARILY_BANNED:
+        return f"WhatsApp banned this number for a while, until {short(data.get('until'))}"
+    if name == CLIENT_OUTDATED:
+        return "WhatsApp refuses this client version: upgrade neonize"
+    if name == SAVE_FAILED:
+        status = f" (HTTP {data['status']})" if data.get("status") else ""
+        return f"{short(data.get('during'))} failed: {short(data.get('error'))}{status}"
+    if name == REACTION:
+        return f"{'a reaction taken back' if data.get('removed') else 'a reaction'} from {short(data.get('from'))}"
+    if name == EDIT:
+        return f"{short(data.get('from'))} edited a message"
+    if name == DELETE:
+        return f"{short(data.get('from'))} deleted a message for everyone"
+    if name == CALL:
+        kind = "video call" if data.get("video") else "call"
+        return f"{kind} from {short(data.get('from'))}" + (" (declined)" if data.get("rejected") else "")
+    if name == RECEIPT:
+        return f"message {short(data.get('id'))} {short(data.get('status'))} ({short(data.get('chat'))})"
+    return f"{short(name)} event"
+
+
+class Events:
+    """Where every producer (the connection, the session) hands its events: the last `RECENT` are kept
+    for the owner's page, and with WEBHOOK_URL each goes to the delivery queue (delivery.EventQueue).
+
+    Never blocks on the network and never raises into the producer's thread (neonize's, usually)."""
+
+    def __init__(self, queue=None, *, recent: int = RECENT) -> None:
+        self.queue = queue  # delivery.EventQueue, or None without WEBHOOK_URL
+        self._recent: collections.deque[dict] = collections.deque(maxlen=recent)
+        self._last: dict[str, str] = {}  # event name -> when the last one happened
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return True  # producers test `if self._webhook:`; the page wants every event, webhook or not
+
     def emit(self, event: str, data: dict | None = None) -> None:
         self.enqueue(envelope(event, data))
 
     def enqueue(self, payload: dict) -> None:
-        """Append a ready payload. Never blocks: called from neonize's event thread."""
-        with self._wake:
-            if len(self._queue) >= self.queue_size:
-                self._drop_one()
-            self._queue.append(payload)
-            self._wake.notify()
-
-    def _drop_one(self) -> None:
-        # The head may be in delivery right now: it is never the one dropped.
-        start = 1 if self._in_flight else 0
-        for index in range(start, len(self._queue)):
-            if self._queue[index].get("event") not in CRITICAL:
-                dropped = self._queue[index]
-                del self._queue[index]
-                self.dropped += 1
-                log.warning("webhook queue full (%d): dropped the oldest %s event", self.queue_size,
-                            dropped.get("event", "message"))
-                return
-        # Only critical events queued: keep them all (a logout is rare; the queue grows by one).
-
-    # -- status --------------------------------------------------------------------------------------
-    def pending(self) -> int:
-        return len(self._queue)
-
-    def status(self) -> dict:
-        return {"pending": self.pending(), "delivered": self.delivered, "dropped": self.dropped,
-                "failed": self.failed, "lastError": self.last_error}
-
-    # -- the sender thread -----------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue and not self._stopping:
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                payload = self._queue[0]
-                self._in_flight = 1
+        try:
+            line = {"at": payload.get("timestamp") or iso_now(), "event": payload.get("event") or MESSAGE,
+                    "summary": summary(payload)}
+        except Exception:  # a summary must never cost the event itself
+            line = {"at": iso_now(), "event": str(payload.get("event")), "summary": "an event"}
+        with self._lock:
+            self._recent.append(line)
+            self._last[line["event"]] = line["at"]
+        if self.queue is not None:
             try:
-                self._deliver(payload)
-            except Exception:  # a bug here must not end the sender: the next events still go out
-                log.exception("delivering a webhook event failed")
-            with self._wake:
-                self._in_flight = 0
-                if self._queue and self._queue[0] is payload:
-                    self._queue.popleft()
+                self.queue.enqueue(payload)
+            except Exception:
+                log.exception("could not queue the %s event", line["event"])
 
-    def _deliver(self, payload: dict) -> None:
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "whatsapp-heroku-bot webhook"}
-        if self._secret:
-            headers[SIGNATURE_HEADER] = sign(self._secret, body)
-        name = payload.get("event", "message")
-        critical = name in CRITICAL
-        delay = self._first_retry
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._session.post(self.url, data=body, headers=headers, timeout=self._timeout)
-                if response.status_code < 300:
-                    self.delivered += 1
-                    return
-                problem = f"HTTP {response.status_code}"
-                if 400 <= response.status_code < 500 and response.status_code != 429:
-                    # The receiver refuses this event; repeating it will not change its mind.
-                    self.failed += 1
-                    self.last_error = f"{name} event refused: {problem}"
-                    log.error("webhook refused the %s event: %s", name, problem)
-                    return
-            except requests.RequestException as exc:
-                problem = type(exc).__name__  # never the URL: it may carry a token in its query
-            self.last_error = f"{name} event: {problem}"
-            if attempt >= self._attempts and not critical:
-                self.failed += 1
-                log.error("webhook gave up on the %s event after %d attempts (%s)", name, attempt, problem)
-                return
-            log.warning("webhook delivery of the %s event failed (%s), retry %d in %.1fs", name, problem,
-                        attempt, delay)
-            with self._wake:
-                if self._wake.wait_for(lambda: self._stopping, timeout=delay):
-                    return
-            delay = min(delay * 2, MAX_RETRY_DELAY)
+    def recent(self) -> list[dict]:
+        """The last events, newest first: time, name and a summary in our own words."""
+        with self._lock:
+            return list(reversed(self._recent))
+
+    def last_seen(self) -> dict[str, str]:
+        """When the last event of each name happened since this start (/api/session-status
+        `lastEvents`): the status's counterpart of every event, traffic (message, receipt) included."""
+        with self._lock:
+            return dict(self._last)
+
+    def status(self) -> dict | None:
+        return self.queue.status() if self.queue is not None else None
+
+    def stop(self, timeout: float = 0.0) -> None:
+        """The connection's stop calls this; delivery goes on: the worker's exit hook (gunicorn.conf.py)
+        drains the queue within Heroku's grace with `close()`, after the connection has stopped."""
+
+    def close(self, deadline: float | None = None) -> int:
+        """Deliver what is queued until `deadline` (time.monotonic()), then stop; returns how many
+        events were left undelivered (0 without a webhook)."""
+        if self.queue is None:
+            return 0
+        return self.queue.close(deadline if deadline is not None else time.monotonic())
 
 
-# -- the `message` event: an incoming message ----------------------------------------------------
+# -- what a peer's message is: a message, a reaction, an edit or a delete ----------------------------
+
+# waE2E.ProtocolMessage.Type values (WAWebProtobufsE2E.proto): whatsmeow's BuildRevoke and BuildEdit.
+PROTOCOL_REVOKE = 0
+PROTOCOL_MESSAGE_EDIT = 14
+
 
 def message_payload(event) -> dict | None:
-    """The webhook JSON for a neonize Message event; None for what is not worth forwarding.
+    """The webhook JSON for a neonize Message event that is a new message; None for the bot's own
+    messages and for reactions, edits and deletes (incoming_event names those).
 
     The `message` event's shape (`{"event", "timestamp", "data"}`), with the message's fields also at
     the top level, where receivers written before events read them."""
-    data = message_data(event)
-    if data is None:
+    found = incoming_event(event)
+    if found is None or found[0] != MESSAGE:
         return None
-    return {**data, **envelope(MESSAGE, data)}
+    return payload(*found)
+
+
+def payload(name: str, data: dict) -> dict:
+    """The webhook JSON of an event; a `message` also has its fields at the top level."""
+    if name == MESSAGE:
+        return {**data, **envelope(MESSAGE, data)}
+    return envelope(name, data)
+
+
+def incoming_event(event) -> tuple[str, dict] | None:
+    """(event name, data) for a peer's neonize Message event: `message`, `reaction`, `edit` or
+    `delete`; None for the bot's own messages and for protocol messages that are no news to an owner
+    (history sync, key shares, disappearing-mode settings...).
+
+    An edit arrives unwrapped (whatsmeow types/events `UnwrapRaw`: IsEdit, the EditedMessage's MESSAGE_EDIT
+    protocol message as the Message); a delete for everyone is a REVOKE protocol message naming the
+    message's id; a reaction a reactionMessage naming the id it reacts to."""
+    info = event.Info
+    source = info.MessageSource
+    if source.IsFromMe:
+        return None
+    message = event.Message
+    who = {"from": jid_text(source.Sender), "chat": jid_text(source.Chat), "isGroup": bool(source.IsGroup),
+           "time": unix_seconds(info.Timestamp)}
+    if message.HasField("reactionMessage"):
+        reaction = message.reactionMessage
+        return REACTION, {"id": info.ID, "messageId": reaction.key.ID, **who, "emoji": reaction.text,
+                          "removed": reaction.text == ""}
+    if message.HasField("protocolMessage"):
+        protocol = message.protocolMessage
+        if protocol.type == PROTOCOL_MESSAGE_EDIT and protocol.HasField("editedMessage"):
+            return EDIT, {"id": protocol.key.ID, "editId": info.ID, **who, "text": _text(protocol.editedMessage)}
+        if protocol.type == PROTOCOL_REVOKE and protocol.HasField("key"):
+            return DELETE, {"id": protocol.key.ID, "deleteId": info.ID, **who}
+        return None
+    return MESSAGE, message_data(event)
 
 
 def message_data(event) -> dict | None:
@@ -220,7 +262,32 @@ def message_data(event) -> dict | None:
     if source.IsFromMe:
         return None
     message = event.Message
-    text = (
+    text = _text(message)
+    return {
+        "id": proto_text(info.ID),
+        "from": jid_text(source.Sender),
+        "chat": jid_text(source.Chat),
+        "isGroup": bool(source.IsGroup),
+        "pushName": proto_text(info.Pushname),
+        "time": unix_seconds(info.Timestamp),
+        "type": proto_text(info.Type) or ("text" if text else "other"),
+        "mediaType": proto_text(info.MediaType) or None,
+        "media": incoming_media.describe(message, info.ID),
+        "text": text,
+        "receivedAt": int(time.time()),
+    }
+
+
+def unix_seconds(value) -> int:
+    """A neonize timestamp as Unix seconds: neonize hands whatsmeow's times over in milliseconds for
+    messages and calls (seconds for receipts); a value past 10^11 (year 5138 in seconds) is milliseconds."""
+    value = int(value)
+    return value // 1000 if value > 10**11 else value
+
+
+def _text(message) -> str:
+    # proto_text: a field that is not valid UTF-8 comes as bytes (proto2), decoded with replacement.
+    return proto_text(
         message.conversation
         or message.extendedTextMessage.text
         or message.imageMessage.caption
@@ -228,15 +295,14 @@ def message_data(event) -> dict | None:
         or message.documentMessage.caption
         or ""
     )
-    return {
-        "id": info.ID,
-        "from": jid_text(source.Sender),
-        "chat": jid_text(source.Chat),
-        "isGroup": bool(source.IsGroup),
-        "pushName": info.Pushname,
-        "time": int(info.Timestamp),
-        "type": info.Type or ("text" if text else "other"),
-        "mediaType": info.MediaType or None,
-        "text": text,
-        "receivedAt": int(time.time()),
-    }
+
+
+def call_data(offer) -> dict:
+    """A neonize CallOffer (whatsmeow call.go `handleCallEvent`, `<offer>`) as the `call` event's data;
+    the caller named by phone number when WhatsApp gave both (call-creator on a LID, caller_pn)."""
+    meta = offer.basicCallMeta
+    caller = meta.callCreator
+    if caller.Server == "lid" and meta.callCreatorAlt.User:
+        caller = meta.callCreatorAlt
+    return {"id": meta.callID, "from": jid_text(caller), "time": unix_seconds(meta.timestamp),
+            "video": any(node.Tag == "video" for node in offer.data.Nodes)}

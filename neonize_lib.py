@@ -24,7 +24,8 @@ _loaded: SimpleNamespace | None = None
 
 def load() -> SimpleNamespace:
     """neonize's parts the bot uses, imported once: `.NewClient`, `.events` (the event classes),
-    `.MediaType`, `.build_jid`, `.ffmpeg`, `.waE2E` (the Message protos module)."""
+    `.MediaType`, `.build_jid`, `.ffmpeg`, `.waE2E` (the Message protos module), and the enums of the
+    chat actions: `.ReceiptType`, `.ChatPresence`, `.ChatPresenceMedia`, `.Presence`."""
     global _loaded
     if _loaded is not None:
         return _loaded
@@ -34,11 +35,13 @@ def load() -> SimpleNamespace:
             from neonize.client import NewClient
             from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as waE2E
             from neonize.utils import ffmpeg
-            from neonize.utils.enum import MediaType
+            from neonize.utils.enum import ChatPresence, ChatPresenceMedia, MediaType, Presence, ReceiptType
             from neonize.utils.jid import build_jid
 
             _loaded = SimpleNamespace(NewClient=NewClient, events=events, MediaType=MediaType,
-                                      build_jid=build_jid, ffmpeg=ffmpeg, waE2E=waE2E)
+                                      build_jid=build_jid, ffmpeg=ffmpeg, waE2E=waE2E, ReceiptType=ReceiptType,
+                                      ChatPresence=ChatPresence, ChatPresenceMedia=ChatPresenceMedia,
+                                      Presence=Presence)
     return _loaded
 
 

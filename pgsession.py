@@ -24,17 +24,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-from errors import BotError
+import pgcopy
+from pgcopy import VERSION_TABLE, Column, Table, parents_first
+from pgerrors import (  # this store's errors, named here too: callers catch pgsession.X
+    URL_HINT,
+    DatabaseError,
+    DatabaseUnavailable,
+    DatabaseUrlError,
+    DeviceAlreadyPresent,
+    NoDevice,
+    PostgresSessionError,
+    SchemaError,
+    SqliteSessionError,
+)
 from neonize_schema import run_migrations
 from redaction import mask, redact_url
 
@@ -44,61 +53,12 @@ log = logging.getLogger(__name__)
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_SSLMODE = "require"
 
-# Bookkeeping of whatsmeow's schema migrations (go.mau.fi/util dbutil); every
-# other whatsmeow_* table holds session data.
-VERSION_TABLE = "whatsmeow_version"
-
-# whatsmeow_lid_map is a database-wide cache of LID <-> phone-number facts from
-# the server, not owned by a device: copied without overwriting, never cleared.
-SHARED_TABLES = ("whatsmeow_lid_map",)
-
 # whatsmeow_privacy_tokens belongs to a device (our_jid) but has no foreign key
 # to whatsmeow_device, so deleting the device does not cascade to it.
 UNCASCADED_DEVICE_TABLES = ("whatsmeow_privacy_tokens",)
 
 SCHEMA_TIMEOUT = 90.0  # seconds for the neonize subprocess; it normally takes < 1 s
 CONNECT_TIMEOUT = 10  # seconds, libpq connect_timeout
-
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-_URL_HINT = ("DATABASE_URL must look like postgres://user:password@host:5432/dbname "
-             "(Heroku Postgres sets it for you: heroku addons:create heroku-postgresql:essential-0)")
-
-# --------------------------------------------------------------------------- errors
-class PostgresSessionError(BotError):
-    """Base of this module's errors; `hint` says what the user can do about it."""
-
-    summary = "the PostgreSQL session store failed"
-
-
-class DatabaseUrlError(PostgresSessionError, ValueError):
-    hint = _URL_HINT
-
-
-class DatabaseError(PostgresSessionError):
-    """PostgreSQL refused a statement (a constraint, a permission); nothing was changed."""
-
-    hint = "the transaction was rolled back; see the message for what PostgreSQL refused"
-
-
-class DatabaseUnavailable(DatabaseError):
-    hint = "check DATABASE_URL and that the database is up (heroku pg:info)"
-
-
-class SchemaError(PostgresSessionError):
-    hint = "the session store and this neonize version disagree on whatsmeow's schema"
-
-
-class DeviceAlreadyPresent(PostgresSessionError):
-    hint = ("the database already holds a WhatsApp device; clear it first "
-            "(POST /api/clear-session) if you really want to replace it")
-
-
-class NoDevice(PostgresSessionError):
-    hint = "there is no logged-in WhatsApp device to move; scan the QR first"
-
-
-class SqliteSessionError(PostgresSessionError):
-    hint = "expected a whatsmeow SQLite database as neonize writes it (neonize.db)"
 
 
 # --------------------------------------------------------------------------- URLs
@@ -121,7 +81,7 @@ def neonize_database_url(database_url: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise DatabaseUrlError(f"DATABASE_URL cannot be parsed: {redact(url)}",
-                               _URL_HINT + "; percent-encode special characters in the password") from None
+                               URL_HINT + "; percent-encode special characters in the password") from None
     if parts.fragment:
         raise DatabaseUrlError(f"DATABASE_URL has a '#' part: {redact(url)}",
                                "percent-encode '#' in the password as %23")
@@ -148,78 +108,6 @@ def _password_of(url: str) -> str | None:
         return unquote(secret) if secret else None
     except ValueError:
         return None
-
-
-# --------------------------------------------------------------------------- schema
-@dataclass(frozen=True)
-class Column:
-    name: str
-    pg_type: str  # information_schema data_type: bytea, boolean, bigint, integer, text, uuid
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    columns: tuple[Column, ...]
-
-
-def _quote(identifier: str) -> str:
-    # Names come from the catalogs, but they end up in SQL text: check them.
-    if not _IDENTIFIER.match(identifier):
-        raise SchemaError(f"unexpected table or column name {identifier!r}")
-    return f'"{identifier}"'
-
-
-def _to_postgres(value, pg_type: str):
-    """A value read from whatsmeow's SQLite file, as its PostgreSQL column wants it.
-
-    In SQLite the columns declared bytea/BOOLEAN/uuid have NUMERIC affinity; the Go
-    driver (mattn/go-sqlite3) writes []byte as BLOB, bool as integer 0/1 and
-    uuid.UUID (a driver.Valuer returning a string) as TEXT.
-    """
-    if value is None:
-        return None
-    if pg_type == "bytea":
-        return value.encode() if isinstance(value, str) else bytes(value)
-    if pg_type == "boolean":
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "t", "true")
-        return bool(value)
-    if pg_type == "uuid":
-        if isinstance(value, (bytes, memoryview)) and len(value) == 16:
-            return uuid.UUID(bytes=bytes(value))
-        return uuid.UUID(value.decode() if isinstance(value, bytes) else str(value))
-    if pg_type in ("smallint", "integer", "bigint"):
-        return int(value)
-    if pg_type == "text" and isinstance(value, bytes):
-        return value.decode()
-    return value
-
-
-def _to_sqlite(value, pg_type: str):
-    """A value read from PostgreSQL, stored the way go-sqlite3 would have stored it."""
-    if value is None:
-        return None
-    if pg_type == "boolean":
-        return int(value)
-    if pg_type == "uuid":
-        return str(value)
-    if pg_type == "bytea":
-        return bytes(value)
-    return value
-
-
-def _parents_first(tables: list[str], foreign_keys: list[tuple[str, str]]) -> list[str]:
-    """`tables` ordered so a table comes after the tables its foreign keys point to."""
-    parents = {table: {parent for child, parent in foreign_keys if child == table and parent != table}
-               for table in tables}
-    ordered: list[str] = []
-    while len(ordered) < len(tables):
-        ready = sorted(t for t in tables if t not in ordered and parents[t] <= set(ordered))
-        if not ready:  # a cycle (whatsmeow has none): fall back to name order
-            ready = sorted(t for t in tables if t not in ordered)
-        ordered.extend(ready)
-    return ordered
 
 
 # --------------------------------------------------------------------------- the store
@@ -286,7 +174,7 @@ class PostgresSession:
         fks = conn.execute(
             "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c"
             " WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace").fetchall()
-        order = _parents_first(list(columns), [(child, parent) for child, parent in fks])
+        order = parents_first(list(columns), [(child, parent) for child, parent in fks])
         return [Table(name, tuple(columns[name])) for name in order]
 
     def _device_jids(self, conn) -> list[str]:
@@ -334,7 +222,7 @@ class PostgresSession:
                 return False
             for table in UNCASCADED_DEVICE_TABLES:
                 if self._has_table(conn, table):
-                    conn.execute(f"DELETE FROM {_quote(table)} WHERE our_jid = ANY(%s)", (jids,))
+                    conn.execute(f"DELETE FROM {pgcopy.quote(table)} WHERE our_jid = ANY(%s)", (jids,))
             # Every other device table has ON DELETE CASCADE from whatsmeow_device.
             conn.execute("DELETE FROM whatsmeow_device WHERE jid = ANY(%s)", (jids,))
         log.info("Deleted WhatsApp device %s from %s", ", ".join(jids), redact(self.url))
@@ -372,18 +260,18 @@ class PostgresSession:
         The SQLite file is only read (through a copy, brought to this neonize's
         schema version by neonize if it is older).
         """
-        _check_sqlite_file(sqlite_path)
+        pgcopy.check_sqlite_file(sqlite_path)
         present = self.device_jid()  # fail fast; checked again under a lock below
         if present:
             raise DeviceAlreadyPresent(f"{redact(self.url)} already holds device {present}")
         pg_version = self.ensure_schema()
         with tempfile.TemporaryDirectory(prefix="pgsession-") as work:
             copy = os.path.join(work, "neonize.db")
-            _sqlite_backup(sqlite_path, copy)
-            file_version = _sqlite_schema_version(copy)
+            pgcopy.sqlite_backup(sqlite_path, copy)
+            file_version = pgcopy.sqlite_schema_version(copy)
             if file_version is not None and file_version < pg_version:
                 self._neonize_touch(copy)  # whatsmeow upgrades the old schema in place
-                file_version = _sqlite_schema_version(copy)
+                file_version = pgcopy.sqlite_schema_version(copy)
             if file_version != pg_version:
                 raise SchemaError(f"the SQLite session has whatsmeow schema v{file_version}, "
                                   f"the database v{pg_version}",
@@ -403,38 +291,15 @@ class PostgresSession:
                 if present:
                     raise DeviceAlreadyPresent(f"{redact(self.url)} already holds device {present[0]}")
                 for table in UNCASCADED_DEVICE_TABLES:  # leftovers of a device whatsmeow deleted
-                    conn.execute(f"DELETE FROM {_quote(table)} WHERE our_jid = ANY(%s)", (device_jids,))
+                    conn.execute(f"DELETE FROM {pgcopy.quote(table)} WHERE our_jid = ANY(%s)", (device_jids,))
                 counts = {}
                 for table in self._tables(conn):
-                    counts[table.name] = self._copy_table_into_postgres(source, conn, table)
+                    counts[table.name] = pgcopy.copy_table_into_postgres(source, conn, table)
         finally:
             source.close()
         log.info("Imported WhatsApp device %s into %s (%s)", device_jids[0], redact(self.url),
                  ", ".join(f"{name[len('whatsmeow_'):]}={n}" for name, n in counts.items() if n))
         return device_jids[0]
-
-    @staticmethod
-    def _copy_table_into_postgres(source: sqlite3.Connection, conn, table: Table) -> int:
-        file_columns = [row[1] for row in source.execute(f"PRAGMA table_info({_quote(table.name)})")]
-        if not file_columns:
-            return 0  # the file's schema lacks this table: nothing to copy
-        known = {column.name: column for column in table.columns}
-        unknown = [name for name in file_columns if name not in known]
-        if unknown:
-            raise SchemaError(f"the SQLite session's {table.name} has columns the database lacks: "
-                              f"{', '.join(unknown)}")
-        columns = [known[name] for name in file_columns]
-        names = ", ".join(_quote(column.name) for column in columns)
-        rows = [tuple(_to_postgres(value, column.pg_type) for value, column in zip(row, columns))
-                for row in source.execute(f"SELECT {names} FROM {_quote(table.name)}")]
-        if not rows:
-            return 0
-        conflict = " ON CONFLICT DO NOTHING" if table.name in SHARED_TABLES else ""
-        placeholders = ", ".join(["%s"] * len(columns))
-        with conn.cursor() as cursor:
-            cursor.executemany(f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({placeholders}){conflict}",
-                               rows)
-        return len(rows)
 
     # -- migration: database -> SQLite file ---------------------------------------
     def export_to_sqlite(self, sqlite_path: str) -> str:
@@ -455,7 +320,7 @@ class PostgresSession:
         with tempfile.TemporaryDirectory(prefix=".pgsession-", dir=target_dir) as work:
             fresh = os.path.join(work, "neonize.db")
             self._neonize_touch(fresh)
-            file_version = _sqlite_schema_version(fresh)
+            file_version = pgcopy.sqlite_schema_version(fresh)
             if file_version != pg_version:
                 raise SchemaError(f"this neonize makes whatsmeow schema v{file_version}, "
                                   f"the database has v{pg_version}",
@@ -476,7 +341,7 @@ class PostgresSession:
                 if not jids:
                     raise NoDevice(f"{redact(self.url)} holds no logged-in device")
                 for table in self._tables(conn):
-                    self._copy_table_into_sqlite(conn, target, table)
+                    pgcopy.copy_table_into_sqlite(conn, target, table)
             target.execute("COMMIT")
         except BaseException:
             if target.in_transaction:
@@ -487,63 +352,6 @@ class PostgresSession:
         log.info("Exported WhatsApp device %s from %s", jids[0], redact(self.url))
         return jids[0]
 
-    @staticmethod
-    def _copy_table_into_sqlite(conn, target: sqlite3.Connection, table: Table) -> None:
-        file_columns = {row[1] for row in target.execute(f"PRAGMA table_info({_quote(table.name)})")}
-        missing = [column.name for column in table.columns if column.name not in file_columns]
-        if missing:
-            raise SchemaError(f"neonize's SQLite {table.name} lacks columns the database has: "
-                              f"{', '.join(missing)}")
-        names = ", ".join(_quote(column.name) for column in table.columns)
-        placeholders = ", ".join(["?"] * len(table.columns))
-        insert = f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({placeholders})"
-        with conn.cursor() as cursor:
-            cursor.execute(f"SELECT {names} FROM {_quote(table.name)}")
-            while batch := cursor.fetchmany(500):
-                target.executemany(insert, [
-                    tuple(_to_sqlite(value, column.pg_type) for value, column in zip(row, table.columns))
-                    for row in batch])
-
-
-# --------------------------------------------------------------------------- SQLite helpers
-def _check_sqlite_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise SqliteSessionError(f"no SQLite session file at {path}")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='whatsmeow_device'"
-                                 ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise SqliteSessionError(f"{path} is not a readable SQLite database: {exc}") from None
-    if not found:
-        raise SqliteSessionError(f"{path} has no whatsmeow_device table")
-
-
-def _sqlite_backup(source_path: str, copy_path: str) -> None:
-    """A consistent copy of a SQLite file (its -wal included) that we may modify."""
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
-    try:
-        copy = sqlite3.connect(copy_path)
-        try:
-            source.backup(copy)
-        finally:
-            copy.close()
-    finally:
-        source.close()
-
-
-def _sqlite_schema_version(path: str) -> int | None:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = conn.execute(f"SELECT version FROM {VERSION_TABLE} LIMIT 1").fetchone()
-        return row[0] if row else None
-    except sqlite3.DatabaseError:
-        return None
-    finally:
-        conn.close()
 
 
 __all__ = [

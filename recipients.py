@@ -10,6 +10,8 @@ import re
 
 import phonenumbers
 
+from textsafe import proto_text
+
 _JID = re.compile(r"^[0-9]{5,20}(?::[0-9]{1,3})?@(s\.whatsapp\.net|g\.us|lid)$|^[0-9]{5,20}-[0-9]{5,15}@g\.us$")
 
 
@@ -54,4 +56,4 @@ def jid_text(jid) -> str:
     if not jid.User:
         return ""
     device = f":{jid.Device}" if jid.Device else ""
-    return f"{jid.User}{device}@{jid.Server}"
+    return f"{proto_text(jid.User)}{device}@{proto_text(jid.Server)}"

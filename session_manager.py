@@ -91,7 +91,7 @@ def build_session(cfg) -> Session:
 
 # Fields that name the account (its phone number, LID, profile name): shown to key holders only.
 # Named one by one: matching substrings ("lid") once hid "valid" too.
-_PRIVATE_FIELDS = frozenset({"deviceJid", "device_jid", "device_lid", "jid", "jids", "push_name"})
+_PRIVATE_FIELDS = frozenset({"deviceJid", "device_jid", "device_lid", "jid", "jids", "push_name", "connectedAs"})
 
 
 def public_view(status: dict) -> dict:
@@ -104,11 +104,21 @@ def public_view(status: dict) -> dict:
             public[name] = {k: v for k, v in public[name].items() if k not in _PRIVATE_FIELDS}
             if isinstance(public[name].get("last_error"), dict):
                 public[name]["last_error"] = _public_error(public[name]["last_error"])
-            if public[name].get("error"):  # the database server's own words (live_session)
-                public[name]["error"] = "the database could not be reached or read"
+            if public[name].get("error"):  # the database server's own words (live_session), the snapshot's
+                public[name]["error"] = (_PUBLIC_STORED_ERROR if name == "storedSnapshot"
+                                         else "the database could not be reached or read")
     if isinstance(public.get("lastSaveError"), dict):
         public["lastSaveError"] = _public_error(public["lastSaveError"])
+    if public.get("restoreError"):
+        public["restoreError"] = PUBLIC_RESTORE_ERROR
     return public
+
+
+# What a caller without the key learns of a failed restore: our own words. The snapshot's error text
+# quotes the snapshot (its schema, its names), so it is for key holders only (escaped).
+PUBLIC_RESTORE_ERROR = ("the stored session could not be restored; a QR code is shown and a new pairing "
+                        "replaces it (the details need the API key)")
+_PUBLIC_STORED_ERROR = "the stored snapshot is not a usable session (the details need the API key)"
 
 
 def _public_error(record: dict) -> dict:
@@ -180,10 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"sizes": exc.sizes, "budget": exc.budget}), file=sys.stderr)
         return snapshot.EXIT_TOO_LARGE
     except BotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Escaped: a snapshot's error may quote its own schema (terminal escapes, newlines).
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: {exc.strerror or exc} ({exc.filename or ''})", file=sys.stderr)
+        print(f"error: {printable(exc.strerror or exc)} ({printable(exc.filename or '')})", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug of ours on input nobody foresaw: still one line, never a traceback
+        print(f"error: unexpected {type(exc).__name__} ({printable(exc, 300)}); please report it", file=sys.stderr)
         return 1
     return 0
 

@@ -34,12 +34,23 @@ from prekeywatch import PreKeyWatch
 import stopsave
 from errors import error_record, failure_event
 from stores import SnapshotStore
+from snapshot.description import ignored_summary
 from textsafe import printable
 
 log = logging.getLogger("session")
 
 # The directory that holds the snapshot package: the child runs `python -m snapshot.child` from there.
 _PROJECT_DIR = Path(snapshot.__file__).resolve().parent.parent
+
+
+def _restore_failure(exc: BaseException) -> str:
+    """Why the stored snapshot could not be read, as one escaped line for the log and the key holders'
+    status: the snapshot's own error (it may quote the snapshot's schema), or, for an exception no
+    check foresaw, its type and text. Either way the boot goes on to a QR code, never a traceback."""
+    if isinstance(exc, snapshot.SnapshotError):
+        return printable(exc, 1000)
+    return f"unexpected {type(exc).__name__}: {printable(exc, 300)}"
+
 
 class SaveInProgress(Exception):
     """The caller stopped waiting; the save goes on (see `SnapshotSession.status()['saveInProgress']`)."""
@@ -152,8 +163,8 @@ class SnapshotSession:
         """Remember which device the stored snapshot holds, for the save decision and the status."""
         try:
             info = snapshot.inspect(text)
-        except snapshot.SnapshotError as exc:
-            self._stored_info = {"valid": False, "error": str(exc), "encodedSize": len(text)}
+        except Exception as exc:  # noqa: BLE001 - bad data never stops a boot (see _restore_failure)
+            self._stored_info = {"valid": False, "error": _restore_failure(exc), "encodedSize": len(text)}
             return
         self._remember_stored(info)
 
@@ -188,23 +199,25 @@ class SnapshotSession:
             return "none"
         try:
             info = snapshot.unpack(text, self.session_dir)
-        except snapshot.SnapshotError as exc:
-            self._stored_info = {"valid": False, "error": str(exc), "encodedSize": len(text)}
-            self.restore_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - bad data never stops a boot (see _restore_failure)
+            detail = _restore_failure(exc)
+            self._stored_info = {"valid": False, "error": detail, "encodedSize": len(text)}
+            self.restore_error = detail
             log.error(
                 "the stored session could not be restored (%s); it is left untouched in the store, and a QR "
                 "code will be shown: a new pairing replaces it",
-                printable(exc),
+                detail,
             )
             return "failed"
         self.restored_from = "store"
         self._local_jid = info.device_jid
         self._remember_stored(info)
         # Text from the snapshot (JID, tier, member names) is logged escaped: it must not forge log lines.
+        dropped = ignored_summary(info.ignored_members)
         log.info(
             "restored session for %s from %s (tier=%s, %d chars)%s",
-            printable(info.device_jid), self.store.key, printable(info.tier), info.encoded_chars,
-            f"; not restored from the snapshot: {', '.join(info.ignored_members)}" if info.ignored_members else "",
+            printable(info.device_jid), self.store.key, printable(info.tier, 40), info.encoded_chars,
+            f"; not restored from the snapshot: {dropped}" if dropped else "",
         )
         return "store"
 
@@ -295,13 +308,14 @@ class SnapshotSession:
             self.last_save_error = None
         except BaseException as exc:  # every failure is the flight's outcome, never a dead thread
             flight.error = exc
-            self.last_save_error = error_record(exc, flight.reason, iso_now())
+            during = f"save ({flight.reason})"  # the same words in the status and the save_failed event
+            self.last_save_error = error_record(exc, during, iso_now())
             # One line with the cause and what to do; BotError texts never hold a token or a snapshot.
             status = getattr(exc, "status", None)
             log.error("saving the session failed (%s): %s%s: %s", flight.reason, type(exc).__name__,
                       f", HTTP {status}" if status else "", exc)
             if isinstance(exc, Exception):
-                self._report_failure(exc, f"save ({flight.reason})")
+                self._report_failure(exc, during)
         finally:
             flight.done.set()
 

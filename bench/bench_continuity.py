@@ -38,6 +38,7 @@ ROWS = [("established", "a peer that chatted before sends again"),
 
 def converse(order: str, store_name: str, checkout: Path | None, restarts: int, pg: PostgresServer | None,
              tag: str) -> Run:
+    run = Run(store_name)
     with tempfile.TemporaryDirectory(prefix="bench-continuity-") as tmp:
         receiver = WebhookReceiver().start()
         try:
@@ -48,12 +49,17 @@ def converse(order: str, store_name: str, checkout: Path | None, restarts: int, 
                                           checkout=checkout)
                 else:
                     store = ConfigVarStore(sim, Path(tmp) / "cv", receiver, checkout=checkout)
+                conversation = Conversation(sim, store, receiver, tag="7", restarts=restarts)
+                run = conversation.run  # what was measured so far, should a step fail
                 try:
-                    return Conversation(sim, store, receiver, tag="7", restarts=restarts).play()
+                    run = conversation.play()
                 finally:
                     store.close()
+        except (AssertionError, TimeoutError) as exc:  # a step that failed, or what the simulator could
+            print(f"  stopped: {str(exc)[:600]}")  # not read: a figure too, not a crash
         finally:
             receiver.stop()
+    return run
 
 
 def summary(run: Run, case: str) -> str:
@@ -90,11 +96,10 @@ def main() -> int:
         setups.append(("postgres", "lowest", "postgres"))
     results = {}
     try:
-        for label, checkout in checkouts:
+        for i, (label, checkout) in enumerate(checkouts):
             for n, (setup, order, store) in enumerate(setups):
                 print(f"running: {label} / {setup} ...", flush=True)
-                results[(label, setup)] = converse(order, store, checkout, args.restarts, pg,
-                                                   tag=f"{n}_{'b' if checkout else 'c'}")
+                results[(label, setup)] = converse(order, store, checkout, args.restarts, pg, tag=f"{i}_{n}")
     finally:
         if pg is not None:
             pg.stop()

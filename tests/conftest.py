@@ -14,27 +14,21 @@ from tests.support.harness import BotProcess, base_env
 from tests.support import leftovers
 from tests.support.postgres import TEMP_DIRS, PostgresServer, ServerUnavailable
 
-_TEMP_ROOTS = []  # pytest's basetemp, once known
-
 
 @pytest.fixture(scope="session", autouse=True)
-def _remember_basetemp(tmp_path_factory):
-    _TEMP_ROOTS.append(tmp_path_factory.getbasetemp())
+def _no_process_left_behind(tmp_path_factory):
+    """Fail the run when a process it started outlives it (killed here, so the next run starts clean).
 
-
-def pytest_sessionfinish(session, exitstatus):
-    """Fail the run when a process it started outlives it (killed here, so the next run starts clean)."""
-    left = leftovers.kill_and_describe(_TEMP_ROOTS + TEMP_DIRS)
-    if not left:
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    message = "processes started by the tests were still running at the end (killed now):\n  " + "\n  ".join(left)
-    if reporter:
-        reporter.write_sep("=", "LEFTOVER PROCESSES", red=True)
-        reporter.write_line(message)
-    else:
-        print(message)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    A session fixture that is set up first is torn down last, after every other fixture of the run
+    (the PostgreSQL server, the browser) has stopped what it started. A failure here is an error
+    report like any other, so it fails the run also under pytest-xdist, where each worker checks its
+    own processes and temp roots (its basetemp is its own)."""
+    basetemp = tmp_path_factory.getbasetemp()
+    yield
+    left = leftovers.kill_and_describe([basetemp] + TEMP_DIRS)
+    if left:
+        pytest.fail("processes started by the tests were still running at the end (killed now):\n  "
+                    + "\n  ".join(left), pytrace=False)
 
 
 @pytest.fixture

@@ -29,6 +29,22 @@ PROTECTED = [
     ("POST", "/api/send-image"),
     ("POST", "/api/send-audio"),
     ("POST", "/api/send-location"),
+    ("POST", "/api/read"),
+    ("POST", "/api/presence"),
+    ("POST", "/api/react"),
+    ("POST", "/api/edit"),
+    ("POST", "/api/delete"),
+    ("POST", "/api/check-numbers"),
+    ("GET", "/api/groups"),
+]
+CHAT_ACTIONS = [  # a valid body each; the simulator tests (test_sim_actions.py) check what WhatsApp gets
+    ("POST", "/api/read", {"chat": "+14155552671", "messageIds": ["3EB0C0FFEE"]}),
+    ("POST", "/api/presence", {"to": "+14155552671", "state": "typing"}),
+    ("POST", "/api/react", {"chat": "+14155552671", "messageId": "3EB0C0FFEE", "emoji": "👍"}),
+    ("POST", "/api/edit", {"chat": "+14155552671", "messageId": "3EB0C0FFEE", "text": "new"}),
+    ("POST", "/api/delete", {"chat": "+14155552671", "messageId": "3EB0C0FFEE"}),
+    ("POST", "/api/check-numbers", {"numbers": ["+14155552671"]}),
+    ("GET", "/api/groups", None),
 ]
 
 
@@ -542,3 +558,48 @@ def test_send_location(bot):
     assert nan.status_code == 400
     missing = client.post("/api/send-location", json={"to": "+14155552671", "latitude": 1}, headers=AUTH)
     assert missing.status_code == 400 and "longitude" in missing.json["message"]
+
+
+@pytest.mark.parametrize("method, path, body", CHAT_ACTIONS)
+def test_chat_actions_answer_409_while_not_connected_and_refuse_other_sites(bot, method, path, body):
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    response = client.open(path, method=method, json=body, headers=AUTH)
+    assert response.status_code == 409 and response.json["error"] == "not_connected", response.json
+    response = client.open(path, method=method, json=body, headers={**AUTH, "Origin": "https://evil.example"})
+    assert response.status_code == 403 and response.json["error"] == "cross_origin"
+    if body is not None:
+        big = {**body, "pad": "x" * 8192}
+        response = client.open(path, method=method, json=big, headers=AUTH)
+        assert response.status_code == 413 and set(response.json) == {"error", "message"}
+
+
+@pytest.mark.parametrize("path, body, words", [
+    ("/api/read", {"chat": "+14155552671", "messageIds": "3EB0"}, "list of 1 to 100"),
+    ("/api/read", {"chat": "+14155552671", "messageIds": ["3EB0"] * 101}, "list of 1 to 100"),
+    ("/api/read", {"chat": "+14155552671", "messageIds": ["3EB0"], "sender": "nobody"}, "sender"),
+    ("/api/presence", {"to": "+14155552671", "state": "online"}, "typing, recording, paused"),
+    ("/api/react", {"chat": "+14155552671", "messageId": "3EB0", "emoji": "x" * 33}, "emoji"),
+    ("/api/react", {"chat": "+14155552671", "messageId": "3EB0", "emoji": " 👍"}, "emoji"),
+    ("/api/react", {"chat": "+14155552671", "messageId": "3EB0", "emoji": "\u0000"}, "emoji"),
+    ("/api/react", {"chat": "+14155552671", "messageId": "../x", "emoji": "👍"}, "messageId"),
+    ("/api/edit", {"chat": "+14155552671", "messageId": "3EB0", "text": ""}, "text"),
+    ("/api/delete", {"chat": "+14155552671"}, "messageId"),
+    ("/api/check-numbers", {"numbers": []}, "1 to 50"),
+    ("/api/check-numbers", {"numbers": ["+14155552671", 5]}, "phone number"),
+])
+def test_chat_actions_refuse_bad_input_with_the_one_error_shape(bot, path, body, words):
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    response = client.post(path, json=body, headers=AUTH)
+    assert response.status_code == 400 and set(response.json) == {"error", "message"}, response.json
+    assert words in response.json["message"]
+
+
+@pytest.mark.parametrize("emoji", ["👍", "❤️", "👨‍👩‍👧", "👋🏽", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", ""])
+def test_react_takes_emoji_made_of_joiners_modifiers_and_tags(bot, emoji):
+    client = make_client(bot)
+    bot.wait_state("waiting_for_qr")
+    response = client.post("/api/react", json={"chat": "+14155552671", "messageId": "3EB0", "emoji": emoji},
+                           headers=AUTH)
+    assert response.status_code == 409, response.json  # past the checks: only the connection is missing

@@ -53,6 +53,14 @@ BODIES: dict[tuple[str, str], tuple[bytes | None, str | None]] = {
     ("POST", "/api/send-image"): _multipart({"to": TO}, {"file": ("a.png", image(), "image/png")}),
     ("POST", "/api/send-audio"): _multipart({"to": TO}, {"file": ("a.ogg", ogg_opus(1.0), "audio/ogg")}),
     ("POST", "/api/send-document"): _multipart({"to": TO}, {"file": ("a.txt", b"hello", "text/plain")}),
+    ("POST", "/api/read"): (json.dumps({"chat": TO, "messageIds": ["3EB0C0FFEE"]}).encode(), "application/json"),
+    ("POST", "/api/presence"): (json.dumps({"to": TO, "state": "typing"}).encode(), "application/json"),
+    ("POST", "/api/react"): (json.dumps({"chat": TO, "messageId": "3EB0C0FFEE", "emoji": "👍"}).encode(),
+                             "application/json"),
+    ("POST", "/api/edit"): (json.dumps({"chat": TO, "messageId": "3EB0C0FFEE", "text": "new"}).encode(),
+                            "application/json"),
+    ("POST", "/api/delete"): (json.dumps({"chat": TO, "messageId": "3EB0C0FFEE"}).encode(), "application/json"),
+    ("POST", "/api/check-numbers"): (json.dumps({"numbers": [TO]}).encode(), "application/json"),
 }
 # Endpoints that would undo what the test checks (a wipe) are left out; their import paths are the
 # same as the others'.

@@ -1,8 +1,9 @@
+import os
+import stat
+import threading
 from pathlib import Path
 
 import pytest
-
-import stat
 
 from config import ConfigError, load_config, with_local_api_key
 
@@ -17,6 +18,14 @@ def test_empty_environment_gives_laptop_defaults():
     assert cfg.session_save_delay == 5.0
     assert cfg.heroku_api_url == "https://api.heroku.com"
     assert cfg.snapshot_file.name == "session.snapshot"
+    assert cfg.send_rate_limit == 30 and cfg.warnings() == []  # paced by default
+    assert cfg.unreachable_grace == 60.0
+
+
+def test_send_rate_limit_zero_turns_pacing_off_with_a_warning():
+    cfg = load_config({"SEND_RATE_LIMIT": "0"})
+    assert cfg.send_rate_limit == 0
+    assert any("SEND_RATE_LIMIT=0" in w and "bans" in w for w in cfg.warnings())
 
 
 @pytest.mark.parametrize(
@@ -40,6 +49,10 @@ def test_empty_environment_gives_laptop_defaults():
         ({"PAIR_PHONE": "call me"}, ["PAIR_PHONE"]),
         ({"LOG_LEVEL": "LOUD"}, ["LOG_LEVEL"]),
         ({"HEROKU_API_URL": "api.heroku.com"}, ["HEROKU_API_URL"]),
+        ({"SEND_RATE_LIMIT": "fast"}, ["SEND_RATE_LIMIT", "whole number"]),
+        ({"SEND_RATE_LIMIT": "-1"}, ["SEND_RATE_LIMIT", "between 0"]),
+        ({"UNREACHABLE_GRACE": "0"}, ["UNREACHABLE_GRACE", "above 0"]),
+        ({"UNREACHABLE_GRACE": "a minute"}, ["UNREACHABLE_GRACE"]),
     ],
 )
 def test_bad_values_name_the_variable(env, names):
@@ -122,3 +135,75 @@ def test_a_local_run_without_api_key_generates_one_in_a_private_file(tmp_path):
     assert with_local_api_key(given) is given
     heroku = load_config({"SESSION_DIR": str(tmp_path / "s3"), "DYNO": "web.1"})
     assert with_local_api_key(heroku).api_key is None and not (tmp_path / "s3.api-key").exists()
+
+
+KNOWN_KEY = "key-someone-else-knows-0123456789"
+
+
+def _fifo(path):
+    os.mkfifo(path, 0o600)
+
+
+def _refused_key_files(tmp_path):
+    """name -> (make it at path, words the refusal must say)."""
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text(KNOWN_KEY + "\n")
+    elsewhere.chmod(0o600)
+    return {
+        "symlink to a key file": (lambda p: p.symlink_to(elsewhere), ["symbolic link"]),
+        "dangling symlink": (lambda p: p.symlink_to(tmp_path / "nothing-here"), ["symbolic link"]),
+        "readable by others": (lambda p: (p.write_text(KNOWN_KEY + "\n"), p.chmod(0o644)), ["0644", "chmod 600"]),
+        "writable by the group": (lambda p: (p.write_text(KNOWN_KEY + "\n"), p.chmod(0o620)), ["0620"]),
+        "a directory": (lambda p: p.mkdir(), ["not a regular file"]),
+        "a fifo": (_fifo, ["not a regular file"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["symlink to a key file", "dangling symlink", "readable by others",
+                                  "writable by the group", "a directory", "a fifo"])
+def test_an_api_key_file_that_is_a_link_or_open_to_others_is_refused_with_one_line(tmp_path, case):
+    make, words = _refused_key_files(tmp_path)[case]
+    cfg = load_config({"SESSION_DIR": str(tmp_path / "session")})
+    path = tmp_path / "session.api-key"
+    make(path)
+    before = (os.lstat(path).st_mode, os.path.islink(path) and os.readlink(path))
+    outcome = {}
+
+    def call():
+        try:
+            outcome["cfg"] = with_local_api_key(cfg)
+        except ConfigError as exc:
+            outcome["error"] = str(exc)
+
+    # Old code opened a FIFO for reading and hung there: a deadline, then unblock it by opening the
+    # other end, so the thread ends either way.
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        raise AssertionError("reading the key file hung")
+    assert "error" in outcome, f"key file accepted: generated_key_file={outcome['cfg'].generated_key_file}"
+    message = outcome["error"]
+    for word in words:
+        assert word in message, message
+    assert "\n" not in message and KNOWN_KEY not in message and str(path) in message
+    # Refused, not replaced: the file (or link) is as the owner left it.
+    assert (os.lstat(path).st_mode, os.path.islink(path) and os.readlink(path)) == before
+    assert (tmp_path / "elsewhere.txt").read_text() == KNOWN_KEY + "\n"
+
+
+def test_an_api_key_file_of_another_user_is_refused(tmp_path, monkeypatch):
+    cfg = load_config({"SESSION_DIR": str(tmp_path / "session")})
+    path = tmp_path / "session.api-key"
+    path.write_text(KNOWN_KEY + "\n")
+    path.chmod(0o600)
+    owner = path.stat().st_uid
+    # The file stays ours; the process pretends to be someone else (no root needed to test the check).
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(ConfigError) as info:
+        with_local_api_key(cfg)
+    assert "another user" in str(info.value) and f"uid {owner}" in str(info.value)
+    monkeypatch.undo()
+    assert with_local_api_key(cfg).api_key == KNOWN_KEY  # the same file, ours and private: used

@@ -9,14 +9,16 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import events
 import stores
+import whatsapp
 from errors import failure_event
-from events import EventQueue
+from delivery import EventQueue
 from tests.support.botkit import Bot
 from tests.support.harness import wait_for
 
@@ -63,17 +65,19 @@ def test_the_queue_drops_the_oldest_ordinary_event_never_logged_out():
     for n in range(4):
         queue.emit("qr", {"index": n})
     assert queue.pending() == 3 and queue.dropped == 2
-    assert [p["event"] for p in queue._queue] == ["logged_out", "qr", "qr"]
-    assert [p["data"]["index"] for p in list(queue._queue)[1:]] == [2, 3]
+    assert queue.store.names() == ["logged_out", "qr", "qr"]
+    assert [json.loads(body)["data"]["index"] for _, body in list(queue.store._items)[1:]] == [2, 3]
     for _ in range(3):
         queue.emit("logged_out", {})
-    assert [p["event"] for p in queue._queue].count("logged_out") == 4, "critical events are all kept"
-    assert queue.status() == {"pending": 4, "delivered": 0, "dropped": 4, "failed": 0, "lastError": None}
+    assert queue.store.names().count("logged_out") == 4, "critical events are all kept"
+    assert queue.status() == {"pending": 4, "delivered": 0, "dropped": 4, "failed": 0, "lastError": None,
+                              "queue": "memory"}
 
 
 def test_every_event_has_one_shape():
     payload = events.envelope("connected", {"jid": "1@s.whatsapp.net"})
-    assert set(payload) == {"event", "timestamp", "data"}
+    assert set(payload) == {"eventId", "event", "timestamp", "data"}
+    assert payload["eventId"] != events.envelope("connected", {})["eventId"], "every event its own id"
     assert payload["timestamp"].endswith("Z") and payload["data"] == {"jid": "1@s.whatsapp.net"}
 
 
@@ -211,3 +215,113 @@ def test_receipts_of_sent_messages_are_keyed_by_the_id_the_send_returned(recorde
     assert [r["status"] for r in got] == ["delivered", "read", "read"]
     assert got[2]["played"] is True and all(r["id"] == sent["id"] for r in got)
     assert got[0]["chat"] == "4915112345678@s.whatsapp.net"
+
+
+def test_an_outage_is_one_unreachable_event_after_the_grace_and_the_login_ends_it(tmp_path):
+    """Also at the start: a bot that never connected since its boot is out of reach too."""
+    bot = Bot(tmp_path)
+    recorder = Recorder()
+    bot.connection._webhook = recorder
+    bot.connection._outage.grace = 0.5
+    bot.connection._backoff = whatsapp.Backoff(first=0.05, cap=0.1)
+    bot.control.update_world(fail_connects=1_000_000)
+    bot.start()
+    try:
+        wait_for(lambda: recorder.of("unreachable"), 10, "the unreachable event")
+        outage = bot.connection.status()["unreachable"]
+        assert outage["reported"] is True
+        sent = recorder.of("unreachable")[0]
+        assert sent["cause"] == "connecting to WhatsApp failed" and sent["since"] == outage["since"]
+        assert sent["detail"] and sent["seconds"] >= 0
+        wait_for(lambda: bot.connection.connect_attempts > 10, 10, "more failed attempts")
+        assert len(recorder.of("unreachable")) == 1, "once per outage, however many attempts"
+
+        bot.control.update_world(fail_connects=0)  # WhatsApp is back: a QR code (no device yet)
+        bot.wait_state("waiting_for_qr")
+        assert bot.connection.status()["unreachable"] is None
+        bot.control.send("pair", seed=33)
+        bot.wait_state("connected")
+        wait_for(lambda: recorder.of("connected"), 5, "the connected event")
+        assert "outageSeconds" not in recorder.of("connected")[0], "the QR ended the outage already"
+
+        bot.control.update_world(fail_connects=1_000_000)
+        bot.control.send("connect_failure")  # the server ends the stream; reconnects then fail
+        wait_for(lambda: len(recorder.of("unreachable")) == 2, 10, "the second outage's event")
+        assert recorder.of("unreachable")[1]["cause"] == "the connection to WhatsApp was lost"
+        assert bot.connection.status()["lastDisconnect"]["reason"] == recorder.of("disconnected")[0]["reason"]
+        bot.control.update_world(fail_connects=0)
+        wait_for(lambda: len(recorder.of("connected")) == 2, 10, "the login that ends it")
+        assert recorder.of("connected")[1]["outageSeconds"] >= 0.5
+        assert bot.connection.status()["unreachable"] is None
+        names = recorder.names()
+        assert names.index("unreachable") < names.index("qr")
+    finally:
+        bot.stop()
+
+
+def test_a_short_blip_and_a_restart_are_no_outage(tmp_path):
+    bot = Bot(tmp_path)
+    recorder = Recorder()
+    bot.connection._webhook = recorder
+    bot.connection._outage.grace = 1.0
+    bot.start()
+    try:
+        bot.pair(seed=34)
+        bot.control.send("drop")  # whatsmeow reconnects at once
+        wait_for(lambda: len(recorder.of("connected")) == 2, 5, "the reconnect")
+    finally:
+        bot.stop()
+    time.sleep(1.2)
+    assert "unreachable" not in recorder.names()
+
+
+def _message_event_from_the_wire(push_name: bytes, text: bytes, user: bytes):
+    """A neonize Message event as neonize builds it: parsed from the bytes the Go side marshals. Go
+    does not check proto2 strings for UTF-8, so any bytes a client sent reach this parse."""
+    from neonize.proto import Neonize_pb2
+
+    event = Neonize_pb2.Message()
+    event.Info.ID, event.Info.Pushname, event.Message.conversation = "3EB0BADUTF8", "PUSHNAME", "THETEXT"
+    event.Info.MessageSource.Sender.User, event.Info.MessageSource.Sender.Server = "SENDER", "s.whatsapp.net"
+    event.Info.MessageSource.Chat.User, event.Info.MessageSource.Chat.Server = "SENDER", "s.whatsapp.net"
+    wire = event.SerializePartialToString()
+    for placeholder, value in ((b"PUSHNAME", push_name), (b"THETEXT", text), (b"SENDER", user)):
+        # Same-length stand-ins keep every length prefix of the message right.
+        assert len(placeholder) == len(value)
+        wire = wire.replace(placeholder, value)
+    parsed = Neonize_pb2.Message()
+    parsed.MergeFromString(wire)
+    return parsed
+
+
+def test_a_message_whose_push_name_and_text_are_not_utf8_is_delivered_with_replacement_characters():
+    event = _message_event_from_the_wire(b"Ad\xff\xfe\xc3(\x80a", b"hi \xed\xa0\x80!", b"49151\xff")
+    assert isinstance(event.Info.Pushname, bytes)  # what protobuf's upb runtime hands back
+    payload = events.message_payload(event)
+    body = json.loads(json.dumps(payload))  # plain JSON: the payload itself holds text only
+    assert body["data"]["pushName"].startswith("Ad\ufffd") and body["pushName"] == body["data"]["pushName"]
+    assert body["data"]["text"].startswith("hi \ufffd")
+    assert body["data"]["from"] == "49151\ufffd@s.whatsapp.net" and "b'" not in body["data"]["chat"]
+
+
+def test_an_event_that_cannot_be_encoded_is_counted_and_logged_and_the_next_one_still_goes_out(caplog):
+    _Flaky.accepted = []
+    _Flaky.down.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    queue = EventQueue(f"http://127.0.0.1:{server.server_port}/hook", first_retry=0.02)
+    queue.start()
+    try:
+        queue.emit("receipt", {"id": "M1", "status": object()})  # a producer's bug: no JSON for it
+        queue.emit("receipt", {"id": b"M2\xff", "status": "read"})  # stray bytes: decoded, sent
+        wait_for(lambda: queue.delivered + queue.failed == 2, 10, "both events handled")
+    finally:
+        queue.stop()
+        server.shutdown()
+        server.server_close()
+    assert queue.status()["failed"] == 1 and queue.delivered == 1
+    assert queue.status()["lastError"] == "receipt event could not be encoded as JSON (TypeError)"
+    [(_, body)] = _Flaky.accepted
+    assert json.loads(body)["data"]["id"] == "M2\ufffd"
+    lines = [r for r in caplog.records if r.name == "webhook" and "could not be encoded" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None

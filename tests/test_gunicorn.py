@@ -55,3 +55,22 @@ def test_bad_configuration_stops_the_start_with_one_clear_line(tmp_path):
     assert code != 0
     assert "configuration error: PORT must be a whole number" in bot.output()
     assert "Traceback" not in bot.output()
+
+
+def test_a_symlinked_api_key_file_stops_the_start_with_one_line_and_is_not_followed(tmp_path):
+    target = tmp_path / "someone-elses-key"
+    target.write_text("key-someone-else-knows-0123456789\n")
+    (tmp_path / "s.api-key").symlink_to(target)
+    bot = BotProcess(base_env(SESSION_DIR=str(tmp_path / "s")))
+    bot.start()
+    try:
+        code = bot.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"bot kept running with a symlinked key file:\n{bot.output()}")
+    finally:
+        bot.stop()
+    assert code != 0
+    lines = [line for line in bot.output().splitlines() if "configuration error" in line]
+    assert len(lines) == 1 and "symbolic link" in lines[0], bot.output()
+    assert "Traceback" not in bot.output()
+    assert (tmp_path / "s.api-key").is_symlink() and target.read_text().startswith("key-someone-else")

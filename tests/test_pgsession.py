@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 
+import pgcopy
 import pgsession
 from pgsession import (
     DatabaseError, DatabaseUrlError, DeviceAlreadyPresent, NoDevice, PostgresSession, SchemaError,
@@ -207,7 +208,7 @@ def test_redact_hides_the_password_wherever_it_is():
 
 
 def test_values_convert_between_sqlite_and_postgres_types():
-    to_pg, to_lite = pgsession._to_postgres, pgsession._to_sqlite
+    to_pg, to_lite = pgcopy.to_postgres, pgcopy.to_sqlite
     assert to_pg(1, "boolean") is True and to_pg(0, "boolean") is False
     assert to_pg(FB_UUID, "uuid") == uuid.UUID(FB_UUID)
     assert to_pg(b"\x00\x01", "bytea") == b"\x00\x01" and to_pg("ab", "bytea") == b"ab"
@@ -216,7 +217,7 @@ def test_values_convert_between_sqlite_and_postgres_types():
 
 
 def test_tables_are_ordered_parents_first():
-    order = pgsession._parents_first(
+    order = pgcopy.parents_first(
         ["whatsmeow_app_state_mutation_macs", "whatsmeow_app_state_version", "whatsmeow_device",
          "whatsmeow_pre_keys"],
         [("whatsmeow_app_state_mutation_macs", "whatsmeow_app_state_version"),
@@ -233,7 +234,7 @@ def test_neonize_creates_the_schema_in_postgres(database_url, tmp_path):
     version = store.ensure_schema()
     lite = str(tmp_path / "neonize.db")
     make_neonize_sqlite(lite)
-    assert version == pgsession._sqlite_schema_version(lite)  # same whatsmeow on both sides
+    assert version == pgcopy.sqlite_schema_version(lite)  # same whatsmeow on both sides
     assert set(dump_postgres(database_url)) == set(dump_sqlite(lite))  # same tables
     assert not store.has_device() and store.device_jid() is None
     assert store.clear() is False
@@ -418,7 +419,7 @@ def test_an_older_sqlite_schema_is_upgraded_by_neonize_before_import(database_ur
     device = imported["whatsmeow_device"][0]
     assert device[:-1] == before["whatsmeow_device"][0][:-1]  # all but the new column
     assert device[-1] == ""  # companion_meta_nonce, filled by whatsmeow's upgrade default
-    assert dump_sqlite(path) == old and pgsession._sqlite_schema_version(path) == 13  # source untouched
+    assert dump_sqlite(path) == old and pgcopy.sqlite_schema_version(path) == 13  # source untouched
 
 
 def test_a_newer_sqlite_schema_is_refused(database_url, session_file):

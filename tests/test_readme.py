@@ -60,3 +60,17 @@ def test_every_config_variable_is_in_the_readme_table():
     missing = sorted(n for n in names if f"| `{n}` |" not in readme)
     assert "WHATSAPP_SESSION" in names and "API_KEY" in names, names
     assert not missing, f"undocumented variables: {missing}"
+
+
+def test_no_merge_conflict_markers_are_left_in_the_sources_or_the_docs():
+    """A merge once left `<<<<<<< HEAD` in the README and every other test still passed."""
+    markers = ("<<<<<<< ", "=======\n", ">>>>>>> ")
+    found = []
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("*.md"), *ROOT.glob("*/*.py"), *ROOT.glob("*/*/*.py"),
+                 *ROOT.glob("*/*.md")]:
+        if ".venv" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(keepends=True), 1):
+            if line.startswith(markers) and (line != "=======\n" or path.suffix == ".py"):
+                found.append(f"{path.relative_to(ROOT)}:{number}")
+    assert not found, found

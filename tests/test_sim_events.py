@@ -190,3 +190,16 @@ def test_a_hanging_webhook_never_delays_a_reconnect(sim, start_bot, tmp_path, re
     receiver.wait_for_event("receipt", timeout=WAIT, where=lambda d: d["id"] == answer["id"])
     names = [e["event"] for e in receiver.events()]
     assert names[names.index("disconnected"):] == ["disconnected", "connected", "receipt"], names
+
+
+def test_a_push_name_that_is_not_utf8_reaches_the_webhook_with_replacement_characters(sim, start_bot, tmp_path,
+                                                                                      receiver):
+    """A contact's client may send any bytes as its push name (the `notify` attribute); whatsmeow keeps
+    them in a Go string, neonize's proto2 event carries them as they are, and protobuf's upb runtime
+    hands them to Python as bytes (issue 21, section 4). The event must still go out."""
+    bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver)
+    message_id = sim.deliver_text(jid, CONTACT, "hello", push_name=b"Ad\xff\xfea \xc3(")
+    got = receiver.wait_for_event("message", timeout=WAIT, where=lambda d: d["id"] == message_id)[0]["data"]
+    assert got["pushName"] == "Ad\ufffd\ufffda \ufffd(" and got["text"] == "hello"
+    webhook = status(bot)["webhook"]
+    assert webhook["failed"] == 0 and webhook["lastError"] is None

@@ -301,6 +301,35 @@ def test_a_lost_session_costs_two_retry_rounds_and_an_old_client_loses_the_messa
     assert [(r.count, r.action) for r in sim.retries.for_message(lost)] == [(1, "ignored_old_client")]
 
 
+def test_a_client_whose_database_went_back_in_time_reuses_a_message_key_and_the_peer_drops_it(
+    sim, paired, start_client, tmp_path
+):
+    """A restore of sessions older than the last send rewinds the sending chain: the next message
+    repeats a counter the peer already used, and libsignal drops it (ErrOldCounter; whatsmeow sends
+    no retry receipt for that), so the message is lost without a trace on either side."""
+    peer = "4917600000041"
+    client, jid = _connected_copy(sim, paired, start_client, str(tmp_path / "a"))
+    _converse(sim, client, jid, peer, "before")  # the client holds a session with the peer now
+    client.stop()
+    saved = _copy_session(str(tmp_path / "a"), str(tmp_path / "saved"))  # a snapshot of that moment
+
+    def send(db_dir: str, text: str):
+        c = start_client(_copy_session(os.path.dirname(saved), db_dir))
+        c.wait_event("connected")
+        sim.wait_logged_in(jid)
+        before = len(sim.sent_messages)
+        c.command("send", to=f"{peer}@s.whatsapp.net", text=text)
+        sent = sim.wait_for_sent(after=before)
+        c.stop()
+        return sent
+
+    first = send(str(tmp_path / "b"), "first after the snapshot")
+    assert first.text == "first after the snapshot" and first.dropped == {}
+    again = send(str(tmp_path / "c"), "from the same snapshot again")  # the same state restored twice
+    assert again.text is None and list(again.dropped) == [f"8{peer}@lid"], again.dropped
+    assert "old counter" in again.dropped[f"8{peer}@lid"]
+
+
 def test_groups_members_messages_and_the_clients_send_read_by_every_member_device(
     sim, paired, start_client, tmp_path
 ):

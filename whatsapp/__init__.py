@@ -2,12 +2,19 @@
 
 | module | holds |
 |---|---|
-| client.py | `Connection`: lifecycle, the connect loop, the lock, status |
+| client.py | `Connection`: lifecycle, the lock, status |
+| connectloop.py | the connect loop: restore, probe, connect, backoff, recycle |
 | connectionevents.py | connected, logged out, replaced, banned, outdated, disconnected, keep-alive |
 | pair.py | QR codes, the pairing code, pair status |
 | message.py | incoming messages, the recent-message cache for quotes |
 | receipt.py | delivery and read receipts of what the bot sent |
-| send.py | text, document, image, voice note and location sends |
+| send.py | text, document, image, voice note and location sends (to a number or a group), paced |
+| chat.py | read marks, typing/recording, reactions, edits, deletes for everyone |
+| user.py | which phone numbers are on WhatsApp |
+| group.py | the groups the account is in |
+| refused.py | why a chat action did not happen: the caller's mistake or WhatsApp's refusal |
+| download.py | customers' files: their keys as they arrive, the checked download GET /api/media asks for |
+| call.py | calls offered to the number: the `call` event, declined with REJECT_CALLS |
 | factory.py | the neonize client (or a test seam's) |
 | backoff.py, states.py | retry delays; the states the API reports |
 """
@@ -15,7 +22,8 @@
 import time  # noqa: F401  (tests read whatsapp.time, as they did when this was one module)
 
 from whatsapp.backoff import Backoff
-from whatsapp.client import DEFAULT_MAX_CONNECTS, Connection
+from whatsapp.client import Connection
+from whatsapp.connectloop import DEFAULT_MAX_CONNECTS
 from whatsapp.connectionevents import CLIENT_OUTDATED_DELAY, STREAM_REPLACED_DELAY
 from whatsapp.factory import default_client_factory, load_client_factory
 from whatsapp.message import RECENT_MESSAGES

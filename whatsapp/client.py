@@ -24,47 +24,46 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 import neonize_lib
 from clock import iso_from_epoch
-from config import KEEPALIVE_GIVE_UP
-from reachability import Unreachable
+from config import KEEPALIVE_GIVE_UP, MEDIA_CACHE_ENTRIES, MEDIA_CACHE_SECONDS, SEND_RATE_LIMIT, UNREACHABLE_GRACE
+from pacing import SendPacer
 from recipients import jid_text
 from whatsapp.backoff import Backoff
+from whatsapp.connectloop import ConnectLoop
+from whatsapp.call import Calls
+from whatsapp.chat import ChatActions
 from whatsapp.connectionevents import ConnectionEvents
+from whatsapp.download import Downloads
 from whatsapp.factory import default_client_factory
+from whatsapp.group import Groups
 from whatsapp.message import Messages
+from whatsapp.outage import OutageWatch
 from whatsapp.pair import Pairing
 from whatsapp.receipt import Receipts
 from whatsapp.retry import Retries
 from whatsapp.send import Sends
 from whatsapp.states import (
-    CONNECTING,
     NOT_STARTED,
-    RECONNECTING,
-    RESTORING,
     STARTING,
     STOPPED,
     WAITING_FOR_QR,
     Next,
     NotConnected,
 )
+from whatsapp.user import Users
 
 log = logging.getLogger("whatsapp")
 
-# neonize opens a new whatsmeow database container on every connect() and never closes the old one
-# (goneonize/main.go: Neonize() calls getDB → sqlstore.New, and no exported function ever calls
-# Container.Close; Stop() only disconnects the client and cancels its context). The container's
-# database/sql pool keeps its connection-opener goroutine, so Go never collects it: one open SQLite
-# file handle (~0.18 MB) or one PostgreSQL server connection per connect(). While WhatsApp is
-# unreachable the probe below keeps failed attempts away from neonize altogether; the connects that
-# still happen (sessions that end, QR rounds, handshakes that fail past the probe) are bounded by
-# handing over to a fresh worker after this many (the session on disk or in the database stays).
-DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
+# How long stop() waits for the connection thread while a QR code is shown (see stop()).
+QR_STOP_WAIT = 0.5
 
 
-class Connection(ConnectionEvents, Pairing, Messages, Receipts, Retries, Sends):
+class Connection(ConnectLoop, ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads, Calls, ChatActions, Users,
+                 Groups, Retries):
     def __init__(
         self,
         session,
@@ -77,6 +76,13 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Retries, Sends):
         max_connects: int | None = None,
         probe: Callable[[], bool] | None = None,
         keepalive_give_up: float = KEEPALIVE_GIVE_UP,
+        pacer: SendPacer | None = None,
+        unreachable_grace: float = UNREACHABLE_GRACE,
+        media_dir: Path | str = "session",
+        media_cache_entries: int = MEDIA_CACHE_ENTRIES,
+        media_cache_seconds: float = MEDIA_CACHE_SECONDS,
+        reject_calls: bool = False,
+        reject_calls_message: str | None = None,
     ) -> None:
         self.session = session  # session_manager.Session
         self._factory = client_factory
@@ -105,10 +111,20 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Retries, Sends):
         self.keepalive_reconnects = 0  # connections dropped because pings went unanswered
         self.unreachable = 0  # attempts the probe kept away from neonize
         self.loop_errors = 0  # unexpected errors the connect loop survived
+        # WhatsApp out of reach past the grace: one `unreachable` event per outage (outage.py).
+        self._outage = OutageWatch(unreachable_grace, self._emit)
+        self.last_disconnect: dict | None = None  # the `disconnected` event's counterpart in the status
+        self.last_logout: dict | None = None  # the `logged_out` event's
+        self.connected_as: str | None = None  # the `connected` event's device (key holders only)
         # Set by gunicorn's post_worker_init: ends this worker gracefully so the master starts a new one.
         self.on_recycle: Callable[[], None] | None = None
         self._init_pairing(pair_phone)
         self._init_messages()
+        self._init_chat()
+        # Every send and chat action that writes to a chat is counted here (pacing.py, SEND_RATE_LIMIT).
+        self.pacer = pacer or SendPacer(SEND_RATE_LIMIT)
+        self._init_downloads(media_dir, media_cache_entries, media_cache_seconds)
+        self._init_calls(reject_calls, reject_calls_message)
         self._init_retries()
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
@@ -127,20 +143,30 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Retries, Sends):
             except Exception as exc:
                 self.last_error = f"cannot load neonize: {exc}"
                 log.exception("cannot load neonize; the connection will keep trying")
+            # Not connected since the start is an outage too, until the first login or QR code.
+            self._outage.begin()
             self._thread = threading.Thread(target=self._run, name="whatsapp-connection", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 8.0) -> None:
         """Disconnect and let the thread end; no save, no wipe (a SIGTERM is not a logout)."""
+        waiting_for_scan = self.state == WAITING_FOR_QR
         self._stopping.set()
         self._wakeup.set()
+        self._outage.stop()  # a restart is no outage
         self._cancel_qr_timer()
         self.session.close()
         self._stop_client()
         thread = self._thread
         if thread and thread is not threading.current_thread():
+            if waiting_for_scan:
+                # While a QR code is shown, neonize's connect() does not return on Stop(): its Go side
+                # reads whatsmeow's QR channel until it closes (goneonize/main.go), and an expected
+                # Disconnect() ends whatsmeow's QR emitter without closing it (qrchan.go). Nothing
+                # is stored yet, so there is nothing to wait for: a SIGTERM used to take 8 s more here.
+                timeout = min(timeout, QR_STOP_WAIT)
             thread.join(timeout)
-            if thread.is_alive():
+            if thread.is_alive() and not waiting_for_scan:
                 log.warning("connection thread still busy after %.0fs; exiting anyway", timeout)
         if self._webhook:
             self._webhook.stop()
@@ -152,141 +178,6 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Retries, Sends):
         if self.state == NOT_STARTED:
             return True  # created, not started yet: gunicorn starts it before taking requests
         return self.state != STOPPED and self._thread is not None and self._thread.is_alive()
-
-    # -- the loop ---------------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            self._set_state(RESTORING)
-            self.session.restore_on_boot()
-        except Exception as exc:  # a broken store or snapshot must not kill the worker
-            self.last_error = f"restore failed: {exc}"
-            log.exception("restoring the session failed; continuing without it")
-        while not self._stopping.is_set():
-            try:
-                if not self._attempt():
-                    break
-            except Exception as exc:
-                # A bug or an unforeseen failure must not leave the worker without WhatsApp until the
-                # next restart: say it, wait, try again.
-                self.loop_errors += 1
-                self.last_error = f"connection loop error: {exc}"
-                delay = self._backoff.next_delay()
-                self._set_state(RECONNECTING)
-                log.exception("the connection loop failed; trying again in %.1fs", delay)
-                self._wakeup.wait(delay)
-                self._wakeup.clear()
-        self._set_state(STOPPED)
-
-    def _ensure_client(self) -> None:
-        if self._client is not None:
-            return
-        try:
-            client = self._factory(self.session.database())
-            self._register_handlers(client)
-        except Exception as exc:
-            self.last_error = f"cannot create the WhatsApp client: {exc}"
-            raise
-        self._client = client
-
-    def _attempt(self) -> bool:
-        """One connect attempt and the wait after it; False when the loop must end."""
-        if self.max_connects and self.connects >= self.max_connects and self.on_recycle:
-            log.warning(
-                "%d connects in this worker: handing over to a fresh worker (neonize keeps one database "
-                "handle open per connect)", self.connects,
-            )
-            self.on_recycle()
-            return False
-        self._ensure_client()
-        self.connect_attempts += 1
-        self._next = None
-        self._set_state(CONNECTING)
-        error = self._probe_error()
-        if error is not None:
-            # neonize would fail the same way, and keep a database handle: not called at all.
-            self.unreachable += 1
-            self.last_error = f"WhatsApp unreachable: {error}"
-            self.connected_since = None
-            delay = self._backoff.next_delay()
-            self._set_state(RECONNECTING)
-            log.warning("WhatsApp unreachable (%s); retrying in %.1fs", error, delay)
-            self._wakeup.wait(delay)
-            self._wakeup.clear()
-            return True
-        self.connects += 1
-        self.qr_index = 0
-        log.info("connecting to WhatsApp")
-        with self._lock:
-            if self._stopping.is_set():
-                return False
-            self._in_connect = True
-        try:
-            self._client.connect()
-        except Exception as exc:  # neonize raises NeonizeError at once when WhatsApp is unreachable
-            error = exc
-        finally:
-            with self._lock:
-                self._in_connect = False
-            self._cancel_qr_timer()
-        if self._stopping.is_set():
-            return False
-        step = self._next or Next(reason=f"connection failed: {error}" if error else "connection ended")
-        if error is not None:
-            self.last_error = str(error)
-        self.connected_since = None
-        if step.wipe:
-            self._wipe(step.reason)
-            self._backoff.reset()
-            return True
-        delay = self._backoff.next_delay() if step.delay is None else step.delay
-        self._set_state(step.state)
-        if step.state == RECONNECTING:
-            self._went_down(step.reason, delay)
-        log.warning("%s; retrying in %.1fs", step.reason, delay)
-        self._wakeup.wait(delay)
-        self._wakeup.clear()
-        return True
-
-    def _probe_error(self) -> Exception | None:
-        if self._probe is None:
-            return None
-        try:
-            self._probe()
-        except Unreachable as exc:
-            return exc
-        except Exception:  # a bug in the probe must not keep the bot offline: let neonize try
-            log.exception("the reachability probe failed; connecting anyway")
-        return None
-
-    def _restart(self, step: Next, *, first: Callable[[], object] | None = None) -> None:
-        """Called from event handlers: end the current connect() so the loop takes `step`."""
-        self._next = step
-
-        def stop() -> None:
-            try:
-                if first is not None:
-                    first()
-            except Exception:
-                log.exception("preparing the restart failed; restarting anyway")
-            self._stop_client()
-
-        # Not from this thread: it is neonize's event thread, and Stop() waits for that very thread.
-        threading.Thread(target=stop, name="whatsapp-restart", daemon=True).start()
-
-    def _stop_client(self, wait: float = 5.0) -> None:
-        # The lock is held during sends; a send stuck on the network must not hold a SIGTERM past
-        # Heroku's 30 s. After `wait` we go on without stopping neonize: the process is exiting, and
-        # gunicorn's graceful timeout ends the worker if neonize's own thread still holds it.
-        if not self._lock.acquire(timeout=wait):
-            log.warning("a WhatsApp call is still running after %.0fs; not waiting for it", wait)
-            return
-        try:
-            if self._client is not None and self._in_connect:
-                self._client.stop()
-        except Exception:
-            log.exception("stopping the WhatsApp client failed")
-        finally:
-            self._lock.release()
 
     # -- events -----------------------------------------------------------------------------------
     def _register_handlers(self, client) -> None:
@@ -337,5 +228,14 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Retries, Sends):
             "keepaliveReconnects": self.keepalive_reconnects,
             "loopErrors": self.loop_errors,
             **self._retry_status(),
+            # Each session event's counterpart: unreachable, disconnected, logged_out (the others:
+            # state, connectedSince, bannedUntil, qr, and the session's lastSaveError).
+            "unreachable": self._outage.status(),
+            "lastDisconnect": self.last_disconnect,
+            "lastLogout": self.last_logout,
+            "connectedAs": self.connected_as,
+            "qr": ({"index": self.qr_index, "expiresAt": iso_from_epoch(self.qr_expires_at)}
+                   if self.state == WAITING_FOR_QR and self.last_qr is not None else None),
             "webhook": self._webhook.status() if self._webhook is not None else None,
+            "pacing": self.pacer.status(),
         }

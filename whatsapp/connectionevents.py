@@ -18,7 +18,8 @@ import logging
 import time
 
 import events
-from clock import iso_from_epoch
+from clock import iso_from_epoch, iso_now
+from whatsapp.outage import CONNECTION_LOST
 from whatsapp.states import CLIENT_OUTDATED, CONNECTED, LOGGED_OUT, RECONNECTING, TEMPORARILY_BANNED, Next
 
 log = logging.getLogger("whatsapp")
@@ -53,7 +54,12 @@ class ConnectionEvents:
         self.pair_code = None
         self._set_state(CONNECTED)
         self._link_up = True
-        self._emit(events.CONNECTED, {"jid": self._own_jid(client)})
+        data = {"jid": self._own_jid(client)}
+        self.connected_as = data["jid"]  # the status's counterpart (the session's deviceJid follows)
+        outage = self._outage.end()  # the login ends the outage; a told one gets its length
+        if outage is not None:
+            data["outageSeconds"] = outage
+        self._emit(events.CONNECTED, data)
         # The session decides (off this thread) whether this is a new pairing to save once.
         self.session.connected(lambda: self.state == CONNECTED and not self._stopping.is_set())
 
@@ -67,6 +73,7 @@ class ConnectionEvents:
 
     def _on_stream_replaced(self, client, ev) -> None:
         self.last_error = "stream replaced: another client is using this session"
+        self._outage.begin(CONNECTION_LOST, "another client is using this session (stream replaced)")
         self._restart(
             Next(
                 reason="stream replaced by another client with this session (during a restart: the new dyno)",
@@ -108,6 +115,7 @@ class ConnectionEvents:
     def _on_disconnected(self, client, ev) -> None:
         if self.state == CONNECTED:
             self._set_state(RECONNECTING)
+            self._outage.begin(CONNECTION_LOST, "disconnected; whatsmeow reconnects by itself")
             self._went_down("connection lost; whatsmeow reconnects by itself", None)
         log.info("disconnected; whatsmeow reconnects by itself")
 
@@ -122,6 +130,7 @@ class ConnectionEvents:
         self.last_error = f"keep-alive failed for {silent_for:.0f}s: the connection was dead"
         self.keepalive_reconnects += 1
         self._set_state(RECONNECTING)
+        self._outage.begin(CONNECTION_LOST, self.last_error)
         log.warning("keep-alive failed %d times over %.0fs: dropping the connection and reconnecting",
                     ev.ErrorCount, silent_for)
         self._restart(Next(reason=f"keep-alive failed for {silent_for:.0f}s"))
@@ -134,15 +143,20 @@ class ConnectionEvents:
         if not self._link_up:
             return
         self._link_up = False
-        self._emit(events.DISCONNECTED, {"reason": reason,
-                                         "retryInSeconds": None if retry_in is None else round(retry_in, 1)})
+        data = {"reason": reason, "retryInSeconds": None if retry_in is None else round(retry_in, 1)}
+        self.last_disconnect = {**data, "at": iso_now()}
+        self._emit(events.DISCONNECTED, data)
 
 
     # -- the device leaves -------------------------------------------------------------------------
     def _wipe(self, reason: str) -> None:
         self._set_state(LOGGED_OUT)
         self._link_up = False
-        self._emit(events.LOGGED_OUT, {"reason": reason, "message": "a new QR scan is needed"})
+        self._outage.pause()  # not an outage: a new scan is needed, and the event says so
+        data = {"reason": reason, "message": "a new QR scan is needed"}
+        self.connected_as = None
+        self.last_logout = {**data, "at": iso_now()}
+        self._emit(events.LOGGED_OUT, data)
         log.warning("device logged out (%s): wiping the session and showing a new QR code", reason)
         try:
             self.session.wipe(reason)

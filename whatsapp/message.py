@@ -1,5 +1,6 @@
-"""Incoming messages (whatsmeow's message.go): forwarded to the webhook, and kept for a while so a
-reply can quote them."""
+"""Incoming messages (whatsmeow's message.go): forwarded to the webhook as the event each is (a
+`message`, or a `reaction`, `edit` or `delete` of a peer's, events.incoming_event), kept for a while so
+a reply can quote them, and a file's keys handed to the download concern (download.py)."""
 
 from __future__ import annotations
 
@@ -30,17 +31,19 @@ class Messages:
             if not source.IsFromMe:
                 sender = source.SenderAlt if messages.is_lid(source.Sender) and source.SenderAlt.User else source.Sender
                 self._remember(ev.Info.ID, messages.bare_jid(sender), ev.Message)
+                self._remember_media(ev.Info.ID, ev.Message)
         except Exception:
-            log.exception("could not keep an incoming message for replies")
+            log.exception("could not keep an incoming message (for quotes and its file)")
         if not self._webhook:
             return
         try:
-            payload = events.message_payload(ev)
+            found = events.incoming_event(ev)
         except Exception:
             log.exception("could not read an incoming message")
             return
-        if payload:
-            self._webhook.enqueue(payload)
+        if found is None:
+            return
+        self._webhook.enqueue(events.payload(*found))
 
     def _remember(self, message_id: str, sender: str | None, message) -> None:
         if not message_id:

@@ -1,5 +1,9 @@
 """What the API sends (whatsmeow's send.go and upload.go): each send takes the lock, checks that there
-is a live connection, uploads media when it has any, sends, and reports the `sent` receipt."""
+is a live connection, counts itself against the send rate limit (pacing.py; the text a declined call
+gets counts too), uploads media when it has any, sends, and reports the `sent` receipt. What WhatsApp
+refuses (a group the number is not in, a failed upload) is WhatsAppRefused with whatsmeow's words (502),
+not a 500. `to` is a number's or a group's JID: whatsmeow sends to a group with its sender key (send.go
+`sendGroup`)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import media
 import messages
 import neonize_lib
 from clock import iso_from_epoch
+from whatsapp.refused import calling
 from whatsapp.states import CONNECTED
 
 
@@ -19,15 +24,23 @@ class Sends:
 
     def send_text(self, to: str, text: str, reply_to: str | None = None) -> dict:
         with self._lock:
-            client = self._live_client(CONNECTED)
+            client = self._sending_client("a text")
             if reply_to:
                 message = self._reply(to, text, reply_to)
-                response = client.send_message(messages.to_jid(to), message)
+                response = calling(client.send_message, messages.to_jid(to), message)
             else:
-                response = client.send_message(messages.to_jid(to), text)
+                response = calling(client.send_message, messages.to_jid(to), text)
                 message = messages.text(text)
         extra = {"replyTo": reply_to, "quoted": reply_to in self._recent} if reply_to else {}
         return self._sent(to, response, message, **extra)
+
+    def _sending_client(self, what: str):
+        """The live client for a send or chat action that writes to a chat, once the send rate limit
+        lets it through (pacing.TooFast otherwise). Called under the lock, after the connection check,
+        so a request refused for another reason uses up nothing."""
+        client = self._live_client(CONNECTED)
+        self.pacer.take(what)
+        return client
 
     def _reply(self, to: str, text: str, reply_to: str):
         known = self._recent.get(reply_to)
@@ -55,35 +68,34 @@ class Sends:
     def send_document(self, to: str, data: bytes, filename: str, caption: str | None, mimetype: str | None) -> dict:
         mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         with self._lock:
-            client = self._live_client(CONNECTED)
-            response = client.send_document(
-                messages.to_jid(to), data, caption=caption or None, filename=filename, mimetype=mimetype
-            )
+            client = self._sending_client("a document")
+            response = calling(client.send_document, messages.to_jid(to), data, caption=caption or None,
+                               filename=filename, mimetype=mimetype)
         return self._sent(to, response, None)
 
     def send_image(self, to: str, data: bytes, mimetype: str, caption: str | None) -> dict:
         """Upload (encrypted by whatsmeow) and send an image; `mimetype` as media.image_type found it."""
         facts = media.image_facts(data)  # before the lock: Pillow's work needs no connection
         with self._lock:
-            client = self._live_client(CONNECTED)
-            upload = client.upload(data, neonize_lib.load().MediaType.MediaImage)
+            client = self._sending_client("an image")
+            upload = calling(client.upload, data, neonize_lib.load().MediaType.MediaImage)
             message = messages.image(upload, mimetype, caption, facts)
-            response = client.send_message(messages.to_jid(to), message)
+            response = calling(client.send_message, messages.to_jid(to), message)
         return self._sent(to, response, messages.without_media_keys(message))
 
     def send_voice_note(self, to: str, data: bytes, seconds: int) -> dict:
         """Upload an Ogg/Opus file and send it as a voice note (see messages.voice_note)."""
         with self._lock:
-            client = self._live_client(CONNECTED)
-            upload = client.upload(data, neonize_lib.load().MediaType.MediaAudio)
+            client = self._sending_client("a voice note")
+            upload = calling(client.upload, data, neonize_lib.load().MediaType.MediaAudio)
             message = messages.voice_note(upload, seconds)
-            response = client.send_message(messages.to_jid(to), message)
+            response = calling(client.send_message, messages.to_jid(to), message)
         return self._sent(to, response, messages.without_media_keys(message))
 
     def send_location(self, to: str, latitude: float, longitude: float, name: str | None = None,
                       address: str | None = None) -> dict:
         message = messages.location(latitude, longitude, name, address)
         with self._lock:
-            client = self._live_client(CONNECTED)
-            response = client.send_message(messages.to_jid(to), message)
+            client = self._sending_client("a location")
+            response = calling(client.send_message, messages.to_jid(to), message)
         return self._sent(to, response, message)

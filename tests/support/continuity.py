@@ -56,6 +56,7 @@ class BotSend:
     to: str
     read: bool  # the peer (every member device, for a group) decrypted it
     answer: tuple = ()  # the bot's HTTP status and body when it refused or failed the send
+    dropped: dict = field(default_factory=dict)  # devices that would drop it as a duplicate (old counter)
 
 
 @dataclass
@@ -137,14 +138,28 @@ class ConfigVarStore:
 
     def restart(self, jid: str) -> None:
         logins = self.sim.login_count(jid)
-        releases, booted = self.heroku.release_count, len(self.dynos.dynos)
+        dynos, releases = len(self.dynos.dynos), self.heroku.release_count
         self.dynos.restart()
-        if self.heroku.release_count > releases:
-            # The stopping dyno saved the live session (stopsave.py): Heroku restarts the app once more.
-            wait_for(lambda: len(self.dynos.dynos) >= booted + 2, WAIT, "the restart of the stop save's release")
-        self.bot.wait_state("connected", timeout=WAIT)
+        self._settle(dynos + 1, releases)
         self.sim.wait_until(lambda: self.sim.login_count(jid) > logins, WAIT, "the new dyno's login")
         self.sim.wait_logged_in(jid, timeout=WAIT)
+
+    def _settle(self, dynos: int, releases: int) -> None:
+        """Waits for the dyno that is current once every release has been rolled out: a save at the
+        old dyno's stop (or of a new pre-key batch) is a release, and each release boots one more dyno.
+        The fake Platform API records a release before it answers the PATCH, so it is counted here."""
+
+        def settled():
+            if len(self.dynos.dynos) < dynos + (self.heroku.release_count - releases):
+                return None
+            dyno = self.dynos.current
+            try:
+                _, body = dyno.request("GET", "/api/health", timeout=1)
+            except (OSError, ValueError):
+                return None
+            return dyno if body and body.get("state") == "connected" else None
+
+        wait_for(settled, 2 * WAIT, "the current dyno, once every release is rolled out, to connect")
 
     def close(self) -> str:
         self.dynos.stop_all()
@@ -347,4 +362,7 @@ class Conversation:
                 read = bool(sent.group_reads) and all(t == text for t in sent.group_reads.values())
             else:
                 read = sent.text == text
-        self.run.sends.append(BotSend(restore, to, read, () if code == 200 else (code, body)))
+            dropped = dict(sent.dropped)
+        else:
+            dropped = {}
+        self.run.sends.append(BotSend(restore, to, read, () if code == 200 else (code, body), dropped))

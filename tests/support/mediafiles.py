@@ -58,3 +58,31 @@ def ogg_opus(seconds: float, pre_skip: int = 312) -> bytes:
         pages.append(_page([b"\xf8\xff\xfe"] * count, granule, sequence, 0x04 if last else 0))
         sequence += 1
     return b"".join(pages)
+
+
+#: Issue 21's 34-byte lossless WebP that claims 13000 x 13000 pixels: its entropy codes have one symbol
+#: each, so every pixel costs 0 bits and the same bitstream decodes at any size (676 MB at this one).
+WEBP_BOMB = bytes.fromhex("524946461a000000574542505650384c0e0000002fc7f2b10c071011fd0f4444ff03")
+
+
+def webp_bomb(width: int = 13000, height: int = 13000) -> bytes:
+    """WEBP_BOMB with another canvas size: the VP8L header's 14-bit width-1 and height-1 (RFC 9649
+    3.2.1) rewritten, the rest unchanged."""
+    bits = int.from_bytes(WEBP_BOMB[21:25], "little")
+    bits = (bits & ~0x0FFFFFFF) | (width - 1) | ((height - 1) << 14)
+    return WEBP_BOMB[:21] + bits.to_bytes(4, "little") + WEBP_BOMB[25:]
+
+
+def png_of_zeros(width: int, height: int) -> bytes:
+    """An 8-bit RGBA PNG whose every byte is zero, compressed row by row (the test never holds the
+    decoded image: 13000 x 13000 is 676 MB raw, about 660 KB as PNG)."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (1 + 4 * width)  # filter type 0, then the row's RGBA bytes
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")

@@ -3,7 +3,8 @@
 Run as `python -m tests.wasim.driver DB_PATH` (or by path) with the simulator's client_env().
 stdout: one JSON object per line, {"event": name, ...}. stdin: JSON commands, one per line:
 {"cmd": "send", "to": "<jid>", "text": "..."} · {"cmd": "pair_phone", "phone": "..."} ·
-{"cmd": "stop"}. It exits after "stop", or when stdin closes.
+{"cmd": "download", "id": "<message id>"} (neonize's own download_any: sha256 and length out) ·
+{"cmd": "reject_call", "id": "<call id>"} · {"cmd": "stop"}. It exits after "stop", or when stdin closes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main(db_path: str) -> int:
     import neonize
     from neonize.client import NewClient
     from neonize.events import (
+        CallOfferEv,
         ConnectedEv,
         ConnectFailureEv,
         DisconnectedEv,
@@ -79,22 +81,43 @@ def main(db_path: str) -> int:
     def on_disconnected(_client, ev) -> None:
         emit("disconnected")
 
+    received = {}  # message id -> Message, for "download"
+    offers = {}  # call id -> caller JID, for "reject_call"
+
     @client.event(MessageEv)
     def on_message(_client, ev) -> None:
         msg = ev.Message
+        received[ev.Info.ID] = msg
         text = msg.conversation or msg.extendedTextMessage.text
+        protocol = msg.protocolMessage if msg.HasField("protocolMessage") else None
         emit(
             "message",
             id=ev.Info.ID,
             chat=Jid2String(ev.Info.MessageSource.Chat),
             sender=Jid2String(ev.Info.MessageSource.Sender),
             text=text,
+            type=ev.Info.Type,
+            media_type=ev.Info.MediaType,
+            edit_attr=ev.Info.Edit,
+            is_edit=bool(ev.IsEdit),
+            fields=sorted(f.name for f, _ in msg.ListFields()),
+            protocol_type=int(protocol.type) if protocol is not None else None,
+            protocol_key=protocol.key.ID if protocol is not None else None,
+            edited_text=protocol.editedMessage.conversation if protocol is not None else None,
+            reaction=[msg.reactionMessage.key.ID, msg.reactionMessage.text] if msg.HasField("reactionMessage") else None,
         )
 
     @client.event(UndecryptableMessageEv)
     def on_undecryptable(_client, ev) -> None:
         emit("undecryptable", id=ev.Info.ID, sender=Jid2String(ev.Info.MessageSource.Sender),
              unavailable=bool(ev.IsUnavailable))
+
+    @client.event(CallOfferEv)
+    def on_call(_client, ev) -> None:
+        meta = ev.basicCallMeta
+        offers[meta.callID] = meta.callCreator
+        emit("call_offer", id=meta.callID, caller=Jid2String(meta.callCreator), sender=Jid2String(getattr(meta, "from")),
+             platform=ev.callRemoteMeta.remotePlatform)
 
     def connect() -> None:
         try:
@@ -114,6 +137,14 @@ def main(db_path: str) -> int:
                 user, server = cmd["to"].split("@")
                 resp = client.send_message(build_jid(user, server), cmd["text"])
                 emit("sent", id=resp.ID)
+            elif cmd["cmd"] == "download":
+                import hashlib
+
+                data = client.download_any(received[cmd["id"]])
+                emit("downloaded", id=cmd["id"], sha256=hashlib.sha256(data).hexdigest(), length=len(data))
+            elif cmd["cmd"] == "reject_call":
+                client.reject_call(offers[cmd["id"]], cmd["id"])
+                emit("call_rejected", id=cmd["id"])
             elif cmd["cmd"] == "pair_phone":
                 code = client.PairPhone(cmd["phone"], True)
                 emit("pair_code", code=code)

@@ -25,7 +25,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 
 from .binxml import JID, Node
 from .peers import PeerMessage
-from .ratchet import SignalError
+from .ratchet import DuplicateMessage, SignalError
 from .senderkeys import ReceivedSenderKey, SenderKey
 from .signalsession import pad_v2, unpad_v2
 
@@ -136,8 +136,9 @@ class GroupDirectory:
 
     # -------------------------------------------------------- the device writes
 
-    def read_sent(self, conn, node: Node) -> tuple[str | None, E2EMessage | None, dict[str, str | None]]:
-        """Every member device's reading of the device's group message: (text, message, reads)."""
+    def read_sent(self, conn, node: Node, dropped: dict) -> tuple[str | None, E2EMessage | None, dict[str, str | None]]:
+        """Every member device's reading of the device's group message: (text, message, reads); a
+        device whose libsignal would drop a part as a duplicate is named in `dropped`."""
         group = self.groups.get(str(node.attrs.get("to")))
         if group is None:
             self.sim.errors.append(f"a message to an unknown group {node.attrs.get('to')}")
@@ -155,6 +156,9 @@ class GroupDirectory:
                 try:
                     message = E2EMessage()
                     message.ParseFromString(unpad_v2(contact.decrypt(enc.attrs.get("type"), enc.content, sender)))
+                except DuplicateMessage as exc:
+                    dropped[str(target)] = str(exc)
+                    continue
                 except (SignalError, ValueError) as exc:
                     self.sim.errors.append(f"{target} could not read the SKDM of {node.attrs.get('id')}: {exc}")
                     continue
@@ -173,6 +177,10 @@ class GroupDirectory:
             try:
                 message = E2EMessage()
                 message.ParseFromString(unpad_v2(key.decrypt(skmsg.content)))
+            except DuplicateMessage as exc:
+                dropped[device_jid] = str(exc)
+                reads[device_jid] = None
+                continue
             except (SignalError, ValueError) as exc:
                 self.sim.errors.append(f"{device_jid} could not read group message {node.attrs.get('id')}: {exc}")
                 reads[device_jid] = None

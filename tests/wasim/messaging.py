@@ -12,8 +12,9 @@ import time
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 
 from .binxml import JID, SERVER_JID, Node
+from .onwhatsapp import contact_users
 from .records import DeviceRecord, SentMessage, SimulatorError
-from .signalsession import Contact, SignalError, unpad_v2
+from .signalsession import Contact, DuplicateMessage, SignalError, unpad_v2
 
 _Connection = object  # server._Connection (a live client stream); named for the annotations
 
@@ -88,34 +89,44 @@ class Messaging:
             self.contacts[user] = contact
             return contact
 
-    def deliver_text(self, jid: str, sender: str, text: str, push_name: str = "Sim Contact",
+    def deliver_text(self, jid: str, sender: str, text: str, push_name: str | bytes = "Sim Contact",
                      session: str = "fresh") -> str:
         """An incoming 1:1 text from `sender` (a phone number or JID) to device `jid`; returns its id.
         session="fresh": a new Signal session (a pkmsg) every time; "keep": on the session the peer
         already has with the device (a msg once acknowledged), a new one only when it has none."""
+        return self.deliver_message(jid, sender, E2EMessage(conversation=text), push_name=push_name, session=session)
+
+    def deliver_message(self, jid: str, sender: str, message: E2EMessage, *, push_name: str | bytes = "Sim Contact",
+                        node_type: str = "text", media_type: str | None = None, edit: str | None = None,
+                        message_id: str | None = None, session: str = "fresh") -> str:
+        """Any incoming 1:1 message (a waE2E.Message) from `sender` to device `jid`; returns its id.
+        `node_type`, the enc node's `mediatype` and the `edit` attribute as WhatsApp sets them (whatsmeow
+        send.go getTypeFromMessage / getMediaTypeFromMessage / getEditAttribute; message.go
+        parseMessageInfo reads them back). peer_events.py builds the messages."""
         contact = self._contact(sender.split("@")[0])
         self._device(jid)
         with self.signal_lock:
-            return self.peers.deliver(jid, contact, text, push_name, session)
+            return self.peers.deliver(jid, contact, message, push_name, session, node_type=node_type,
+                                      media_type=media_type, edit=edit, message_id=message_id)
 
     def _handle_message(self, conn: _Connection, node: Node) -> None:
         recipient = node.attrs.get("to")
-        reads = {}
+        reads, dropped = {}, {}
         with self.signal_lock:
             if isinstance(recipient, JID) and recipient.server == "g.us":
-                text, message, reads = self.groups.read_sent(conn, node)
+                text, message, reads = self.groups.read_sent(conn, node, dropped)
             else:
-                text, message = self._read_direct(conn, node)
+                text, message = self._read_direct(conn, node, dropped)
         with self._cond:
             pn = node.attrs.get("peer_recipient_pn")
             self.sent_messages.append(SentMessage(
                 to=str(recipient), recipient_pn=str(pn) if pn else None, id=node.attrs.get("id"),
                 type=node.attrs.get("type"), text=text, node=node, message=message, sim=self,
-                group_reads=reads))
+                group_reads=reads, dropped=dropped))
         conn.send(Node("ack", {"class": "message", "id": node.attrs.get("id"), "from": recipient,
                                "t": str(int(time.time()))}))
 
-    def _read_direct(self, conn: _Connection, node: Node) -> tuple[str | None, E2EMessage | None]:
+    def _read_direct(self, conn: _Connection, node: Node, dropped: dict) -> tuple[str | None, E2EMessage | None]:
         targets = []  # (device jid, enc node)
         participants = node.child("participants")
         for to in participants.children() if participants is not None else []:
@@ -140,6 +151,8 @@ class Messaging:
                 if device_jid.device == 0:
                     text = decrypted.conversation or decrypted.extendedTextMessage.text
                     message = decrypted
+            except DuplicateMessage as exc:
+                dropped[str(device_jid)] = str(exc)
             except (SignalError, ValueError) as exc:
                 self.errors.append(f"could not decrypt message {node.attrs.get('id')} for {device_jid}: {exc}")
         return text, message
@@ -162,6 +175,10 @@ class Messaging:
     def _handle_usync(self, conn: _Connection, node: Node) -> None:
         usync = node.child("usync")
         query = {q.tag for q in usync.child("query").children()}
+        if "contact" in query:  # "is this number on WhatsApp" (onwhatsapp.py)
+            users = contact_users(usync, lambda n: (self.peer(n).jid, self.peer(n).lid), self.not_on_whatsapp)
+            self._result(conn, node, [Node("usync", dict(usync.attrs), [Node("list", {}, users)])])
+            return
         users = []
         for user in usync.child("list").children():
             jid = user.attrs.get("jid")

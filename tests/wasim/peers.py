@@ -37,6 +37,9 @@ class PeerMessage:
     first_type: str  # "msg" or "pkmsg": how it first went out
     sent_at: float  # time.monotonic() of the first send
     group: str | None = None  # the group JID, for a member's group message (groups.py)
+    node_type: str = "text"  # the message node's `type` (send.go getTypeFromMessage): text, media, reaction
+    media_type: str | None = None  # the enc node's `mediatype` (getMediaTypeFromMessage)
+    edit: str | None = None  # the `edit` attribute (getEditAttribute): "1" edit, "7" revoke
 
 
 def bundle_for(device, pool_key: tuple[int | None, bytes | None]) -> PreKeyBundle:
@@ -59,7 +62,9 @@ class PeerSender:
             self.sim.notify_prekey_count(device)
         return bundle_for(device, (key_id, pub))
 
-    def deliver(self, jid: str, contact: Contact, text: str, push_name: str, session: str) -> str:
+    def deliver(self, jid: str, contact: Contact, content: "E2EMessage | str", push_name: str, session: str, *,
+                node_type: str = "text", media_type: str | None = None, edit: str | None = None,
+                message_id: str | None = None) -> str:
         if session not in SESSION_MODES:
             raise ValueError(f"session must be one of {SESSION_MODES}")
         device = self.sim.device_record(jid)
@@ -68,10 +73,13 @@ class PeerSender:
             raise self.sim.error(f"{jid} has not uploaded its pre-keys yet")
         if session == "fresh" or contact.session(jid) is None:
             contact.start_session(jid, self.fetch_bundle(device, contact))
-        message = E2EMessage(conversation=text).SerializeToString()
+        if isinstance(content, str):
+            content = E2EMessage(conversation=content)
+        message = content.SerializeToString()
         kind, data = contact.encrypt_for(jid, pad_v2(message))
-        message_id = "3EB0" + secrets.token_hex(8).upper()
-        sent = PeerMessage(message_id, contact, jid, message, int(time.time()), push_name, kind, time.monotonic())
+        message_id = message_id or "3EB0" + secrets.token_hex(8).upper()
+        sent = PeerMessage(message_id, contact, jid, message, int(time.time()), push_name, kind, time.monotonic(),
+                           node_type=node_type, media_type=media_type, edit=edit)
         node = self.message_node(sent, kind, data)
         self.remember(sent, node)
         conn.send(node)
@@ -86,13 +94,18 @@ class PeerSender:
     @staticmethod
     def message_node(sent: PeerMessage, kind: str, data: bytes, retry_count: int | None = None) -> Node:
         enc_attrs = {"v": "2", "type": kind}
+        if sent.media_type:
+            enc_attrs["mediatype"] = sent.media_type
         if retry_count is not None:
             enc_attrs["count"] = str(retry_count)  # retry.go: encrypted.Attrs["count"] = retryCount
         if sent.group is not None:
             from .groups import group_attrs
 
             return Node("message", group_attrs(sent), [Node("enc", enc_attrs, data)])
-        return Node("message", {
+        attrs = {
             "from": JID.parse(sent.contact.jid), "sender_lid": JID.parse(sent.contact.lid), "id": sent.id,
-            "t": str(sent.t), "type": "text", "notify": sent.push_name,
-        }, [Node("enc", enc_attrs, data)])
+            "t": str(sent.t), "type": sent.node_type, "notify": sent.push_name,
+        }
+        if sent.edit:
+            attrs["edit"] = sent.edit
+        return Node("message", attrs, [Node("enc", enc_attrs, data)])

@@ -33,6 +33,12 @@ class SignalError(ValueError):
     """A message the simulator cannot decrypt."""
 
 
+class DuplicateMessage(SignalError):
+    """A counter (or sender-key iteration) whose key was used already. libsignal answers it with
+    ErrOldCounter and whatsmeow drops the message without a retry receipt (message.go
+    `decryptMessages`: "Ignoring message"): the sender's state went back in time, e.g. a restore."""
+
+
 # ------------------------------------------------------------ protobuf by hand
 
 
@@ -256,7 +262,7 @@ class Session:
     def _message_chain_key(chain: _Receiving, counter: int) -> bytes:
         if counter < chain.counter:
             if counter not in chain.skipped:
-                raise SignalError(f"old counter {counter}: that message key was used already")
+                raise DuplicateMessage(f"old counter {counter}: that message key was used already")
             return chain.skipped.pop(counter)
         if counter - chain.counter > MAX_SKIP:
             raise SignalError(f"counter {counter} is too far ahead")

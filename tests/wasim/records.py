@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 
 from .binxml import JID, Node
+from .chatactions import PeerView, peer_view
 from .prekeys import PreKeyPool
 
 
@@ -45,6 +46,9 @@ class SentMessage:
     node: Node
     message: E2EMessage | None = None  # the decrypted content (for the contact's device 0)
     group_reads: dict[str, str | None] = field(default_factory=dict)  # group sends: member device -> text
+    # Devices whose libsignal would drop this message as a duplicate (ratchet.DuplicateMessage): the
+    # client re-used a message key, its Signal state having gone back in time.
+    dropped: dict[str, str] = field(default_factory=dict)
     sim: "object | None" = field(default=None, repr=False)
 
     def media_bytes(self) -> bytes:
@@ -53,3 +57,10 @@ class SentMessage:
         if self.message is None or self.sim is None:
             raise SimulatorError(f"message {self.id} was not decrypted")
         return self.sim.media.open(self.message)
+
+    def peer_view(self) -> PeerView:
+        """What this message does on the contact's phone: a new message, or a reaction, an edit or a
+        revoke of message `target` (chatactions.py)."""
+        if self.message is None:
+            raise SimulatorError(f"message {self.id} was not decrypted")
+        return peer_view(self.node, self.message)

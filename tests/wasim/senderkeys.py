@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 from .noise import hkdf
-from .ratchet import DJB, VERSION_BYTE, SignalError, aes_cbc, field_bytes, field_int, parse
+from .ratchet import DJB, VERSION_BYTE, DuplicateMessage, SignalError, aes_cbc, field_bytes, field_int, parse
 from .xeddsa import KeyPair, verify
 
 MAX_AHEAD = 2000
@@ -89,7 +89,7 @@ class ReceivedSenderKey:
         if iteration < self.iteration:
             chain = self.skipped.pop(iteration, None)
             if chain is None:
-                raise SignalError(f"sender key iteration {iteration} was used already")
+                raise DuplicateMessage(f"sender key iteration {iteration} was used already")
         else:
             if iteration - self.iteration > MAX_AHEAD:
                 raise SignalError("sender key iteration too far ahead")

@@ -19,7 +19,10 @@ import traceback
 from typing import Callable
 
 from .binxml import JID, SERVER_JID, Node, marshal, unmarshal
+from .chatactions import ChatActionLog
+from .download import PeerMediaHost
 from .media import MediaHost
+from . import joinedgroups
 from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
 from .patch import make_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
@@ -105,8 +108,11 @@ class WhatsAppSimulator(Messaging):
         self.pair_code_requests: list[dict] = []
         self.sent_messages: list[SentMessage] = []
         self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
+        self.peer_media = PeerMediaHost(self.workdir)  # what peers uploaded, served to the client (download.py)
         self.receipts_acked: list[Node] = []  # the client's <ack class="receipt"> for sim.send_receipt
         self.contacts: dict[str, Contact] = {}
+        self.not_on_whatsapp: set[str] = set()  # numbers (digits) the usync contact query answers "out"
+        self.joined_groups_queries = 0  # "the groups I am in" queries answered (joinedgroups.py)
         self.prekey_order, self.prekey_seed = prekey_order, prekey_seed  # hand-out order (prekeys.py)
         PreKeyPool(order=prekey_order)  # refuses an unknown order now rather than at pairing
         self.peers = PeerSender(self)  # contacts' messages to the devices, on kept sessions (peers.py)
@@ -120,6 +126,7 @@ class WhatsAppSimulator(Messaging):
         self._ban: tuple[int, int] | None = None  # (expire seconds, code) for the next login
         self._next_device = itertools.count(2)
         self._cond = threading.Condition()
+        self.actions = ChatActionLog(self._cond)  # read receipts, chat states, presence (chatactions.py)
         self._pending_pairs: dict[str, tuple[_Connection, QRPayload | None, DeviceRecord]] = {}
         self._iq_ids = itertools.count(1)
         self._code_pairs: dict[str, tuple] = {}
@@ -135,9 +142,15 @@ class WhatsAppSimulator(Messaging):
             os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source,
             keepalive=self._keepalive,
         )
-        self.proxy = InterceptingProxy(cert, key, self._serve, on_media=self.media.handle)
+        self.proxy = InterceptingProxy(cert, key, self._serve, on_media=self._on_media)
         self.proxy.start()
         return self
+
+    def _on_media(self, method: str, target: str, body: bytes):
+        # GET: the client downloads what a peer sent (download.py); POST: the client uploads (media.py).
+        if method == "GET":
+            return self.peer_media.handle_get(target)
+        return self.media.handle(method, target, body)
 
     def stop(self) -> None:
         if self.proxy is not None:
@@ -404,7 +417,9 @@ class WhatsAppSimulator(Messaging):
         elif node.tag == "ack" and node.attrs.get("class") == "receipt":
             with self._cond:
                 self.receipts_acked.append(node)
-        # receipts, other acks, presence, ib: recorded in self.received, nothing to answer
+        elif self.actions.handle(node):
+            pass  # the client's receipts, chat states and presence: recorded, nothing to answer
+        # other acks, ib: recorded in self.received, nothing to answer
 
     def _handle_iq(self, conn: _Connection, node: Node) -> None:
         xmlns = node.attrs.get("xmlns")
@@ -412,7 +427,7 @@ class WhatsAppSimulator(Messaging):
         first = node.children()[0] if node.children() else None
         if kind in ("result", "error"):
             self._handle_iq_answer(conn, node)
-        elif xmlns == "w:g2" and self.groups.handle_iq(conn, node):
+        elif xmlns == "w:g2" and (self.groups.handle_iq(conn, node) or joinedgroups.handle_iq(self, conn, node)):
             pass
         elif xmlns == "encrypt" and first is not None and first.tag == "count":
             device = self.devices[str(conn.jid)]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .ratchet import DJB, VERSION_BYTE, Session, SignalError, parse
+from .ratchet import DJB, VERSION_BYTE, DuplicateMessage, Session, SignalError, parse
 from .xeddsa import KeyPair
 
-__all__ = ["Contact", "PreKeyBundle", "Session", "SignalError", "pad_v2", "unpad_v2", "DJB", "VERSION_BYTE"]
+__all__ = ["Contact", "DuplicateMessage", "PreKeyBundle", "Session", "SignalError", "pad_v2", "unpad_v2", "DJB",
+           "VERSION_BYTE"]
 
 @dataclass
 class PreKeyBundle:
@@ -116,17 +117,19 @@ class Contact:
                 del self.prekeys[fields[1]]
             known.insert(0, session)
             return plaintext
-        errors = []
+        errors, duplicate = [], False
         for session in list(known):
             try:
                 plaintext = session.decrypt(data)
             except SignalError as exc:
                 errors.append(str(exc))
+                duplicate = duplicate or isinstance(exc, DuplicateMessage)
                 continue
             known.remove(session)
             known.insert(0, session)  # SessionRecord.promoteState
             return plaintext
-        raise SignalError(f"no session of {self.jid} with {device or 'the client'} decrypts it: {errors}")
+        kind = DuplicateMessage if duplicate else SignalError
+        raise kind(f"no session of {self.jid} with {device or 'the client'} decrypts it: {errors}")
 
 
 def pad_v2(message: bytes) -> bytes:

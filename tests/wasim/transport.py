@@ -287,10 +287,20 @@ class InterceptingProxy:
                 body = reader.read_chunked()
             else:
                 body = reader.read_exact(int(headers.get("content-length") or 0))
-            status, answer = self.on_media(method, target, body)
-            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(status, "Error")
+            status, answer, *rest = self.on_media(method, target, body)
+            content_type = rest[0] if rest else "application/json"
+            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+                      404: "Not Found", 410: "Gone"}.get(status, "Error")
+            if hasattr(answer, "read"):  # a file (a peer's upload, download.py): streamed, never in memory
+                with answer:
+                    size = os.fstat(answer.fileno()).st_size
+                    tls.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+                                f"Content-Length: {size}\r\n\r\n".encode())
+                    while chunk := answer.read(1 << 16):
+                        tls.sendall(chunk)
+                continue
             tls.sendall(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(answer)}\r\n\r\n".encode() + answer
             )
 
