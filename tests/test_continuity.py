@@ -102,6 +102,13 @@ def test_config_var_the_bot_still_reaches_peers_and_every_group_member_device(co
     assert config_var_run.sends and all(s.read for s in config_var_run.sends), config_var_run.sends
 
 
+def test_config_var_no_bot_message_repeats_a_message_key_after_a_restore(config_var_run):
+    """A restore must never rewind a session or sender key the bot already sent on: the peer's
+    libsignal would drop the next message as a duplicate (old counter), silently, with no retry."""
+    dropped = [s for s in config_var_run.sends if s.dropped]
+    assert dropped == [], dropped
+
+
 def test_config_var_an_old_client_loses_its_message_after_a_restore(config_var_run):
     """Issue 20's third row, as it is today: no webhook message; the peer ignored the retry receipt."""
     lost = config_var_run.of("old_client")
