@@ -49,9 +49,10 @@ TEMPORARILY_BANNED = "temporarily_banned"
 CLIENT_OUTDATED = "client_outdated"
 SAVE_FAILED = "save_failed"
 RECEIPT = "receipt"
+UNDECRYPTABLE = "undecryptable"
 
 NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, LOGGED_OUT, TEMPORARILY_BANNED, CLIENT_OUTDATED,
-         SAVE_FAILED, RECEIPT)
+         SAVE_FAILED, RECEIPT, UNDECRYPTABLE)
 #: Events a full queue never drops, and whose delivery is retried until it succeeds (or the receiver
 #: refuses it with a 4xx): the owner must learn that a new scan is needed.
 CRITICAL = frozenset({LOGGED_OUT})

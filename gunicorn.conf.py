@@ -36,9 +36,11 @@ threads = bot_config.REQUEST_THREADS
 # neonize) is imported in the worker only.
 preload_app = False
 
-# Heroku sends SIGTERM and SIGKILLs 30 s later; give the worker 10 s to disconnect from WhatsApp and
-# exit, well inside that window.
-graceful_timeout = 10
+# Heroku sends SIGTERM and SIGKILLs 30 s later. The worker disconnects from WhatsApp (at most
+# STOP_DISCONNECT seconds) and may then save the live session once (stopsave.py: at most once a day);
+# all of it ends before graceful_timeout, which stays 2 s inside Heroku's window.
+graceful_timeout = 28
+STOP_DISCONNECT = 8.0
 
 # Heartbeat timeout for the worker (the master restarts a worker silent this long).
 timeout = 30
@@ -103,6 +105,7 @@ def post_worker_init(worker):
 
     def recycle():
         # Ends this worker's loop as a graceful exit would; the master then starts a fresh worker.
+        worker.bot_recycling = True  # not a dyno stop: no save at stop
         worker.alive = False
 
     connection.on_recycle = recycle
@@ -110,10 +113,16 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Worker, on its way out (SIGTERM included): stop the connection so the Go call returns."""
+    """Worker, on its way out (SIGTERM included): stop the connection so the Go call returns, then the
+    save at stop when the session asks for one."""
+    import time
+
+    started = time.monotonic()
     connection = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("whatsapp")
     if connection is not None:
-        connection.stop(timeout=graceful_timeout - 2)
+        connection.stop(timeout=STOP_DISCONNECT)
+        left = graceful_timeout - 4 - (time.monotonic() - started)  # the master counts from SIGTERM
+        connection.session.save_at_stop(left, recycling=getattr(worker, "bot_recycling", False))
     import stdout_bridge
 
     stdout_bridge.uninstall()  # drains what is left in the pipe, so the last lines are not lost

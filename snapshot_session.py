@@ -29,7 +29,9 @@ from typing import Callable
 
 import snapshot
 from clock import iso_now
-from config import SAVE_DEADLINE, SAVE_WAITERS
+from config import PREKEY_CHECK_INTERVAL, SAVE_DEADLINE, SAVE_WAITERS
+from prekeywatch import PreKeyWatch
+import stopsave
 from errors import error_record, failure_event
 from stores import SnapshotStore
 from textsafe import printable
@@ -50,8 +52,9 @@ class SaveInProgress(Exception):
 class _Flight:
     """One save: its thread, and the outcome every waiter gets."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, stop_saved_at: int | None = None) -> None:
         self.reason = reason
+        self.stop_saved_at = stop_saved_at  # a save at the dyno's stop stamps the snapshot (stopsave.py)
         self.started_at = iso_now()
         self.done = threading.Event()
         self.result: dict | None = None
@@ -70,7 +73,7 @@ class SnapshotSession:
     kind = "snapshot"
 
     def __init__(self, session_dir: Path, store: SnapshotStore, *, save_delay: float = 5.0,
-                 save_deadline: float = SAVE_DEADLINE) -> None:
+                 save_deadline: float = SAVE_DEADLINE, prekey_check_interval: float = PREKEY_CHECK_INTERVAL) -> None:
         self.session_dir = Path(session_dir)
         self.store = store
         self.save_delay = save_delay
@@ -92,6 +95,7 @@ class SnapshotSession:
         self._stored_jid: str | None = None
         self._stored_info: dict | None = None
         self._local_jid: str | None = None
+        self.prekey_watch = PreKeyWatch(self, prekey_check_interval)
 
     # -- what neonize opens -----------------------------------------------------------------------
     @property
@@ -152,6 +156,14 @@ class SnapshotSession:
             self._stored_info = {"valid": False, "error": str(exc), "encodedSize": len(text)}
             return
         self._remember_stored(info)
+
+    def stored_prekeys(self) -> tuple[int, int] | None:
+        """(highest pre-key id, uploaded pre-keys) of the stored snapshot (after a restore: of the restored
+        session, fence included), or None when nothing valid is stored."""
+        info = self._stored_info or {}
+        if not info.get("valid") or info.get("max_prekey_id") is None:
+            return None
+        return int(info["max_prekey_id"]), int(info.get("uploaded_prekeys") or 0)
 
     def _remember_stored(self, info) -> None:
         self._stored_jid = info.device_jid
@@ -215,6 +227,9 @@ class SnapshotSession:
         log.info("connected as %s", printable(local) if local else "(unknown device)")
         if not local:
             return
+        # The first look installs the use triggers (signaluse.py), before the save decision is logged.
+        self.prekey_watch.look_once()
+        self.prekey_watch.start()
         if local == self._stored_jid:
             log.info("device %s is the stored one: nothing to save", printable(local))
             return
@@ -243,9 +258,11 @@ class SnapshotSession:
     def close(self) -> None:
         """The worker stops: no save starts any more (one already running finishes or times out)."""
         self._cancel_save_timer()
+        self.prekey_watch.close()
 
     # -- saving -----------------------------------------------------------------------------------
-    def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0) -> dict:
+    def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0,
+             stop_saved_at: int | None = None, deadline: float | None = None) -> dict:
         """Pack and store the session, as one single flight; returns the outcome of the save.
 
         `wait`: seconds to wait for the flight (None: for as long as it takes, up to its deadline plus
@@ -254,8 +271,8 @@ class SnapshotSession:
         with self._flight_lock:
             flight = self._flight
             if flight is None or flight.done.is_set():
-                flight = self._flight = _Flight(reason)
-                threading.Thread(target=self._fly, args=(flight, force), name="session-save",
+                flight = self._flight = _Flight(reason, stop_saved_at)
+                threading.Thread(target=self._fly, args=(flight, force, deadline), name="session-save",
                                  daemon=True).start()
             elif force or reason != flight.reason:
                 log.info("a save (%s) is already running: %s waits for it", flight.reason, reason)
@@ -271,10 +288,10 @@ class SnapshotSession:
             raise SaveInProgress(flight)
         return flight.outcome()
 
-    def _fly(self, flight: _Flight, force: bool) -> None:
+    def _fly(self, flight: _Flight, force: bool, deadline: float | None = None) -> None:
         try:
-            flight.result = self._save_now(force=force, reason=flight.reason,
-                                           deadline=time.monotonic() + self.save_deadline)
+            flight.result = self._save_now(force=force, reason=flight.reason, stamp=flight.stop_saved_at,
+                                           deadline=min(deadline or float("inf"), time.monotonic() + self.save_deadline))
             self.last_save_error = None
         except BaseException as exc:  # every failure is the flight's outcome, never a dead thread
             flight.error = exc
@@ -288,19 +305,26 @@ class SnapshotSession:
         finally:
             flight.done.set()
 
-    def _save_now(self, *, force: bool, reason: str, deadline: float) -> dict:
+    def _save_now(self, *, force: bool, reason: str, deadline: float, stamp: int | None = None) -> dict:
         # The device as last read; read again when none is known yet (a save asked for right after a
         # pairing may come before the read that follows Connected): no Platform API call without one.
         if self._local_jid is None and self.refresh_local(timeout=deadline - time.monotonic()) is None:
             raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
         budget = self.store.budget(deadline=deadline)
-        packed = self._pack(budget, deadline)
+        packed = self._pack(budget, deadline, stamp)
         if packed["overTarget"]:
             log.warning(
                 "the session does not fit the %d-char target; using up to %d of the room the other config "
                 "vars leave (the next `heroku config:set` may then fail)", budget.target, budget.ceiling,
             )
         text, info = packed["text"], packed["info"]
+        if stamp is not None and snapshot.same_snapshot(packed["plain"], self.store.load()):
+            # The session did not change since the stored snapshot: a stop never writes for nothing.
+            self.last_save = {"at": iso_now(), "reason": reason, "changed": False, "size": len(packed["plain"]),
+                              "tier": info["tier"], "budget": budget.ceiling, "target": budget.target,
+                              "restartExpected": False}
+            log.info("session unchanged (%s): the store already holds this snapshot; nothing written", reason)
+            return dict(self.last_save)
         result = self.store.save(text, force=force, budget=budget, deadline=deadline)
         self._local_jid = self._stored_jid = info["device_jid"]
         self._stored_info = {"valid": True, **info}
@@ -320,11 +344,12 @@ class SnapshotSession:
             log.info("session unchanged (%s): the store already holds this snapshot; nothing written", reason)
         return dict(self.last_save)
 
-    def _pack(self, budget, deadline: float) -> dict:
+    def _pack(self, budget, deadline: float, stamp: int | None = None) -> dict:
         """The snapshot and its description from one child process (see _snapshot_child)."""
         out = self._snapshot_child(
             "pack-json", str(self.session_dir.resolve()),
             "--target", str(budget.target), "--ceiling", str(budget.ceiling),
+            *(["--stop-saved-at", str(stamp)] if stamp is not None else []),
             timeout=deadline - time.monotonic(),
         )
         packed = json.loads(out)
@@ -334,6 +359,10 @@ class SnapshotSession:
                 raise snapshot.SnapshotTooLarge(error["sizes"], error["budget"])
             raise snapshot.SnapshotError(error["message"])
         return packed
+
+    def save_at_stop(self, seconds_left: float, *, recycling: bool = False) -> dict | None:
+        """The worker stops (after the connection is closed): stopsave.py decides and saves."""
+        return stopsave.save_at_stop(self, seconds_left, recycling=recycling)
 
     # -- wiping -----------------------------------------------------------------------------------
     def wipe(self, reason: str) -> None:
@@ -386,5 +415,6 @@ class SnapshotSession:
             "lastSaveError": self.last_save_error,
             "saveInProgress": {"reason": flight.reason, "since": flight.started_at} if running else None,
             "lastWipe": self.last_wipe,
+            "preKeyWatch": self.prekey_watch.status(),
             "store": self.store.describe(),
         }

@@ -28,6 +28,7 @@ import threading
 import zlib
 
 from neonize_schema import run_migrations
+from snapshot.fence import raise_prekey_ids
 from fsutil import finish_interrupted_swap, fsync_path, swap_into_place
 from snapshot.format import (DB_NAME, FORMAT_ID, MAX_COMMENT, MAX_MEMBERS, MAX_UNCOMPRESSED_BYTES,
                              SQLITE_MAGIC, InvalidSnapshot, SnapshotError, SnapshotInfo, file_uri,
@@ -103,6 +104,7 @@ def _restore(parsed, facts, session_dir: str) -> SnapshotInfo:
     try:
         db_path = os.path.join(tmp, DB_NAME)
         _rebuild(parsed.db_path, template.path, db_path)
+        _fence_prekey_ids(db_path)
         conn = sqlite3.connect(file_uri(db_path, "ro"), uri=True)
         try:
             conn.execute("PRAGMA trusted_schema = OFF")
@@ -121,6 +123,19 @@ def _restore(parsed, facts, session_dir: str) -> SnapshotInfo:
     finally:
         if tmp and os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fence_prekey_ids(db_path: str) -> None:
+    """The restored session mints pre-key ids no earlier boot from this snapshot minted (fence.py)."""
+    conn = sqlite3.connect(file_uri(db_path, "rw"), uri=True, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        raise_prekey_ids(conn)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise SnapshotError(f"cannot set the pre-key id fence in the restored session: {exc}") from None
+    finally:
+        conn.close()
 
 
 def describe_restore(info: SnapshotInfo) -> str:
@@ -653,6 +668,7 @@ class _Facts:
     adv_details: bytes | None
     prekeys: int
     uploaded_prekeys: int
+    max_prekey_id: int | None
     schema_version: int | None
     db_bytes: int
     rows: dict
@@ -684,9 +700,10 @@ def _validate(conn: sqlite3.Connection) -> _Facts:
                 "or after a logout); pair again and save a new snapshot"
             )
         prekeys = uploaded = 0
+        max_prekey = None
         if "whatsmeow_pre_keys" in tables:
-            prekeys, uploaded = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(uploaded != 0), 0) FROM whatsmeow_pre_keys"
+            prekeys, uploaded, max_prekey = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(uploaded != 0), 0), MAX(key_id) FROM whatsmeow_pre_keys"
             ).fetchone()
         version = None
         if "whatsmeow_version" in tables:
@@ -700,7 +717,7 @@ def _validate(conn: sqlite3.Connection) -> _Facts:
         raise InvalidSnapshot(f"{DB_NAME} in the snapshot cannot be read ({exc})") from None
     return _Facts(
         jid=row[0], lid=row[1] or None, adv_details=row[2] if isinstance(row[2], bytes) else None,
-        prekeys=prekeys, uploaded_prekeys=uploaded, schema_version=version,
+        prekeys=prekeys, uploaded_prekeys=uploaded, max_prekey_id=max_prekey, schema_version=version,
         db_bytes=page_count * page_size, rows=rows,
     )
 
@@ -752,6 +769,12 @@ def _iso(ts) -> str | None:
         return None
 
 
+def _stop_stamp(manifest: dict | None) -> int | None:
+    value = (manifest or {}).get("stopSavedAt")
+    # Untrusted text: only a plausible number of seconds counts.
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40 else None
+
+
 def _describe(parsed: _Parsed, facts: _Facts) -> SnapshotInfo:
     # ADVDeviceIdentity field 2 is the link time (seconds).
     paired = _varint_field(facts.adv_details, 2) if facts.adv_details else None
@@ -766,8 +789,10 @@ def _describe(parsed: _Parsed, facts: _Facts) -> SnapshotInfo:
         device_lid=facts.lid,
         prekeys=facts.prekeys,
         uploaded_prekeys=facts.uploaded_prekeys,
+        max_prekey_id=facts.max_prekey_id,
         schema_version=facts.schema_version,
         paired_at=_iso(paired),
+        stop_saved_at=_stop_stamp(parsed.manifest),
         created_at=_iso(parsed.db_mtime),
         rows=facts.rows,
         ignored_members=list(parsed.ignored),

@@ -28,7 +28,7 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 # keys are, a group member's sender key is gone (1 round: whatsmeow sends keys at once for it).
 TODAY_ROUNDS = {"established": 2, "bot_first": 0, "new_within": 0, "new_beyond": 2, "group": 1}
 # Set to True when the continuity-bot branch is merged: its tests then run as plain tests.
-AFTER_CONTINUITY_BOT = False
+AFTER_CONTINUITY_BOT = True
 after_continuity_bot = pytest.mark.xfail(
     not AFTER_CONTINUITY_BOT, strict=True,
     reason="issue 20, bot side (branch continuity-bot): sessions, more pre-keys, the undecryptable event")
@@ -116,13 +116,22 @@ def test_config_var_an_old_client_loses_its_message_after_a_restore(config_var_r
     assert all(d.rounds == 1 for d in lost)
 
 
-@after_continuity_bot
+@pytest.mark.xfail(strict=True, reason="decided on the bot side: 1:1 sessions are not restored from a config "
+                   "var (a stale sending chain loses the bot's messages: snapshot/format.py PREKEY_FLOOR), so "
+                   "an established peer still costs 2 rounds; new peers need none")
 def test_after_continuity_bot_established_peers_and_new_peers_need_no_retry(config_var_run):
     run = config_var_run
     assert all(d.rounds == 0 for d in run.of("established") + run.of("new_beyond")), _table(run)
 
 
-@after_continuity_bot
+def test_after_continuity_bot_new_peers_and_group_members_need_no_retry(config_var_run):
+    run = config_var_run
+    assert all(d.rounds == 0 for d in run.of("new_within") + run.of("new_beyond") + run.of("group")), _table(run)
+
+
+@pytest.mark.xfail(strict=True, reason="decided on the bot side: without a restored 1:1 session the bot's first "
+                   "send fetches a bundle (one peer key); restoring the stale session instead would make the peer "
+                   "drop that message (snapshot/format.py PREKEY_FLOOR)")
 def test_after_continuity_bot_the_bots_sends_spend_no_peer_key_after_a_restore(config_var_run):
     """Issue 20's fourth row: without the session the bot fetches a bundle, one peer key per restart."""
     assert config_var_run.peer_keys_spent_after_restarts == 0

@@ -37,6 +37,7 @@ from whatsapp.factory import default_client_factory
 from whatsapp.message import Messages
 from whatsapp.pair import Pairing
 from whatsapp.receipt import Receipts
+from whatsapp.retry import Retries
 from whatsapp.send import Sends
 from whatsapp.states import (
     CONNECTING,
@@ -63,7 +64,7 @@ log = logging.getLogger("whatsapp")
 DEFAULT_MAX_CONNECTS = {"postgres": 8, "sqlite": 500}
 
 
-class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
+class Connection(ConnectionEvents, Pairing, Messages, Receipts, Retries, Sends):
     def __init__(
         self,
         session,
@@ -108,6 +109,7 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
         self.on_recycle: Callable[[], None] | None = None
         self._init_pairing(pair_phone)
         self._init_messages()
+        self._init_retries()
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:
@@ -334,5 +336,6 @@ class Connection(ConnectionEvents, Pairing, Messages, Receipts, Sends):
             "clientConnects": self.connects,
             "keepaliveReconnects": self.keepalive_reconnects,
             "loopErrors": self.loop_errors,
+            **self._retry_status(),
             "webhook": self._webhook.status() if self._webhook is not None else None,
         }
