@@ -152,6 +152,10 @@ def main() -> int:
         print(f"  {'bot sends read by the peer / every member':44}" + "".join(f"{x:>34}" for x in sends))
         spent = [str(results[(label, s[0])].peer_keys_spent_after_restarts) for s in setups]
         print(f"  {'peer one-time keys the bot spent':44}" + "".join(f"{x:>34}" for x in spent))
+        kept = [",".join(map(str, results[(label, s[0])].kept_unused_keys)) or "all" for s in setups]
+        print(f"  {'unused server keys each restore held':44}" + "".join(f"{x:>34}" for x in kept))
+        said = [str(len(results[(label, s[0])].undecryptable_events)) for s in setups]
+        print(f"  {'undecryptable webhook events (every attempt)':44}" + "".join(f"{x:>34}" for x in said))
     return 0
 
 
