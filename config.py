@@ -24,6 +24,14 @@ SESSION_VAR = "WHATSAPP_SESSION"
 #: data (the combination of all keys and values) cannot exceed 64kb for each app" (older pages: 32 KB).
 CONFIG_VARS_LIMIT = 64 * 1024
 
+#: The share of CONFIG_VARS_LIMIT a snapshot aims for (SNAPSHOT_SHARE, in percent): a quarter leaves
+#: the rest to the owner's own config vars and carries at least PREKEY_FLOOR pre-keys of a fresh
+#: pairing (snapshot/format.py); a larger share carries more peers' sessions (README "How the session fits").
+SNAPSHOT_SHARE = 25
+
+#: Seconds between two looks at the live database for a pre-key batch whatsmeow uploaded (prekeywatch.py).
+PREKEY_CHECK_INTERVAL = 300.0
+
 #: One save (snapshot + Platform API calls and retries) ends within this many seconds; the API
 #: answers within it plus 2 s, under Heroku's 30 s router limit (SAVE_DEADLINE, at most 25).
 SAVE_DEADLINE = 20.0
@@ -102,6 +110,8 @@ class Config:
     webhook_attempts: int = 10  # tries per event (logged_out: until it is delivered)
     webhook_retry_delay: float = 1.0  # first wait between tries; doubles up to 60 s
     config_vars_limit: int = CONFIG_VARS_LIMIT
+    snapshot_share: int = SNAPSHOT_SHARE  # percent of config_vars_limit a snapshot aims for
+    prekey_check_interval: float = PREKEY_CHECK_INTERVAL
     session_save_delay: float = 5.0
     save_deadline: float = SAVE_DEADLINE
     max_upload_bytes: int = 16 * 1024 * 1024
@@ -357,6 +367,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         config_vars_limit=_integer(
             env, "CONFIG_VARS_LIMIT", CONFIG_VARS_LIMIT, low=1024, high=16 * 1024 * 1024
         ),
+        snapshot_share=_integer(env, "SNAPSHOT_SHARE", SNAPSHOT_SHARE, low=1, high=100),
+        prekey_check_interval=_positive_seconds(env, "PREKEY_CHECK_INTERVAL", PREKEY_CHECK_INTERVAL, high=86400),
         session_save_delay=_seconds(env, "SESSION_SAVE_DELAY", 5.0, high=600),
         save_deadline=_seconds(env, "SAVE_DEADLINE", SAVE_DEADLINE, high=25),
         max_upload_bytes=_integer(env, "MAX_UPLOAD_BYTES", 16 * 1024 * 1024, low=1024, high=100 * 1024 * 1024),

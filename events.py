@@ -61,9 +61,10 @@ REACTION = "reaction"
 EDIT = "edit"
 DELETE = "delete"
 CALL = "call"
+UNDECRYPTABLE = "undecryptable"
 
 NAMES = (MESSAGE, QR, PAIRED, CONNECTED, DISCONNECTED, UNREACHABLE, LOGGED_OUT, TEMPORARILY_BANNED,
-         CLIENT_OUTDATED, SAVE_FAILED, RECEIPT, REACTION, EDIT, DELETE, CALL)
+         CLIENT_OUTDATED, SAVE_FAILED, RECEIPT, REACTION, EDIT, DELETE, CALL, UNDECRYPTABLE)
 #: Events a full queue never drops, and whose delivery is retried until it succeeds (or the receiver
 #: refuses it with a 4xx): the owner must learn that a new scan is needed.
 CRITICAL = frozenset({LOGGED_OUT})

@@ -50,7 +50,8 @@ preload_app = False
 
 # Heroku sends SIGTERM to every process of the dyno and SIGKILLs them 30 s later. The master gives the
 # worker this long after its SIGTERM, then kills it: the worker's exit hook (worker_exit below) fits the
-# connection's stop and the webhook queue's delivery into it, keeping EXIT_MARGIN for the rest of the
+# connection's stop, the save at stop (stopsave.py: at most once a day) and the webhook
+# queue's delivery into it, keeping EXIT_MARGIN for the rest of the
 # way out; the master still has 5 s of Heroku's 30 to exit itself.
 graceful_timeout = 25
 #: Seconds of the grace kept for what follows the webhook drain: stdout bridge, interpreter exit.
@@ -121,6 +122,7 @@ def post_worker_init(worker):
 
     def recycle():
         # Ends this worker's loop as a graceful exit would; the master then starts a fresh worker.
+        worker.bot_recycling = True  # not a dyno stop: no save at stop
         worker.alive = False
 
     connection.on_recycle = recycle
@@ -157,6 +159,9 @@ def worker_exit(server, worker):
     if connection is not None:
         # The queue keeps delivering while the connection stops (its own thread).
         connection.stop(timeout=max(0.0, min(CONNECTION_STOP, deadline - time.monotonic())))
+        # The save at stop (stopsave.py) when the session asks for one; the queue still delivers meanwhile.
+        connection.session.save_at_stop(deadline - time.monotonic() - 1.0,
+                                        recycling=getattr(worker, "bot_recycling", False))
     hub = extensions.get("events")
     if hub is not None:
         try:

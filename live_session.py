@@ -105,6 +105,9 @@ class LiveDatabaseSession:
     def close(self) -> None:
         pass
 
+    def save_at_stop(self, seconds_left: float, *, recycling: bool = False) -> dict | None:
+        return None  # every change is already in the database
+
     # -- the API's save and the logout's wipe --------------------------------------------------------
     def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0) -> dict:
         if not self.has_local_session():

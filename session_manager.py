@@ -71,6 +71,9 @@ class Session(Protocol):
     def close(self) -> None:
         """The worker stops: start nothing new."""
 
+    def save_at_stop(self, seconds_left: float, *, recycling: bool = False) -> dict | None:
+        """After close(), as the worker exits: the save at the dyno's stop (stopsave.py), if any."""
+
 
 def build_session(cfg) -> Session:
     """The session for the configured store (config.Config)."""
@@ -83,7 +86,7 @@ def build_session(cfg) -> Session:
     from snapshot_session import SnapshotSession
 
     return SnapshotSession(cfg.session_dir, stores.make_store(cfg), save_delay=cfg.session_save_delay,
-                           save_deadline=cfg.save_deadline)
+                           save_deadline=cfg.save_deadline, prekey_check_interval=cfg.prekey_check_interval)
 
 
 # Fields that name the account (its phone number, LID, profile name): shown to key holders only.

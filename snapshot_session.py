@@ -6,10 +6,7 @@ release and restarts the dyno, so the policy is about *not* saving: a restored s
 saves nothing (its device is the one already stored), and a save never writes a value equal to the
 stored one (the store compares it with what the config var holds, forced or not).
 
-Saves are a single flight: one runs at a time, in its own thread, under one deadline (SAVE_DEADLINE)
-that bounds the snapshot child process and every Platform API call and retry together. A save asked
-while one runs joins it and gets its outcome; a caller that stops waiting leaves it running, visible in
-`status()`, and never starts a second one.
+Saves are a single flight under one deadline (snapshot_saving.py).
 
 A snapshot that fails to restore is left in the store untouched: the bot offers a QR code, and only a
 successful new pairing (whose save replaces it) or a logout removes it.
@@ -29,10 +26,13 @@ from typing import Callable
 
 import snapshot
 from clock import iso_now
-from config import SAVE_DEADLINE, SAVE_WAITERS
+from config import PREKEY_CHECK_INTERVAL, SAVE_DEADLINE, SAVE_WAITERS
+from prekeywatch import PreKeyWatch
+import stopsave
 from errors import error_record, failure_event
 from stores import SnapshotStore
 from snapshot.description import ignored_summary
+from snapshot_saving import Flight, SaveInProgress, SingleFlightSaves  # noqa: F401 (api.py catches SaveInProgress here)
 from textsafe import printable
 
 log = logging.getLogger("session")
@@ -50,45 +50,20 @@ def _restore_failure(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {printable(exc, 300)}"
 
 
-class SaveInProgress(Exception):
-    """The caller stopped waiting; the save goes on (see `SnapshotSession.status()['saveInProgress']`)."""
-
-    def __init__(self, flight: "_Flight") -> None:
-        super().__init__(f"a save ({flight.reason}) is still running since {flight.started_at}")
-        self.flight = flight
-
-
-class _Flight:
-    """One save: its thread, and the outcome every waiter gets."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        self.started_at = iso_now()
-        self.done = threading.Event()
-        self.result: dict | None = None
-        self.error: BaseException | None = None
-
-    def outcome(self) -> dict:
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return dict(self.result)
-
-
-class SnapshotSession:
+class SnapshotSession(SingleFlightSaves):
     """Joins the session directory (neonize's database), the snapshot format and the store."""
 
     kind = "snapshot"
 
     def __init__(self, session_dir: Path, store: SnapshotStore, *, save_delay: float = 5.0,
-                 save_deadline: float = SAVE_DEADLINE) -> None:
+                 save_deadline: float = SAVE_DEADLINE, prekey_check_interval: float = PREKEY_CHECK_INTERVAL) -> None:
         self.session_dir = Path(session_dir)
         self.store = store
         self.save_delay = save_delay
         self.save_deadline = save_deadline
         self._wipe_lock = threading.Lock()
         self._flight_lock = threading.Lock()
-        self._flight: _Flight | None = None
+        self._flight: Flight | None = None
         # Requests waiting for the flight hold a request thread each: a bounded number of them may.
         self._waiters = threading.BoundedSemaphore(SAVE_WAITERS)
         self._save_timer: threading.Timer | None = None
@@ -103,6 +78,7 @@ class SnapshotSession:
         self._stored_jid: str | None = None
         self._stored_info: dict | None = None
         self._local_jid: str | None = None
+        self.prekey_watch = PreKeyWatch(self, prekey_check_interval)
 
     # -- what neonize opens -----------------------------------------------------------------------
     @property
@@ -163,6 +139,14 @@ class SnapshotSession:
             self._stored_info = {"valid": False, "error": _restore_failure(exc), "encodedSize": len(text)}
             return
         self._remember_stored(info)
+
+    def stored_prekeys(self) -> tuple[int, int] | None:
+        """(highest pre-key id, uploaded pre-keys) of the stored snapshot (after a restore: of the restored
+        session, fence included), or None when nothing valid is stored."""
+        info = self._stored_info or {}
+        if not info.get("valid") or info.get("max_prekey_id") is None:
+            return None
+        return int(info["max_prekey_id"]), int(info.get("uploaded_prekeys") or 0)
 
     def _remember_stored(self, info) -> None:
         self._stored_jid = info.device_jid
@@ -228,6 +212,9 @@ class SnapshotSession:
         log.info("connected as %s", printable(local) if local else "(unknown device)")
         if not local:
             return
+        # The first look installs the use triggers (signaluse.py), before the save decision is logged.
+        self.prekey_watch.look_once()
+        self.prekey_watch.start()
         if local == self._stored_jid:
             log.info("device %s is the stored one: nothing to save", printable(local))
             return
@@ -256,98 +243,11 @@ class SnapshotSession:
     def close(self) -> None:
         """The worker stops: no save starts any more (one already running finishes or times out)."""
         self._cancel_save_timer()
+        self.prekey_watch.close()
 
-    # -- saving -----------------------------------------------------------------------------------
-    def save(self, *, force: bool = False, reason: str = "requested", wait: float | None = 0.0) -> dict:
-        """Pack and store the session, as one single flight; returns the outcome of the save.
-
-        `wait`: seconds to wait for the flight (None: for as long as it takes, up to its deadline plus
-        a little). Raises SaveInProgress when the flight is still running after that, else what the save
-        raised (snapshot.SnapshotError, stores.StoreError)."""
-        with self._flight_lock:
-            flight = self._flight
-            if flight is None or flight.done.is_set():
-                flight = self._flight = _Flight(reason)
-                threading.Thread(target=self._fly, args=(flight, force), name="session-save",
-                                 daemon=True).start()
-            elif force or reason != flight.reason:
-                log.info("a save (%s) is already running: %s waits for it", flight.reason, reason)
-        limit = self.save_deadline + 2.0 if wait is None else wait
-        if not flight.done.is_set():
-            if not self._waiters.acquire(blocking=False):
-                raise SaveInProgress(flight)
-            try:
-                flight.done.wait(limit)
-            finally:
-                self._waiters.release()
-        if not flight.done.is_set():
-            raise SaveInProgress(flight)
-        return flight.outcome()
-
-    def _fly(self, flight: _Flight, force: bool) -> None:
-        try:
-            flight.result = self._save_now(force=force, reason=flight.reason,
-                                           deadline=time.monotonic() + self.save_deadline)
-            self.last_save_error = None
-        except BaseException as exc:  # every failure is the flight's outcome, never a dead thread
-            flight.error = exc
-            during = f"save ({flight.reason})"  # the same words in the status and the save_failed event
-            self.last_save_error = error_record(exc, during, iso_now())
-            # One line with the cause and what to do; BotError texts never hold a token or a snapshot.
-            status = getattr(exc, "status", None)
-            log.error("saving the session failed (%s): %s%s: %s", flight.reason, type(exc).__name__,
-                      f", HTTP {status}" if status else "", exc)
-            if isinstance(exc, Exception):
-                self._report_failure(exc, during)
-        finally:
-            flight.done.set()
-
-    def _save_now(self, *, force: bool, reason: str, deadline: float) -> dict:
-        # The device as last read; read again when none is known yet (a save asked for right after a
-        # pairing may come before the read that follows Connected): no Platform API call without one.
-        if self._local_jid is None and self.refresh_local(timeout=deadline - time.monotonic()) is None:
-            raise snapshot.SnapshotError("there is no logged-in session to save yet (pair first)")
-        budget = self.store.budget(deadline=deadline)
-        packed = self._pack(budget, deadline)
-        if packed["overTarget"]:
-            log.warning(
-                "the session does not fit the %d-char target; using up to %d of the room the other config "
-                "vars leave (the next `heroku config:set` may then fail)", budget.target, budget.ceiling,
-            )
-        text, info = packed["text"], packed["info"]
-        result = self.store.save(text, force=force, budget=budget, deadline=deadline)
-        self._local_jid = self._stored_jid = info["device_jid"]
-        self._stored_info = {"valid": True, **info}
-        self.last_save = {
-            "at": iso_now(),
-            "reason": reason,
-            "changed": result.changed,
-            "size": len(text),
-            "tier": info["tier"],
-            "budget": budget.ceiling,
-            "target": budget.target,
-            "restartExpected": result.restart_expected,
-        }
-        if result.changed:
-            log.info("session saved (%s): %d chars, tier=%s", reason, len(text), info["tier"])
-        else:
-            log.info("session unchanged (%s): the store already holds this snapshot; nothing written", reason)
-        return dict(self.last_save)
-
-    def _pack(self, budget, deadline: float) -> dict:
-        """The snapshot and its description from one child process (see _snapshot_child)."""
-        out = self._snapshot_child(
-            "pack-json", str(self.session_dir.resolve()),
-            "--target", str(budget.target), "--ceiling", str(budget.ceiling),
-            timeout=deadline - time.monotonic(),
-        )
-        packed = json.loads(out)
-        error = packed.get("error")
-        if error:
-            if error["type"] == "SnapshotTooLarge":
-                raise snapshot.SnapshotTooLarge(error["sizes"], error["budget"])
-            raise snapshot.SnapshotError(error["message"])
-        return packed
+    def save_at_stop(self, seconds_left: float, *, recycling: bool = False) -> dict | None:
+        """The worker stops (after the connection is closed): stopsave.py decides and saves."""
+        return stopsave.save_at_stop(self, seconds_left, recycling=recycling)
 
     # -- wiping -----------------------------------------------------------------------------------
     def wipe(self, reason: str) -> None:
@@ -400,5 +300,6 @@ class SnapshotSession:
             "lastSaveError": self.last_save_error,
             "saveInProgress": {"reason": flight.reason, "since": flight.started_at} if running else None,
             "lastWipe": self.last_wipe,
+            "preKeyWatch": self.prekey_watch.status(),
             "store": self.store.describe(),
         }

@@ -29,7 +29,8 @@ from typing import Any, Mapping
 import requests
 
 from clock import iso_now
-from config import CONFIG_VARS_LIMIT, HEROKU_API_URL, SESSION_VAR
+from config import CONFIG_VARS_LIMIT, HEROKU_API_URL, SESSION_VAR, SNAPSHOT_SHARE
+from snapshot.format import same_snapshot
 from fsutil import fsync_path
 from heroku_api import (TOKEN_HINT, AppNotFound, AuthenticationFailed,  # noqa: F401 - the store's errors
                         ConfigVarsClient, PermissionDenied, PlatformConnectionError, PlatformTimeout,
@@ -48,7 +49,8 @@ class Budget:
     """Room for the snapshot in the config vars' shared size limit (all sizes in bytes).
 
     `ceiling` is a hard limit: a larger value would be refused. `target` is what a snapshot
-    should aim for, a quarter of the limit, so the owner can still add config vars of their own.
+    should aim for, `share` percent of the limit (SNAPSHOT_SHARE, a quarter by default), so the owner
+    can still add config vars of their own.
     """
 
     limit: int
@@ -58,9 +60,10 @@ class Budget:
     stored_size: int = 0  # size of the value this key holds now (0 when absent)
 
     @classmethod
-    def compute(cls, limit: int, used_by_others: int, key: str, stored_size: int = 0) -> "Budget":
+    def compute(cls, limit: int, used_by_others: int, key: str, stored_size: int = 0,
+                share: int = SNAPSHOT_SHARE) -> "Budget":
         ceiling = max(0, limit - used_by_others - _size(key))
-        target = max(0, min(ceiling, limit // 4 - _size(key)))
+        target = max(0, min(ceiling, limit * share // 100 - _size(key)))
         return cls(limit, used_by_others, ceiling, target, stored_size)
 
     def as_dict(self) -> dict:
@@ -120,13 +123,14 @@ class SnapshotStore(abc.ABC):
 
     kind: str = ""
 
-    def __init__(self, *, key: str = SESSION_VAR, limit: int = CONFIG_VARS_LIMIT):
+    def __init__(self, *, key: str = SESSION_VAR, limit: int = CONFIG_VARS_LIMIT, share: int = SNAPSHOT_SHARE):
         if not key:
             raise ValueError("key must not be empty")
         if limit <= 0:
             raise ValueError("limit must be positive")
         self.key = key
         self.limit = int(limit)
+        self.share = int(share)
         self._lock = threading.RLock()
         self._last_saved_at: str | None = None
         self._last_error: StoreError | None = None
@@ -204,8 +208,8 @@ class HerokuConfigVarStore(SnapshotStore):
                  api_url: str = HEROKU_API_URL, limit: int = CONFIG_VARS_LIMIT,
                  timeout: float | tuple[float, float] = (5, 15), max_retries: int = 3,
                  session: requests.Session | None = None, key: str = SESSION_VAR,
-                 backoff_factor: float = 0.5, give_up_after: float = 30.0):
-        super().__init__(key=key, limit=limit)
+                 backoff_factor: float = 0.5, give_up_after: float = 30.0, share: int = SNAPSHOT_SHARE):
+        super().__init__(key=key, limit=limit, share=share)
         app_name = (app_name or "").strip()
         token = (api_key or "").strip()  # a pasted token often carries a trailing newline
         if not app_name:
@@ -243,7 +247,7 @@ class HerokuConfigVarStore(SnapshotStore):
              deadline: float | None = None) -> SaveResult:
         text = _check_snapshot_text(text)
         with self._lock:
-            if text == self._value and not force:
+            if same_snapshot(text, self._value) and not force:
                 return SaveResult(False, _size(text), reason="unchanged")
             self._pending = text
             try:
@@ -257,7 +261,7 @@ class HerokuConfigVarStore(SnapshotStore):
             budget = self.budget(deadline=deadline)  # also refreshes the known value from the platform
         # Compared with what the config var holds now (read just above, or by the caller's budget
         # GET), forced or not: writing an equal value would only restart the dyno for nothing.
-        if text == self._value:
+        if same_snapshot(text, self._value):
             return SaveResult(False, _size(text), budget=budget, reason="unchanged")
         try:
             self._refuse_over_budget(text, budget)
@@ -322,7 +326,7 @@ class HerokuConfigVarStore(SnapshotStore):
         self._value = current if isinstance(current, str) and current else None
         used = sum(_size(str(k)) + _size(str(v)) for k, v in vars_.items()
                    if k != self.key and v is not None)
-        return Budget.compute(self.limit, used, self.key, _size(self._value or ""))
+        return Budget.compute(self.limit, used, self.key, _size(self._value or ""), self.share)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,8 +342,9 @@ class LocalFileStore(SnapshotStore):
 
     kind = "file"
 
-    def __init__(self, path: str | os.PathLike, *, limit: int = CONFIG_VARS_LIMIT, key: str = SESSION_VAR):
-        super().__init__(key=key, limit=limit)
+    def __init__(self, path: str | os.PathLike, *, limit: int = CONFIG_VARS_LIMIT, key: str = SESSION_VAR,
+                 share: int = SNAPSHOT_SHARE):
+        super().__init__(key=key, limit=limit, share=share)
         self.path = Path(path)
         self._cached: str | None = None
 
@@ -359,13 +364,13 @@ class LocalFileStore(SnapshotStore):
             return self._cached
 
     def budget(self, *, deadline: float | None = None) -> Budget:
-        return Budget.compute(self.limit, 0, self.key, _size(self._cached or ""))
+        return Budget.compute(self.limit, 0, self.key, _size(self._cached or ""), self.share)
 
     def save(self, text: str, *, force: bool = False, budget: Budget | None = None,
              deadline: float | None = None) -> SaveResult:
         text = _check_snapshot_text(text)
         with self._lock:
-            changed = text != self.load()  # the file itself: forced or not, an equal value is kept
+            changed = not same_snapshot(text, self.load())  # the file itself: forced or not, an equal value is kept
             if not changed:
                 return SaveResult(False, _size(text), reason="unchanged")
             budget = budget or self.budget()
@@ -451,5 +456,6 @@ def make_store(cfg) -> SnapshotStore:
     checks settings). `postgres` has no snapshot store: the session lives in the database."""
     if cfg.session_store == "heroku":
         return HerokuConfigVarStore(cfg.heroku_app_name, cfg.heroku_api_key, initial_value=cfg.session_value,
-                                    api_url=cfg.heroku_api_url, limit=cfg.config_vars_limit)
-    return LocalFileStore(cfg.snapshot_file, limit=cfg.config_vars_limit)
+                                    api_url=cfg.heroku_api_url, limit=cfg.config_vars_limit,
+                                    share=cfg.snapshot_share)
+    return LocalFileStore(cfg.snapshot_file, limit=cfg.config_vars_limit, share=cfg.snapshot_share)

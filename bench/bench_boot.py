@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure  # noqa: E402
 from tests.support.harness import BotProcess, base_env, wait_for  # noqa: E402
 
 
@@ -52,21 +53,50 @@ def measure(command: list[str] | None, health: str, env: dict[str, str], settle:
         bot.stop()
 
 
+BASELINE = "baseline gunicorn"
+BOT = "bot (Procfile, real neonize)"
+
+
+README = {  # what README.md says of each figure (tests/test_bench.py checks the numbers are there)
+    "start": "start to /api/health 1.4 s (bare gunicorn 0.3 s)",
+    "rss": "83 MB with neonize loaded (19 MB)",
+}
+
+
+def measure_all(runs: int) -> dict[str, list[tuple[float, float]]]:
+    """(start→health s, worker RSS MB) per run, for the bare gunicorn and for the bot."""
+    baseline_cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "8",
+                    "--workers", "1", "--no-control-socket", "baseline_app:app"]
+    rows = {BASELINE: [], BOT: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(runs):
+            rows[BASELINE].append(measure(baseline_cmd, "/", base_env(), None, cwd=ROOT / "bench"))
+            bot_env = base_env(SESSION_DIR=f"{tmp}/session-{run}")
+            # "retrying in" = the connection thread tried WhatsApp and is backing off: neonize is loaded.
+            rows[BOT].append(measure(None, "/api/health", bot_env, "retrying in"))
+    return rows
+
+
+def figures(quick: bool = False, baseline=None) -> list[Figure]:
+    """Medians over 5 runs (quick: 1) of each, the bare gunicorn started first in each run."""
+    rows = measure_all(1 if quick else 5)
+    t = {name: statistics.median(v for v, _ in values) * 1000 for name, values in rows.items()}
+    m = {name: statistics.median(v for _, v in values) for name, values in rows.items()}
+    return [
+        Figure("process start → /api/health 200, WhatsApp unreachable", t[BOT], "ms", "bare gunicorn", t[BASELINE],
+               README["start"]),
+        Figure("worker RSS, neonize loaded, not connected", m[BOT], "MB", "bare gunicorn", m[BASELINE],
+               README["rss"]),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    baseline_cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "8",
-                    "--workers", "1", "--no-control-socket", "baseline_app:app"]
-    rows = {"baseline gunicorn": [], "bot (Procfile, real neonize)": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in range(args.runs):
-            rows["baseline gunicorn"].append(measure(baseline_cmd, "/", base_env(), None, cwd=ROOT / "bench"))
-            bot_env = base_env(SESSION_DIR=f"{tmp}/session-{run}")
-            # "retrying in" = the connection thread tried WhatsApp and is backing off: neonize is loaded.
-            rows["bot (Procfile, real neonize)"].append(measure(None, "/api/health", bot_env, "retrying in"))
-    base_t = statistics.median(t for t, _ in rows["baseline gunicorn"])
-    base_m = statistics.median(m for _, m in rows["baseline gunicorn"])
+    rows = measure_all(args.runs)
+    base_t = statistics.median(t for t, _ in rows[BASELINE])
+    base_m = statistics.median(m for _, m in rows[BASELINE])
     print(f"runs: {args.runs} (median)")
     print(f"{'':32} {'start→health ms':>16} {'ratio':>6} {'worker RSS MB':>14} {'ratio':>6}")
     for name, values in rows.items():

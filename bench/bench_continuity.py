@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure  # noqa: E402
 from tests.support.continuity import SIM_PHONE, ConfigVarStore, Conversation, PostgresStore, Run  # noqa: E402
 from tests.support.postgres import PostgresServer, ServerUnavailable  # noqa: E402
 from tests.support.simulator import WebhookReceiver, running_sim  # noqa: E402
@@ -73,6 +74,41 @@ def summary(run: Run, case: str) -> str:
     return f"{statistics.mean(rounds):.1f} rounds, {delay}, {arrived}/{len(found)} in"
 
 
+README: dict = {}  # the README quotes none of these figures (tests/test_bench.py checks what it does quote)
+
+
+def figures(quick: bool = False, baseline: Path | None = None) -> list[Figure]:
+    """Mean retry rounds per case after the restarts, this checkout against `baseline` (another checkout,
+    same run; without it, no baseline). Full: 3 restarts on the config var (keys handed out lowest id
+    first) and PostgreSQL; quick: 1 restart, the config var only."""
+    restarts = 1 if quick else 3
+    setups = [("config var", "lowest", "config-var")] + ([] if quick else [("postgres", "lowest", "postgres")])
+    pg = None
+    if not quick:
+        pg = PostgresServer()
+        try:
+            pg.start()
+        except (ServerUnavailable, OSError):
+            pg, setups = None, setups[:1]
+    label = f"--baseline {baseline}" if baseline else "--baseline DIR not given"
+    rows = []
+    try:
+        for n, (setup, order, store) in enumerate(setups):
+            ours = converse(order, store, None, restarts, pg, tag=f"t{n}")
+            base = converse(order, store, baseline.resolve(), restarts, pg, tag=f"b{n}") if baseline else None
+            for case, words in ROWS:
+                found = ours.of(case)
+                value = statistics.mean(d.rounds for d in found) if found else None
+                base_found = base.of(case) if base else []
+                rows.append(Figure(f"retry rounds after {restarts} restart(s), {setup}: {words}", value, "",
+                                   label, statistics.mean(d.rounds for d in base_found) if base_found else None,
+                                   README.get(case, "-"), note="" if found else "not measured (a step failed)"))
+    finally:
+        if pg is not None:
+            pg.stop()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="another checkout of the bot, measured in the same run")
@@ -116,6 +152,10 @@ def main() -> int:
         print(f"  {'bot sends read by the peer / every member':44}" + "".join(f"{x:>34}" for x in sends))
         spent = [str(results[(label, s[0])].peer_keys_spent_after_restarts) for s in setups]
         print(f"  {'peer one-time keys the bot spent':44}" + "".join(f"{x:>34}" for x in spent))
+        kept = [",".join(map(str, results[(label, s[0])].kept_unused_keys)) or "all" for s in setups]
+        print(f"  {'unused server keys each restore held':44}" + "".join(f"{x:>34}" for x in kept))
+        said = [str(len(results[(label, s[0])].undecryptable_events)) for s in setups]
+        print(f"  {'undecryptable webhook events (every attempt)':44}" + "".join(f"{x:>34}" for x in said))
     return 0
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure  # noqa: E402
 from tests.support.harness import BotProcess, base_env, free_port, wait_for  # noqa: E402
 
 WARM_UP = 20
@@ -70,12 +71,13 @@ def report(label: str, made: int, mb: float, fds: int) -> None:
           f"per attempt: {mb / made:+.4f} MB, {fds / made:+.3f} fds", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--attempts", type=int, default=300, help="failed attempts per SQLite run and per 'after'")
-    parser.add_argument("--pg-attempts", type=int, default=60, help="failed attempts of the Postgres 'before' run")
-    parser.add_argument("--no-postgres", action="store_true")
-    args = parser.parse_args()
+def run(attempts: int, pg_attempts: int, postgres: bool, on_result=report) -> dict[str, tuple[int, float, int]]:
+    """(attempts made, RSS growth MB, fd growth) per run label; each result also goes to `on_result`."""
+    results: dict[str, tuple[int, float, int]] = {}
+
+    def record(label: str, result: tuple[int, float, int]) -> None:
+        results[label] = result
+        on_result(label, *result)
 
     common = {
         "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}",  # nothing listens there
@@ -85,10 +87,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="bench-offline-") as tmp:
         sqlite = {**common, "SESSION_DIR": str(Path(tmp) / "session")}
-        report("sqlite before", *measure({**sqlite, "RECONNECT_PROBE": "0"}, args.attempts))
-        report("sqlite after", *measure(sqlite, args.attempts))
-        if args.no_postgres:
-            return
+        record("sqlite before", measure({**sqlite, "RECONNECT_PROBE": "0"}, attempts))
+        record("sqlite after", measure(sqlite, attempts))
+        if not postgres:
+            return results
         from tests.support.postgres import PostgresServer
 
         server = PostgresServer()
@@ -96,15 +98,48 @@ def main() -> None:
             server.start()
         except Exception as exc:  # no PostgreSQL here: say so, the SQLite figures stand
             print(f"postgres: skipped, no server could be started ({exc})")
-            return
+            return results
         try:
             pg = {**common, "SESSION_DIR": str(Path(tmp) / "pg-session")}
             pg_before = {**pg, "DATABASE_URL": server.create_database("bench_before"), "RECONNECT_PROBE": "0"}
-            report("postgres before", *measure(pg_before, args.pg_attempts))
-            report("postgres after", *measure({**pg, "DATABASE_URL": server.create_database("bench_after")},
-                                              args.attempts))
+            record("postgres before", measure(pg_before, pg_attempts))
+            record("postgres after", measure({**pg, "DATABASE_URL": server.create_database("bench_after")},
+                                             attempts))
         finally:
             server.stop()
+    return results
+
+
+README = {  # what README.md says of each figure (tests/test_bench.py checks the numbers are there)
+    "growth": "0.4 KB, 0.003 file handles per failed connect (182 KB, one handle)",
+}
+
+
+def figures(quick: bool = False, baseline=None) -> list[Figure]:
+    """Growth per failed attempt with the probe (ours) against RECONNECT_PROBE=0 (every attempt to
+    neonize), same run. Quick: 60 attempts, SQLite only; full: 300, and Postgres (60 before)."""
+    results = run(60 if quick else 300, 60, postgres=not quick, on_result=lambda *_: None)
+    claim = README["growth"]
+    out = []
+    for store in ("sqlite", "postgres"):
+        if f"{store} after" not in results:
+            continue
+        made, mb, fds = results[f"{store} after"]
+        b_made, b_mb, b_fds = results[f"{store} before"]
+        out.append(Figure(f"worker RSS growth per failed connect, {store}", mb * 1024 / made, "KB",
+                          "RECONNECT_PROBE=0", b_mb * 1024 / b_made, claim))
+        out.append(Figure(f"open files growth per failed connect, {store}", fds / made, "fds",
+                          "RECONNECT_PROBE=0", b_fds / b_made, claim))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--attempts", type=int, default=300, help="failed attempts per SQLite run and per 'after'")
+    parser.add_argument("--pg-attempts", type=int, default=60, help="failed attempts of the Postgres 'before' run")
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    run(args.attempts, args.pg_attempts, postgres=not args.no_postgres)
 
 
 if __name__ == "__main__":

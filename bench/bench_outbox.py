@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import events  # noqa: E402
+from bench.figures import Figure  # noqa: E402
 from delivery import EventQueue  # noqa: E402
 from outbox import PostgresOutbox  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
@@ -55,20 +56,39 @@ def run(name: str, make_queue, count: int) -> dict:
             "emit_p99_ms": costs[int(len(costs) * 0.99) - 1] * 1000, "per_second": count / took}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=300)
-    args = parser.parse_args()
+def measure(count: int) -> tuple[dict, dict]:
+    """(memory queue, PostgreSQL outbox) results for `count` events each, on one throw-away server."""
     server = PostgresServer()
     server.start()
     try:
         url = server.create_database("bench_outbox")
-        results = [
-            run("memory (baseline)", lambda hook: EventQueue(hook), args.events),
-            run("postgres outbox", lambda hook: EventQueue(hook, store=PostgresOutbox(url)), args.events),
-        ]
+        return (run("memory (baseline)", lambda hook: EventQueue(hook), count),
+                run("postgres outbox", lambda hook: EventQueue(hook, store=PostgresOutbox(url)), count))
     finally:
         server.stop()
+
+
+README: dict = {}  # the README quotes none of these figures yet (tests/test_bench.py checks what it does quote)
+
+
+def figures(quick: bool = False, baseline=None) -> list[Figure]:
+    """The outbox against the memory queue, same run: 300 events each (quick: 100)."""
+    memory, outbox = measure(100 if quick else 300)
+    return [
+        Figure("webhook event handed over, PostgreSQL outbox (median)", outbox["emit_median_ms"], "ms",
+               "memory queue", memory["emit_median_ms"], README.get("emit", "-")),
+        Figure("webhook event handed over, PostgreSQL outbox (99th percentile)", outbox["emit_p99_ms"], "ms",
+               "memory queue", memory["emit_p99_ms"], README.get("p99", "-")),
+        Figure("webhook events delivered per second, PostgreSQL outbox", outbox["per_second"], "/s",
+               "memory queue", memory["per_second"], README.get("rate", "-")),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=300)
+    args = parser.parse_args()
+    results = measure(args.events)
     print(f"{'queue':<20} {'emit median':>12} {'emit p99':>10} {'delivered/s':>12}")
     for r in results:
         print(f"{r['name']:<20} {r['emit_median_ms']:>10.3f}ms {r['emit_p99_ms']:>8.3f}ms {r['per_second']:>12.0f}")

@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure  # noqa: E402
 from tests.support.fake_heroku import FakeHeroku  # noqa: E402
 from tests.support.harness import VENV_BIN, BotProcess, base_env  # noqa: E402
 from tests.support.scripted_client import Control  # noqa: E402
@@ -61,11 +62,13 @@ def in_parallel(count: int, call) -> list[tuple[float, object]]:
     return results
 
 
-def measure(checkout: Path) -> dict:
+def measure(checkout: Path, deadline: float | None = None) -> dict:
+    """`deadline`: SAVE_DEADLINE for the bot (None: its default, 20 s); the API then hangs 25 s longer."""
+    hang = 45 if deadline is None else deadline + 25
     with tempfile.TemporaryDirectory() as tmp:
         heroku = FakeHeroku(app_name=APP, token=TOKEN).start()
         heroku.preset({"HEROKU_API_KEY": TOKEN, "HEROKU_APP_NAME": APP, "API_KEY": API_KEY,
-                       "SESSION_SAVE_DELAY": "600"})
+                       "SESSION_SAVE_DELAY": "600", **({} if deadline is None else {"SAVE_DEADLINE": str(deadline)})})
         control = Control(Path(tmp) / "control")
         support = (checkout / "tests" / "support" / "scripted_client.py").exists()
         env = base_env(**heroku.vars, SESSION_DIR=str(Path(tmp) / "session"), HEROKU_API_URL=heroku.url,
@@ -82,7 +85,7 @@ def measure(checkout: Path) -> dict:
                 "POST", "/api/save-session?force=true", headers=AUTH, timeout=60))
             patches = len(heroku.requests_with("PATCH"))
 
-            heroku.hang_next(count=1000, seconds=45)
+            heroku.hang_next(count=1000, seconds=hang)
             health: list[float] = []
             done = threading.Event()
 
@@ -114,6 +117,40 @@ def measure(checkout: Path) -> dict:
         finally:
             bot.stop()
             heroku.stop()
+
+
+QUICK_DEADLINE = 4.0
+
+
+README = {  # what README.md says of each figure (tests/test_bench.py checks the numbers are there)
+    "patches": "one Platform API write for 10 parallel forced saves",
+    "hanging": "within SAVE_DEADLINE + 2 s; last of 10 at 20.0 s (SAVE_DEADLINE 20)",
+    "health": "/api/health answers at once",
+}
+
+
+def figures(quick: bool = False, baseline: Path | None = None) -> list[Figure]:
+    """This checkout and, with `baseline`, another one measured the same way. Quick: SAVE_DEADLINE=4, so
+    the hanging phase takes seconds, not the default 20 s plus 2."""
+    deadline = QUICK_DEADLINE if quick else None
+    ours = measure(ROOT, deadline)
+    base = measure(baseline.resolve(), deadline) if baseline else None
+    label = f"--baseline {baseline}" if baseline else "--baseline DIR not given"
+    limit = f"SAVE_DEADLINE={deadline:g}" if quick else "SAVE_DEADLINE=20"
+
+    def pick(name: str) -> float | None:
+        return base[name] if base else None
+
+    patches, last, health = ("PATCHes for 10 parallel forced saves", "last save answer, API hanging (s)",
+                             "slowest /api/health while saves hang (s)")
+    return [
+        Figure("PATCHes for 10 parallel forced saves", ours[patches], "", label, pick(patches),
+               README["patches"]),
+        Figure(f"last of 10 save answers, Platform API hanging ({limit})", ours[last], "s", label, pick(last),
+               README["hanging"]),
+        Figure("slowest /api/health while those saves hang", ours[health], "s", label, pick(health),
+               README["health"]),
+    ]
 
 
 def main() -> None:

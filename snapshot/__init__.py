@@ -13,15 +13,16 @@ One module per job:
 The atomic directory swap of a restore is in fsutil.py.
 """
 
-from snapshot.format import (DB_NAME, DEFAULT_BUDGET, EXIT_TOO_LARGE, MAX_MEMBERS, MAX_UNCOMPRESSED_BYTES,
-                             CORE_PREKEYS, RESTORED_PAGE_SIZE, TIERS, InvalidSnapshot, SnapshotError,
-                             SnapshotInfo, SnapshotTooLarge)
+from snapshot.format import (AUTO_TIERS, DB_NAME, DEFAULT_BUDGET, EXIT_TOO_LARGE, MAX_MEMBERS, MAX_UNCOMPRESSED_BYTES,
+                             PREKEY_FLOOR, RESTORED_PAGE_SIZE, TIERS, InvalidSnapshot, SnapshotError,
+                             SnapshotInfo, SnapshotTooLarge, same_snapshot)
 from snapshot.packing import pack, pack_for_store
 from snapshot.description import describe_restore
 from snapshot.unpacking import device_jid, has_valid_session, inspect, unpack
 
 __all__ = [
-    "CORE_PREKEYS", "DB_NAME", "DEFAULT_BUDGET", "EXIT_TOO_LARGE", "MAX_MEMBERS", "MAX_UNCOMPRESSED_BYTES",
-    "RESTORED_PAGE_SIZE", "TIERS", "InvalidSnapshot", "SnapshotError", "SnapshotInfo", "SnapshotTooLarge",
+    "AUTO_TIERS",
+    "PREKEY_FLOOR", "DB_NAME", "DEFAULT_BUDGET", "EXIT_TOO_LARGE", "MAX_MEMBERS", "MAX_UNCOMPRESSED_BYTES",
+    "RESTORED_PAGE_SIZE", "TIERS", "InvalidSnapshot", "SnapshotError", "SnapshotInfo", "SnapshotTooLarge", "same_snapshot",
     "describe_restore", "device_jid", "has_valid_session", "inspect", "pack", "pack_for_store", "unpack",
 ]

@@ -57,6 +57,12 @@ def _iso(ts) -> str | None:
         return None
 
 
+def _stop_stamp(manifest: dict | None) -> int | None:
+    """When the save at a dyno's stop made the snapshot (stopsave.py); untrusted: a plausible number only."""
+    value = (manifest or {}).get("stopSavedAt")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40 else None
+
+
 def describe(parsed, facts) -> SnapshotInfo:
     """SnapshotInfo from what parsing found (unpacking.Parsed) and what validation read (validation.Facts)."""
     # ADVDeviceIdentity field 2 is the link time (seconds).
@@ -72,8 +78,10 @@ def describe(parsed, facts) -> SnapshotInfo:
         device_lid=facts.lid,
         prekeys=facts.prekeys,
         uploaded_prekeys=facts.uploaded_prekeys,
+        max_prekey_id=facts.max_prekey_id,
         schema_version=facts.schema_version,
         paired_at=_iso(paired),
+        stop_saved_at=_stop_stamp(parsed.manifest),
         created_at=_iso(parsed.db_mtime),
         rows=facts.rows,
         ignored_members=list(parsed.ignored),

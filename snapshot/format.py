@@ -17,12 +17,14 @@ recover from peers; the smallest one still logs in as the same device. See `_TAB
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import pathlib
 
 from config import CONFIG_VARS_LIMIT
 from errors import BotError
+from snapshot.fence import NOT_FENCE_SQL
 
 DB_NAME = "neonize.db"
 FORMAT_ID = "neonize-session-snapshot/1"
@@ -47,14 +49,29 @@ MAX_UNCOMPRESSED_BYTES = 128 * 1024 * 1024
 # extras while stopping a tar of millions of empty members from burning CPU.
 MAX_MEMBERS = 256
 
-# How many pre-keys the "core" tier keeps. Each costs ~66 characters (32 random bytes plus its row
-# and index entry) and the rest of a fresh "core" snapshot ~4,700, so 16 keeps a fresh pairing under
-# 6,000 characters. More would buy little: after a restore the server still holds hundreds of our
-# keys that no snapshot this size can carry, and a peer that draws a missing one costs one retry
-# receipt (retry.go sends a fresh pre-key with it), not a lost message.
-CORE_PREKEYS = 16
+# The "core" tier is filled to the budget (packing.py `_fill_core`) in this order:
+# 1. up to PREKEY_FLOOR of the lowest unused one-time pre-keys. A new peer gets one of ours from the
+#    server to start a session; without its private half the first message fails and costs TWO retry
+#    rounds: retry.go `sendRetryReceipt` adds a fresh pre-key to a receipt only from the second retry on
+#    (`retryCount > 1`), so the peer's first re-send on the same broken session fails again. One key is
+#    ~66 characters (32 random bytes, its row and index entry).
+# 2. then group members' sender keys, most recently used first (a member's group message without it
+#    costs one round: whatsmeow sends keys with the first receipt then). Only incoming ones: our own
+#    sender key and the 1:1 Signal sessions are never restored, because a restored copy is stale as soon
+#    as the bot sent anything after the save, and sending from a stale ratchet reuses message counters
+#    that the peer already saw: whatsmeow drops those without a retry (message.go: ErrOldCounter is
+#    ignored), so the bot's own message would be lost. Measured on the simulator (test_continuity):
+#    with sessions restored, a group member could not read the bot's next message ("old counter").
+#    Without them, whatsmeow fetches a fresh bundle and sends a pkmsg: it always arrives, and an
+#    established peer's next message costs two retry rounds instead (README "How the session fits").
+# 3. then more pre-keys with what is left (the 151st new peer since the last save is rare for one bot).
+# 150 keeps a fresh pairing within a quarter of the config-var limit (measured: bench_snapshot.py).
+PREKEY_FLOOR = 150
 
 TIERS = ("full", "crypto", "peers", "core", "login")
+# The tiers a save may pick by itself: "crypto" and "full" carry Signal sessions (see _TABLE_RULES), so
+# only `pack --tier` (moving a stopped session by hand) makes them.
+AUTO_TIERS = ("peers", "core", "login")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -96,16 +113,18 @@ ALL, NONE = "1", None
 # use). Rows with uploaded=false were never given to the server and are regenerated on demand.
 # getNextPreKeyID is MAX(key_id)+1, so the highest row is always kept: dropping it would make
 # whatsmeow reissue ids the server still hands out, with different keys (undecryptable messages).
-_MAX_PREKEY = "t.key_id = (SELECT MAX(p.key_id) FROM src.whatsmeow_pre_keys p WHERE p.jid = t.jid)"
-_UPLOADED_PREKEYS = f"t.uploaded OR {_MAX_PREKEY}"
-# We assume the server hands out the oldest (lowest-id) keys first, as Signal's server does (not
-# verified for WhatsApp; under any other order keeping the lowest is no worse than another pick),
-# so the lowest uploaded ids are the ones peers will use next. A peer whose key we lack gets a
-# retry receipt carrying a fresh key (retry.go sendRetryReceipt), so it recovers.
-_NEXT_PREKEYS = (
-    f"(t.uploaded AND t.key_id IN (SELECT p.key_id FROM src.whatsmeow_pre_keys p WHERE p.jid = t.jid"
-    f" AND p.uploaded ORDER BY p.key_id LIMIT {CORE_PREKEYS})) OR {_MAX_PREKEY}"
-)
+# The fence row a restore adds (fence.py) is never packed: the next restore sets its own.
+_MAX_PREKEY = (f"t.{NOT_FENCE_SQL} AND t.key_id = (SELECT MAX(p.key_id) FROM src.whatsmeow_pre_keys p"
+               f" WHERE p.jid = t.jid AND p.{NOT_FENCE_SQL})")
+_NOT_FENCE = f"t.{NOT_FENCE_SQL}"
+_UPLOADED_PREKEYS = f"(t.uploaded AND t.{NOT_FENCE_SQL}) OR {_MAX_PREKEY}"
+# The filled tier keeps the pre-keys, sessions, sender keys and identities packing.py chose; it puts
+# them in these temp tables of the connection that builds the tier (never part of the snapshot).
+FILL = "fill"
+_FILLED = {
+    "whatsmeow_pre_keys": f"t.key_id IN (SELECT key_id FROM temp.keep_prekeys) OR {_MAX_PREKEY}",
+    "whatsmeow_sender_keys": "(t.chat_id, t.sender_id) IN (SELECT chat_id, sender_id FROM temp.keep_sender_keys)",
+}
 
 #                                        full crypto peers  core   login
 _TABLE_RULES = {
@@ -115,7 +134,7 @@ _TABLE_RULES = {
     "whatsmeow_device":                  (ALL, ALL, ALL, ALL, ALL),
     # Salt for cstokens (cstoken.go); 32 bytes, only re-sent by the phone via app state.
     "whatsmeow_nct_salt":                (ALL, ALL, ALL, ALL, ALL),
-    "whatsmeow_pre_keys":                (ALL, ALL, _UPLOADED_PREKEYS, _NEXT_PREKEYS, _MAX_PREKEY),
+    "whatsmeow_pre_keys":                (_NOT_FENCE, _NOT_FENCE, _UPLOADED_PREKEYS, FILL, _MAX_PREKEY),
     # Keys that decrypt app-state patches. A few dozen small rows; without them whatsmeow must ask
     # the phone again (works only while the phone is online), so kept down to "core".
     "whatsmeow_app_state_sync_keys":     (ALL, ALL, ALL, ALL, NONE),
@@ -125,11 +144,13 @@ _TABLE_RULES = {
     "whatsmeow_identity_keys":           (ALL, ALL, ALL, NONE, NONE),
     "whatsmeow_privacy_tokens":          (ALL, ALL, ALL, NONE, NONE),
     "whatsmeow_lid_map":                 (ALL, ALL, ALL, NONE, NONE),
-    # Signal ratchets, the bulk of a used account (~1 KB per peer device). A snapshot's copy goes
-    # stale as soon as the live ratchet moves; peers recover through retry receipts and fresh
-    # sessions; our own group sender key is regenerated and redistributed.
+    # Signal ratchets, the bulk of a used account (~1 KB per peer device). A restored copy is stale as
+    # soon as the bot sent anything after the save, and a stale sending chain reuses counters the peer
+    # drops (see PREKEY_FLOOR): never in the tiers a save picks by itself (AUTO_TIERS). Members' sender
+    # keys only decrypt, so "core" keeps the most recently used ones the budget allows (FILL, never our
+    # own: whatsmeow makes a new one and hands it out with the next group send).
     "whatsmeow_sessions":                (ALL, ALL, NONE, NONE, NONE),
-    "whatsmeow_sender_keys":             (ALL, ALL, NONE, NONE, NONE),
+    "whatsmeow_sender_keys":             (ALL, ALL, FILL, FILL, NONE),
     # Per-message secrets (poll votes, edits, reactions to earlier messages). Cannot be refetched,
     # but only matter for messages sent before the snapshot; grows with message count.
     "whatsmeow_message_secrets":         (ALL, ALL, NONE, NONE, NONE),
@@ -152,7 +173,13 @@ _UNKNOWN_TABLE_RULE = (ALL, NONE, NONE, NONE, NONE)
 
 
 def row_filter(table: str, tier: str):
-    return _TABLE_RULES.get(table, _UNKNOWN_TABLE_RULE)[TIERS.index(tier)]
+    rule = _TABLE_RULES.get(table, _UNKNOWN_TABLE_RULE)[TIERS.index(tier)]
+    return _FILLED[table] if rule == FILL else rule
+
+
+# Our own objects in the live database (signaluse.py: which peer's keys were used last). They only
+# steer packing and are never packed: a restore keeps neonize's schema only.
+OWN_PREFIX = "bot_"
 
 
 
@@ -170,8 +197,10 @@ class SnapshotInfo:
     device_lid: str | None
     prekeys: int
     uploaded_prekeys: int
+    max_prekey_id: int | None  # whatsmeow mints the next pre-key id above it (prekey_fence.py)
     schema_version: int | None
     paired_at: str | None  # from the device's ADV identity (when the phone linked it)
+    stop_saved_at: int | None  # Unix seconds of the save at a dyno's stop that made it (stopsave.py)
     created_at: str | None  # the database member's mtime; ours are zeroed for determinism
     rows: dict  # row counts of the tables that say how "full" the session is
     # Members of the snapshot that were not read (-journal, -shm, other files), printable names.
@@ -207,6 +236,25 @@ def gzip_comment(data: bytes) -> bytes | None:
     except ValueError:
         return None
     return None
+
+
+def content_of(text: str | None) -> bytes | str | None:
+    """What "the same snapshot" compares: for ours the compressed database without the manifest (a
+    stop stamp changes only that), for anything else the text itself."""
+    if not text:
+        return text
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        return text
+    comment = gzip_comment(data)
+    if comment is None or len(data) < 10 or data[3] != FCOMMENT:
+        return text
+    return data[10 + len(comment) + 1:]
+
+
+def same_snapshot(a: str | None, b: str | None) -> bool:
+    return a == b or (a is not None and b is not None and content_of(a) == content_of(b))
 
 
 # -- SQLite helpers both directions use

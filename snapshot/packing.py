@@ -18,7 +18,8 @@ import tarfile
 import uuid
 import zlib
 
-from snapshot.format import (DB_NAME, DEFAULT_BUDGET, FCOMMENT, FORMAT_ID, PACK_PAGE_SIZE, TIERS,
+from snapshot.fill import Fill, fill_core, ranking
+from snapshot.format import (AUTO_TIERS, DB_NAME, DEFAULT_BUDGET, FCOMMENT, FORMAT_ID, OWN_PREFIX, gzip_comment, PACK_PAGE_SIZE, TIERS,
                              SnapshotError, SnapshotTooLarge, file_uri, quote_identifier, row_filter)
 
 
@@ -38,18 +39,36 @@ def pack(session_dir, budget: int = DEFAULT_BUDGET, tier: str | None = None) -> 
             raise SnapshotError(
                 f"the session in {session_dir} has no logged-in device; pair first, then save"
             )
+        ranked = ranking(copy.conn)
         if tier is not None:
-            text = _encode_tier(copy, tier)
+            if tier == "core":  # an explicit "core" carries what fits the budget
+                found = fill_core(lambda k, limit: _encode_tier(copy, "core", limit, k), ranked, budget)
+                if found is not None:
+                    return found[0]
+            text = _encode_tier(copy, tier, None, Fill.nothing() if tier == "core" else Fill.everything(ranked))
             if len(text) > budget:
                 raise SnapshotTooLarge({tier: len(text)}, budget)
             return text
         # Walk up from the smallest tier and stop at the first that does not fit: tiers are nested,
         # so a bigger one cannot fit either, and the big tiers of a big account are never built.
-        # A tier that adds no rows to the one below keeps the smaller name, so the same database
-        # always gets the same label (repacking a restored "core" session gives the same text).
+        # "core" is filled to the budget; the tiers above it are tried only when it holds every
+        # unused pre-key and every peer's keys. A tier that adds no rows to the one below keeps the
+        # smaller name, so the same database always gets the same label (repacking a restored "core"
+        # session gives the same text).
         best = previous_db = None
-        for name in reversed(TIERS):
-            db = _build_tier(copy, name)
+        for name in reversed(AUTO_TIERS):
+            if name == "core":
+                found = fill_core(lambda k, limit: _encode_tier(copy, "core", limit, k), ranked, budget)
+                if found is None:
+                    break
+                text, keep = found
+                db = _build_tier(copy, name, keep)
+                if db != previous_db:
+                    best, previous_db = text, db
+                if not keep.is_everything(ranked):
+                    break
+                continue
+            db = _build_tier(copy, name, Fill.everything(ranked))
             if db == previous_db:
                 continue
             text = _encode(db, name, limit=budget)
@@ -57,27 +76,36 @@ def pack(session_dir, budget: int = DEFAULT_BUDGET, tier: str | None = None) -> 
                 break
             best, previous_db = text, db
         if best is None:
-            sizes = {name: len(_encode_tier(copy, name)) for name in TIERS}
+            sizes = {name: len(_encode_tier(copy, name, None, Fill.nothing() if name == "core"
+                                            else Fill.everything(ranked))) for name in AUTO_TIERS}
             raise SnapshotTooLarge(sizes, budget)
         return best
     finally:
         copy.close()
 
 
-def pack_for_store(session_dir, target: int, ceiling: int) -> dict:
+def pack_for_store(session_dir, target: int, ceiling: int, stop_saved_at: int | None = None) -> dict:
     """What a save needs, in one pass: the most complete tier within `target` characters, else within
-    `ceiling` (the hard limit), with its description. Raises SnapshotTooLarge or SnapshotError."""
+    `ceiling` (the hard limit), with its description. Raises SnapshotTooLarge or SnapshotError.
+
+    `stop_saved_at` (Unix seconds): a save at the dyno's stop marks the snapshot with its time, so
+    the boots after it know when the last one was (stopsave.py)."""
     try:
-        text = pack(session_dir, min(target, ceiling))
-        over_target = False
+        limit, over_target = min(target, ceiling), False
+        text = pack(session_dir, limit)
     except SnapshotTooLarge:
         if ceiling <= target:
             raise
-        text = pack(session_dir, ceiling)
-        over_target = True
+        limit, over_target = ceiling, True
+        text = pack(session_dir, limit)
+    plain = text  # what "did anything change" compares: the same budget gives the same text
+    if stop_saved_at is not None:
+        text = restamp(plain, {"stopSavedAt": int(stop_saved_at)})
+        if len(text) > limit:
+            text = restamp(pack(session_dir, limit - STAMP_ROOM), {"stopSavedAt": int(stop_saved_at)})
     from snapshot.unpacking import inspect  # the same checks a restore makes; unpack imports nothing of pack
 
-    return {"text": text, "overTarget": over_target, "info": inspect(text).as_dict()}
+    return {"text": text, "plain": plain, "overTarget": over_target, "info": inspect(text).as_dict()}
 
 
 
@@ -117,7 +145,7 @@ def _consistent_copy(db_path: str) -> _Copy:
     return _Copy(mem, uri)
 
 
-def _build_tier_db(copy: _Copy, tier: str) -> bytes:
+def _build_tier_db(copy: _Copy, tier: str, keep: Fill) -> bytes:
     """A compact database holding the tier's rows, as bytes. Deterministic for the same content:
     fixed statement order, rows inserted in primary-key order, fresh rowids."""
     out = sqlite3.connect(":memory:", uri=True, isolation_level=None)
@@ -125,9 +153,13 @@ def _build_tier_db(copy: _Copy, tier: str) -> bytes:
         out.execute(f"PRAGMA page_size = {PACK_PAGE_SIZE}")
         out.execute("PRAGMA trusted_schema = OFF")
         out.execute("ATTACH DATABASE ? AS src", (copy.uri,))
+        keep.into_temp_tables(out)
+        # Our own tables and triggers (OWN_PREFIX) steer packing only; tables and indexes SQLite
+        # makes itself (sqlite_%) come with the rows.
         schema = out.execute(
-            "SELECT type, name, tbl_name, sql FROM src.sqlite_master"
-            " WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+            "SELECT type, name, tbl_name, sql FROM src.sqlite_master WHERE sql IS NOT NULL"
+            " AND name NOT LIKE 'sqlite_%' AND name NOT LIKE ? AND tbl_name NOT LIKE ? ORDER BY rowid",
+            (OWN_PREFIX + "%", OWN_PREFIX + "%"),
         ).fetchall()
         user_version = out.execute("PRAGMA src.user_version").fetchone()[0]
         application_id = out.execute("PRAGMA src.application_id").fetchone()[0]
@@ -201,15 +233,31 @@ def _gzip(data: bytes, comment: bytes, limit_bytes: int | None) -> bytes | None:
     return b"".join(out)
 
 
-def _build_tier(copy: _Copy, tier: str) -> bytes:
+def _build_tier(copy: _Copy, tier: str, keep: Fill) -> bytes:
     try:
-        return _build_tier_db(copy, tier)
+        return _build_tier_db(copy, tier, keep)
     except sqlite3.Error as exc:
         raise SnapshotError(f"cannot compact the session database to tier {tier!r}: {exc}") from exc
 
 
-def _encode_tier(copy: _Copy, tier: str, limit: int | None = None) -> str | None:
-    return _encode(_build_tier(copy, tier), tier, limit)
+def _encode_tier(copy: _Copy, tier: str, limit: int | None, keep: Fill) -> str | None:
+    return _encode(_build_tier(copy, tier, keep), tier, limit)
+
+
+# What a stop stamp may add to the text: ',"stopSavedAt":NNNNNNNNNN' is 25 bytes, 36 characters of base64.
+STAMP_ROOM = 40
+
+
+def restamp(text: str, extra: dict) -> str:
+    """Our snapshot with `extra` added to its manifest; the compressed database is untouched (so
+    format.content_of says the content is the same)."""
+    data = base64.b64decode(text)
+    comment = gzip_comment(data)
+    if comment is None or data[3] != FCOMMENT:
+        raise SnapshotError("only snapshots made by this bot can be stamped")
+    manifest = {**json.loads(comment), **extra}
+    encoded = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return base64.b64encode(data[:10] + encoded + b"\x00" + data[10 + len(comment) + 1:]).decode("ascii")
 
 
 def _encode(db: bytes, tier: str, limit: int | None) -> str | None:

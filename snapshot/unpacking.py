@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import tempfile
 
+from snapshot.fence import raise_prekey_ids
 from fsutil import finish_interrupted_swap, fsync_path, swap_into_place
 from snapshot.decoding import Decoded, GunzipReader, gzip_chunks
 from snapshot.description import describe
@@ -104,6 +105,7 @@ def _restore(parsed, facts, session_dir: str) -> SnapshotInfo:
     try:
         db_path = os.path.join(tmp, DB_NAME)
         rebuild(parsed.db_path, template.path, db_path)
+        _fence_prekey_ids(db_path)
         conn = sqlite3.connect(file_uri(db_path, "ro"), uri=True)
         try:
             conn.execute("PRAGMA trusted_schema = OFF")
@@ -122,6 +124,19 @@ def _restore(parsed, facts, session_dir: str) -> SnapshotInfo:
     finally:
         if tmp and os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fence_prekey_ids(db_path: str) -> None:
+    """The restored session mints pre-key ids no earlier boot from this snapshot minted (fence.py)."""
+    conn = sqlite3.connect(file_uri(db_path, "rw"), uri=True, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        raise_prekey_ids(conn)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise SnapshotError(f"cannot set the pre-key id fence in the restored session: {exc}") from None
+    finally:
+        conn.close()
 
 
 def has_valid_session(session_dir) -> bool:

@@ -65,6 +65,7 @@ class Facts:
     adv_details: bytes | None
     prekeys: int
     uploaded_prekeys: int
+    max_prekey_id: int | None
     schema_version: int | None
     db_bytes: int
     rows: dict
@@ -84,9 +85,10 @@ def validate(conn: sqlite3.Connection) -> Facts:
             raise InvalidSnapshot(f"{DB_NAME} in the snapshot is not a whatsmeow database")
         row = _device_row(conn)
         prekeys = uploaded = 0
+        max_prekey = None
         if "whatsmeow_pre_keys" in tables:
-            prekeys, uploaded = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(uploaded != 0), 0) FROM whatsmeow_pre_keys"
+            prekeys, uploaded, max_prekey = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(uploaded != 0), 0), MAX(key_id) FROM whatsmeow_pre_keys"
             ).fetchone()
         version = None
         if "whatsmeow_version" in tables:
@@ -100,7 +102,7 @@ def validate(conn: sqlite3.Connection) -> Facts:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     return Facts(
         jid=row[0], lid=row[1] or None, adv_details=row[2] if isinstance(row[2], bytes) else None,
-        prekeys=prekeys, uploaded_prekeys=uploaded, schema_version=version,
+        prekeys=prekeys, uploaded_prekeys=uploaded, max_prekey_id=max_prekey, schema_version=version,
         db_bytes=page_count * page_size, rows=rows,
     )
 

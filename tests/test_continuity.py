@@ -28,7 +28,7 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 # keys are, a group member's sender key is gone (1 round: whatsmeow sends keys at once for it).
 TODAY_ROUNDS = {"established": 2, "bot_first": 0, "new_within": 0, "new_beyond": 2, "group": 1}
 # Set to True when the continuity-bot branch is merged: its tests then run as plain tests.
-AFTER_CONTINUITY_BOT = False
+AFTER_CONTINUITY_BOT = True
 after_continuity_bot = pytest.mark.xfail(
     not AFTER_CONTINUITY_BOT, strict=True,
     reason="issue 20, bot side (branch continuity-bot): sessions, more pre-keys, the undecryptable event")
@@ -67,7 +67,7 @@ def postgres_run(sim, receiver, pg_server, tmp_path_factory) -> Run:
 
 def _table(run: Run) -> str:
     return (f"peer keys spent after restarts: {run.peer_keys_spent_after_restarts}, empty group message events:"
-            f" {run.empty_group_events}\n") + "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
+            f" {run.empty_group_events}, unused keys each restore held: {run.kept_unused_keys}\n") + "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
                      f" kept={d.key_kept} delay={d.delay}" for d in run.deliveries)
 
 
@@ -102,6 +102,13 @@ def test_config_var_the_bot_still_reaches_peers_and_every_group_member_device(co
     assert config_var_run.sends and all(s.read for s in config_var_run.sends), config_var_run.sends
 
 
+def test_config_var_no_bot_message_repeats_a_message_key_after_a_restore(config_var_run):
+    """A restore must never rewind a session or sender key the bot already sent on: the peer's
+    libsignal would drop the next message as a duplicate (old counter), silently, with no retry."""
+    dropped = [s for s in config_var_run.sends if s.dropped]
+    assert dropped == [], dropped
+
+
 def test_config_var_an_old_client_loses_its_message_after_a_restore(config_var_run):
     """Issue 20's third row, as it is today: no webhook message; the peer ignored the retry receipt."""
     lost = config_var_run.of("old_client")
@@ -109,13 +116,26 @@ def test_config_var_an_old_client_loses_its_message_after_a_restore(config_var_r
     assert all(d.rounds == 1 for d in lost)
 
 
-@after_continuity_bot
+@pytest.mark.xfail(strict=True, reason="decided on the bot side: 1:1 sessions are not restored from a config "
+                   "var (a stale sending chain loses the bot's messages: snapshot/format.py PREKEY_FLOOR), so "
+                   "an established peer still costs 2 rounds; new peers need none")
 def test_after_continuity_bot_established_peers_and_new_peers_need_no_retry(config_var_run):
     run = config_var_run
     assert all(d.rounds == 0 for d in run.of("established") + run.of("new_beyond")), _table(run)
 
 
-@after_continuity_bot
+def test_after_continuity_bot_new_peers_and_group_members_need_no_retry(config_var_run):
+    """Issue 20, must-hold 2 and 6: a new peer on a key the restore holds, and a group member, need no
+    retry, and every restore holds at least 150 of the server's unused keys. A peer the server hands a
+    key the restore lacks ("new_beyond", placed there by the test) still costs whatsmeow's 2 rounds."""
+    run = config_var_run
+    assert all(d.rounds == 0 for d in run.of("new_within") + run.of("group")), _table(run)
+    assert len(run.kept_unused_keys) == 3 and min(run.kept_unused_keys) >= 150, _table(run)
+
+
+@pytest.mark.xfail(strict=True, reason="decided on the bot side: without a restored 1:1 session the bot's first "
+                   "send fetches a bundle (one peer key); restoring the stale session instead would make the peer "
+                   "drop that message (snapshot/format.py PREKEY_FLOOR)")
 def test_after_continuity_bot_the_bots_sends_spend_no_peer_key_after_a_restore(config_var_run):
     """Issue 20's fourth row: without the session the bot fetches a bundle, one peer key per restart."""
     assert config_var_run.peer_keys_spent_after_restarts == 0

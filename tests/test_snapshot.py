@@ -24,6 +24,7 @@ import pytest
 
 import fsutil
 import snapshot
+import snapshot.fence
 import snapshot.tarreading
 from snapshot import InvalidSnapshot, SnapshotError, SnapshotTooLarge
 from tests.support import wadb
@@ -42,6 +43,13 @@ def fresh(tmp_path):
 @pytest.fixture
 def used(tmp_path):
     return wadb.make_session(str(tmp_path / "session"), "50", seed=11)
+
+
+@pytest.fixture
+def no_fence(monkeypatch):
+    """Restores without the pre-key id fence (tested on its own in test_prekey_fence.py), so a round
+    trip can be compared row for row."""
+    monkeypatch.setattr(snapshot.fence, "FENCE_EPOCH", 2**40)
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +131,8 @@ def members_of(text: str) -> list:
 
 def test_default_tier_of_a_fresh_pairing_is_small_and_keeps_the_device(fresh, tmp_path):
     text = snapshot.pack(fresh.session_dir)
-    assert len(text) <= 6000
+    assert len(text) <= snapshot.DEFAULT_BUDGET
+    assert snapshot.inspect(text).prekeys > snapshot.PREKEY_FLOOR  # plus the highest id
     assert "\n" not in text and text.strip() == text
     info = snapshot.inspect(text)
     assert info.format == "ours" and info.tier == "core"
@@ -132,32 +141,36 @@ def test_default_tier_of_a_fresh_pairing_is_small_and_keeps_the_device(fresh, tm
 
 
 def test_tiers_are_nested_and_shrink(used):
-    sizes = [len(snapshot.pack(used.session_dir, budget=10**9, tier=t)) for t in snapshot.TIERS]
+    sizes = [len(snapshot.pack(used.session_dir, budget=snapshot.DEFAULT_BUDGET if t == "core" else 10**9, tier=t))
+             for t in snapshot.TIERS]
     assert sizes == sorted(sizes, reverse=True)
-    assert sizes[0] > 20 * sizes[-2]  # "full" of a used account is far bigger than "core"
+    assert sizes[0] > 5 * sizes[-2]  # "full" of a used account is far bigger than "core"
 
 
 def test_default_picks_the_most_complete_tier_that_fits(fresh):
-    full = snapshot.pack(fresh.session_dir, budget=10**9, tier="full")
-    assert snapshot.pack(fresh.session_dir, budget=len(full)) == full
-    below = snapshot.pack(fresh.session_dir, budget=len(full) - 1)
-    # A fresh pairing has no ratchets or message secrets, so "crypto" holds exactly what "peers"
-    # holds and the snapshot carries the smaller name.
-    assert snapshot.inspect(below).tier == "peers"
-    assert below == snapshot.pack(fresh.session_dir, budget=10**9, tier="peers")
+    peers = snapshot.pack(fresh.session_dir, budget=10**9, tier="peers")
+    # A save never picks "crypto" or "full" by itself: they carry 1:1 sessions (format.AUTO_TIERS).
+    assert snapshot.pack(fresh.session_dir, budget=10**9) == snapshot.pack(fresh.session_dir, budget=10**9, tier="core")
+    everything = snapshot.pack(fresh.session_dir, budget=10**9)
+    below = snapshot.pack(fresh.session_dir, budget=len(everything) - 1)
+    # A fresh pairing has no peers, so "peers" holds exactly what a "core" with every pre-key holds
+    # and carries the smaller name; one character less and a pre-key stays behind.
+    assert snapshot.inspect(snapshot.pack(fresh.session_dir, budget=10**9)).tier == "core"
+    assert snapshot.inspect(below).tier == "core" and snapshot.inspect(below).prekeys < snapshot.inspect(peers).prekeys
 
 
-def test_core_tier_keeps_the_next_prekeys_and_the_id_high_water_mark(used, tmp_path):
+def test_core_tier_keeps_the_lowest_prekeys_and_the_id_high_water_mark(used, tmp_path, no_fence):
     text = snapshot.pack(used.session_dir, tier="core")
     snapshot.unpack(text, str(tmp_path / "restored"))
     conn = sqlite3.connect(str(tmp_path / "restored" / wadb.DB_NAME))
     ids = [r[0] for r in conn.execute("SELECT key_id FROM whatsmeow_pre_keys ORDER BY key_id")]
     conn.close()
-    expected = used.prekey_ids[: snapshot.CORE_PREKEYS] + [max(used.prekey_ids)]
-    assert ids == expected
+    kept = len(ids) - 1
+    assert kept >= snapshot.PREKEY_FLOOR
+    assert ids == used.prekey_ids[:kept] + [max(used.prekey_ids)]
 
 
-def test_login_tier_is_device_only_but_keeps_every_table(used, tmp_path):
+def test_login_tier_is_device_only_but_keeps_every_table(used, tmp_path, no_fence):
     text = snapshot.pack(used.session_dir, tier="login")
     dest = tmp_path / "restored"
     snapshot.unpack(text, str(dest))
@@ -168,7 +181,7 @@ def test_login_tier_is_device_only_but_keeps_every_table(used, tmp_path):
     assert schema_sql(dest / wadb.DB_NAME) == schema_sql(used.db_path)
 
 
-def test_full_tier_round_trip_keeps_every_row(used, tmp_path):
+def test_full_tier_round_trip_keeps_every_row(used, tmp_path, no_fence):
     text = snapshot.pack(used.session_dir, budget=10**9, tier="full")
     dest = tmp_path / "restored"
     snapshot.unpack(text, str(dest))
@@ -180,7 +193,7 @@ def test_over_budget_names_every_tier_size_and_writes_nothing(used, tmp_path):
     with pytest.raises(SnapshotTooLarge) as err:
         snapshot.pack(used.session_dir, budget=1000)
     assert err.value.budget == 1000
-    assert list(err.value.sizes) == list(snapshot.TIERS)
+    assert list(err.value.sizes) == list(snapshot.AUTO_TIERS)  # the tiers a save may pick
     assert all(n > 1000 for n in err.value.sizes.values())
     assert f"{err.value.sizes['login']:,}" in str(err.value) and "1,000" in str(err.value)
     assert tree_state(tmp_path) == before
@@ -210,7 +223,7 @@ def test_pack_refuses_without_a_logged_in_device(make, tmp_path, fresh):
 
 def test_big_account_default_fits_the_budget(big):
     text = snapshot.pack(big.session_dir)
-    assert len(text) <= 16000
+    assert len(text) <= snapshot.DEFAULT_BUDGET
     info = snapshot.inspect(text)
     assert info.device_jid == big.jid and info.tier == "core"
 
@@ -258,7 +271,7 @@ def test_swap_without_rename_exchange_still_replaces_the_session(fresh, tmp_path
     assert sorted(os.listdir(tmp_path)) == ["other", "session"]
 
 
-def test_repacking_a_restored_session_gives_the_same_text(used, tmp_path):
+def test_repacking_a_restored_session_gives_the_same_text(used, tmp_path, no_fence):
     text = snapshot.pack(used.session_dir)
     snapshot.unpack(text, str(tmp_path / "restored"))
     assert snapshot.pack(str(tmp_path / "restored")) == text
@@ -290,7 +303,7 @@ def test_inspect_never_shows_key_material(used):
         for form in (value.hex(), value.hex().upper(), base64.b64encode(value).decode()):
             assert form not in dumped
     info = json.loads(dumped)
-    assert info["prekeys"] == snapshot.CORE_PREKEYS + 1
+    assert info["prekeys"] > snapshot.PREKEY_FLOOR and info["max_prekey_id"] == max(used.prekey_ids)
     assert info["paired_at"].startswith("20") and info["schema_version"] == 15
     assert info["raw_bytes"] > info["compressed_bytes"] and info["encoded_chars"] == len(text)
 
@@ -328,7 +341,7 @@ def shell(cmd: str, **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("encoder", ["base64 -w0", "base64", "base64 | sed 's/^/  /'"])
-def test_unpack_accepts_plain_shell_snapshots(encoder, used, tmp_path):
+def test_unpack_accepts_plain_shell_snapshots(encoder, used, tmp_path, no_fence):
     text = shell(f"tar czf - -C {used.session_dir} . | {encoder}").stdout.decode()
     info = snapshot.unpack("\n\n " + text + " \n", str(tmp_path / "restored"))
     assert info.format == "plain tar" and info.tier is None
@@ -539,7 +552,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def test_pack_while_another_process_writes_gets_a_consistent_copy(used, tmp_path):
+def test_pack_while_another_process_writes_gets_a_consistent_copy(used, tmp_path, no_fence):
     stop = tmp_path / "stop"
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, used.db_path, str(stop)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -547,7 +560,7 @@ def test_pack_while_another_process_writes_gets_a_consistent_copy(used, tmp_path
         seen = set()
         deadline = time.monotonic() + 30
         while len(seen) < 10 and time.monotonic() < deadline:
-            text = snapshot.pack(used.session_dir, tier="core")
+            text = snapshot.pack(used.session_dir, budget=10**9, tier="core")  # one encode, no search
             assert [m[0] for m in members_of(text)] == [wadb.DB_NAME]
             dest = tmp_path / "restored"
             snapshot.unpack(text, str(dest))
@@ -727,7 +740,7 @@ def _hostile_schema_db(source_db) -> bytes:
         return _read(path)
 
 
-def test_restore_keeps_only_neonizes_own_schema(used, tmp_path):
+def test_restore_keeps_only_neonizes_own_schema(used, tmp_path, no_fence):
     text = b64_targz([reg("neonize.db", _hostile_schema_db(used.db_path))])
     dest = tmp_path / "restored"
     info = snapshot.unpack(text, str(dest))

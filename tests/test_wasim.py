@@ -455,6 +455,7 @@ def test_prekey_pool_hands_each_key_out_once_in_its_order_and_tells_when_low():
     lowest = PreKeyPool()
     lowest.upload({i: bytes([i]) * 32 for i in range(1, 11)})
     assert [lowest.take("p")[0] for _ in range(3)] == [1, 2, 3]
+    assert lowest.take("p", key_id=9)[0] == 9 and lowest.take("p")[0] == 4  # a key a test chose
     lowest.upload({1: bytes([1]) * 32, 11: b"\x0b" * 32})  # 1 again, same material: not handed out again
     assert 1 not in lowest.keys and lowest.conflicts == [] and lowest.batches[1] == [1, 11]
     lowest.upload({2: b"other" * 6 + b"xy"})  # an id that comes back with other material

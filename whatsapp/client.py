@@ -44,6 +44,7 @@ from whatsapp.message import Messages
 from whatsapp.outage import OutageWatch
 from whatsapp.pair import Pairing
 from whatsapp.receipt import Receipts
+from whatsapp.retry import Retries
 from whatsapp.send import Sends
 from whatsapp.states import (
     NOT_STARTED,
@@ -62,7 +63,7 @@ QR_STOP_WAIT = 0.5
 
 
 class Connection(ConnectLoop, ConnectionEvents, Pairing, Messages, Receipts, Sends, Downloads, Calls, ChatActions, Users,
-                 Groups):
+                 Groups, Retries):
     def __init__(
         self,
         session,
@@ -124,6 +125,7 @@ class Connection(ConnectLoop, ConnectionEvents, Pairing, Messages, Receipts, Sen
         self.pacer = pacer or SendPacer(SEND_RATE_LIMIT)
         self._init_downloads(media_dir, media_cache_entries, media_cache_seconds)
         self._init_calls(reject_calls, reject_calls_message)
+        self._init_retries()
 
     # -- lifecycle (gunicorn hooks) -----------------------------------------------------------------
     def start(self) -> None:
@@ -225,6 +227,7 @@ class Connection(ConnectLoop, ConnectionEvents, Pairing, Messages, Receipts, Sen
             "clientConnects": self.connects,
             "keepaliveReconnects": self.keepalive_reconnects,
             "loopErrors": self.loop_errors,
+            **self._retry_status(),
             # Each session event's counterpart: unreachable, disconnected, logged_out (the others:
             # state, connectedSince, bannedUntil, qr, and the session's lastSaveError).
             "unreachable": self._outage.status(),

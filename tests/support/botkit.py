@@ -83,4 +83,6 @@ class Bot:
 def stored_snapshot_for(root: Path, seed: int = 7, profile: str = "fresh") -> tuple[str, str]:
     """(snapshot text, device JID) of a session made elsewhere, as a previous dyno would have saved it."""
     made = wadb.make_session(str(root / f"elsewhere-{seed}"), profile, seed=seed)
-    return snapshot.pack(made.session_dir, 16384), made.jid
+    # At the save's own target (a quarter less the var's name), as the bot would have packed it: an
+    # unchanged session then packs to the same text at a stop (stopsave.py) and nothing is written.
+    return snapshot.pack(made.session_dir, 16384 - len("WHATSAPP_SESSION")), made.jid

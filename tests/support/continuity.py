@@ -34,7 +34,6 @@ APP = "bot-continuity"
 WAIT = 45.0  # a message that needs retries, on two loaded cores
 
 CASES = ("established", "bot_first", "new_within", "new_beyond", "old_client", "group")
-MAX_DRAIN = 60  # keys handed to strangers at most to move past what the snapshot kept
 
 
 @dataclass
@@ -72,6 +71,9 @@ class Run:
     # `message` webhook events without text for a group message: the part of a member's first group
     # message that carries only its sender key distribution message (whatsmeow dispatches it too).
     empty_group_events: int = 0
+    # Per restart: how many of the server's unused one-time keys the restored session holds the private
+    # half of (with the lowest-first order, that many new peers get through without a retry).
+    kept_unused_keys: list[int] = field(default_factory=list)
 
     def of(self, case: str, after_restart: bool = True) -> list[Delivery]:
         return [d for d in self.deliveries if d.case == case and (d.restore > 0 or not after_restart)]
@@ -254,6 +256,8 @@ class Conversation:
         for restore in range(1, self.restarts + 1):
             stored = self.store.stored()
             kept = kept_prekey_ids(stored) if stored else None
+            if kept is not None:
+                self.run.kept_unused_keys.append(len(kept & set(self.sim.devices[self.jid].pool.keys)))
             self.store.restart(self.jid)
             self._round(restore, kept)
         self.run.peer_keys_spent_after_restarts = keys_before - self._peer_keys_left()
@@ -271,8 +275,7 @@ class Conversation:
         self._bot_sends(restore, self.bot_first)
         self._peer_says(self.bot_first, "bot_first", restore, f"answer after restart {restore}")
         self._new_peer("new_within", restore, kept)
-        self._move_past(kept)
-        self._new_peer("new_beyond", restore, kept)
+        self._new_peer("new_beyond", restore, kept, beyond=True)
         self._peer_says(self.old_client, "old_client", restore, f"lost after restart {restore}")
         self._member_says(restore)
         self._bot_sends(restore, self.group)
@@ -287,32 +290,23 @@ class Conversation:
         message_id = self.sim.deliver_text(self.jid, peer, f"{text} ({peer})", session="keep")
         return self._await(case, restore, peer, message_id, f"{text} ({peer})", **extra)
 
-    def _new_peer(self, case: str, restore: int, kept: set[int] | None) -> None:
+    def _new_peer(self, case: str, restore: int, kept: set[int] | None, beyond: bool = False) -> None:
         """A peer's first message; its case is what the key the server handed out turned out to be:
-        "new_within" when the restored session held its private half, "new_beyond" otherwise."""
+        "new_within" when the restored session held its private half, "new_beyond" otherwise.
+        beyond=True, with the lowest-first order: the server hands this peer the lowest key the restore
+        did NOT keep (as it would once the kept ones are used up), leaving the kept ones for later."""
         peer = next(self._new)
         pool = self.sim.devices[self.jid].pool
+        if beyond and kept is not None and pool.order == "lowest":
+            lacking = [k for k in sorted(pool.keys) if k not in kept]
+            if lacking:
+                self.sim.peers.next_key[self.sim.peer(peer).jid] = lacking[0]
         handed = len(pool.handed_out)
         delivery = self._peer_says(peer, case, restore, "first words")
         first_key = pool.handed_out[handed].key_id if len(pool.handed_out) > handed else None
         delivery.key_id = first_key
         delivery.key_kept = True if kept is None else first_key in kept
         delivery.case = "new_within" if delivery.key_kept else "new_beyond"
-
-    def _move_past(self, kept: set[int] | None) -> None:
-        """Strangers start sessions until the server's next key is one the snapshot did not keep."""
-        if kept is None:
-            return
-        device = self.sim.devices[self.jid]
-        stranger = self.sim.peer(next(self._new))
-        for _ in range(MAX_DRAIN):
-            if not device.pool.keys or self._next_key(device.pool) not in kept:
-                return
-            self.sim.peers.fetch_bundle(device, stranger)
-
-    @staticmethod
-    def _next_key(pool) -> int | None:
-        return min(pool.keys) if pool.order == "lowest" else None
 
     def _member_says(self, restore: int) -> None:
         text = f"group words {restore} ({self.member})"

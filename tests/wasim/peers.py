@@ -54,10 +54,11 @@ class PeerSender:
         self.sim = sim
         self.recent: OrderedDict[str, PeerMessage] = OrderedDict()
         self.nodes: dict[str, Node] = {}  # every delivered message's first node, by id (for tests)
+        self.next_key: dict[str, int] = {}  # contact JID -> the one-time key its next fetch gets (tests)
 
     def fetch_bundle(self, device, contact: Contact) -> PreKeyBundle:
         """The server's answer to the peer's key fetch for this device (one one-time key spent)."""
-        key_id, pub, went_low = device.pool.take(contact.jid)
+        key_id, pub, went_low = device.pool.take(contact.jid, self.next_key.pop(contact.jid, None))
         if went_low:
             self.sim.notify_prekey_count(device)
         return bundle_for(device, (key_id, pub))

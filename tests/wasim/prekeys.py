@@ -63,13 +63,15 @@ class PreKeyPool:
             if len(self.keys) >= MIN_PREKEY_COUNT:
                 self._notified_low = False
 
-    def take(self, to: str) -> tuple[int | None, bytes | None, bool]:
-        """One key out of the pool, for good: (id, public key, whether the count just went low)."""
+    def take(self, to: str, key_id: int | None = None) -> tuple[int | None, bytes | None, bool]:
+        """One key out of the pool, for good: (id, public key, whether the count just went low).
+        `key_id`: this one rather than the order's (a test placing a peer on a key it chose)."""
         with self._lock:
             if not self.keys:
                 self.handed_out.append(HandOut(None, to, time.time()))
                 return None, None, False
-            key_id = min(self.keys) if self.order == "lowest" else self._rng.choice(sorted(self.keys))
+            if key_id is None or key_id not in self.keys:
+                key_id = min(self.keys) if self.order == "lowest" else self._rng.choice(sorted(self.keys))
             pub = self.keys.pop(key_id)
             self._given.add(key_id)
             self.handed_out.append(HandOut(key_id, to, time.time()))
