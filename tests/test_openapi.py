@@ -207,8 +207,8 @@ def _peer_message(message, message_id: str):
 
 
 def _peer_news(connection) -> None:
-    """A photo, a reaction, an edit, a delete and a call, through the connection's own handlers (what
-    the scripted client cannot send)."""
+    """A photo, a reaction, an edit, a delete, a call and a message that could not be decrypted, through
+    the connection's own handlers (what the scripted client cannot send)."""
     from neonize.proto.Neonize_pb2 import CallOffer, Node
     from neonize.proto.waCommon.WACommon_pb2 import MessageKey
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
@@ -231,11 +231,16 @@ def _peer_news(connection) -> None:
     offer.basicCallMeta.timestamp = 1764112900000
     offer.basicCallMeta.callCreator.User, offer.basicCallMeta.callCreator.Server = "4915112345678", "s.whatsapp.net"
     connection._on_call_offer(None, offer)
+    from neonize.events import UndecryptableMessageEv
+
+    lost = UndecryptableMessageEv(IsUnavailable=False)
+    lost.Info.CopyFrom(_peer_message(Message(), "3EB0LOST").Info)
+    connection._on_undecryptable(None, lost)
 
 
 def test_the_events_the_bot_sends_fit_their_webhooks(tmp_path):
     """The bot's own payloads, from a scripted WhatsApp connection: an outage, a scan, messages (a photo among
-    them), reactions, edits, deletes, a call, receipts, a lost connection, a ban, a failed save. (logged_out: in the Schemathesis run below, which clears the
+    them), reactions, edits, deletes, a call, an undecryptable message, receipts, a lost connection, a ban, a failed save. (logged_out: in the Schemathesis run below, which clears the
     session; client_outdated: the README's example above.)"""
     bot = Bot(tmp_path, store=_FullDisk(stores.LocalFileStore(tmp_path / "session.snapshot")))
     recorder = _Recorder()
