@@ -226,6 +226,11 @@ def payload(name: str, data: dict) -> dict:
     return envelope(name, data)
 
 
+# What a message may hold besides its content: a group member's sender key (whatsmeow message.go
+# `handleSenderKeyDistributionMessage` takes it before dispatching) and the context every message has.
+KEY_SHARE_FIELDS = {"senderKeyDistributionMessage", "fastRatchetKeySenderKeyDistributionMessage", "messageContextInfo"}
+
+
 def incoming_event(event) -> tuple[str, dict] | None:
     """(event name, data) for a peer's neonize Message event: `message`, `reaction`, `edit` or
     `delete`; None for the bot's own messages and for protocol messages that are no news to an owner
@@ -252,6 +257,8 @@ def incoming_event(event) -> tuple[str, dict] | None:
         if protocol.type == PROTOCOL_REVOKE and protocol.HasField("key"):
             return DELETE, {"id": protocol.key.ID, "deleteId": info.ID, **who}
         return None
+    if not {field.name for field, _ in message.ListFields()} - KEY_SHARE_FIELDS:
+        return None  # only a group's sender key (a member's first message carries it alone): no news
     return MESSAGE, message_data(event)
 
 

@@ -11,6 +11,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
     Message,
     ProtocolMessage,
     ReactionMessage,
+    SenderKeyDistributionMessage,
 )
 
 import events
@@ -54,6 +55,14 @@ def test_what_is_never_forwarded():
     assert events.incoming_event(event(Message(protocolMessage=settings))) is None
     assert events.incoming_event(event(Message(conversation="mine"), from_me=True)) is None
     assert events.message_payload(event(Message(protocolMessage=settings))) is None
+    # A group member's first message may come as a part holding only its sender key (whatsmeow
+    # dispatches it too): no empty `message` event for it; the text part that follows is one.
+    key_only = Message(senderKeyDistributionMessage=SenderKeyDistributionMessage(
+        groupID="120363000000000001@g.us", axolotlSenderKeyDistributionMessage=b"\x33key"))
+    assert events.incoming_event(event(key_only)) is None
+    with_text = Message(conversation="hi group")
+    with_text.senderKeyDistributionMessage.CopyFrom(key_only.senderKeyDistributionMessage)
+    assert events.incoming_event(event(with_text))[0] == "message"
 
 
 def test_a_plain_message_is_still_a_message_with_its_old_fields():

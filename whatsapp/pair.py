@@ -49,15 +49,15 @@ class Pairing:
         seconds = QR_FIRST_CODE_SECONDS if self.qr_index == 1 else QR_NEXT_CODE_SECONDS
         self.qr_expires_at = time.time() + seconds
         self._outage.pause()  # WhatsApp answers: a scan is awaited, no outage
+        # The state comes first: whoever sees the code in the logs finds the state saying so, and
+        # GET /api/qr has the code (last_qr) as soon as the state does.
+        self._set_state(WAITING_FOR_QR)
+        self._emit(events.QR, {"code": text, "expiresAt": iso_from_epoch(self.qr_expires_at),
+                               "index": self.qr_index})
         lines = qr_block(text)
         # One write per line, flushed: each is its own line in `heroku logs`.
         for line in lines:
             print(line, file=self._out, flush=True)
-        # The state says "waiting for a scan" once the code is out, so whoever sees the state (a test,
-        # the /qr page, a script polling /api/health) also finds the code printed.
-        self._set_state(WAITING_FOR_QR)
-        self._emit(events.QR, {"code": text, "expiresAt": iso_from_epoch(self.qr_expires_at),
-                               "index": self.qr_index})
         log.info("QR code %d printed above; also at GET /qr", self.qr_count)
         self._arm_qr_timer()
         if self._pair_phone and self.qr_count == 1:
