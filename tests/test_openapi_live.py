@@ -81,6 +81,7 @@ def _schemathesis(bot, tmp_path, examples: int, *selection: str) -> None:
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0 and " passed" in output, output[-12000:]
+    print(output[output.find("Test cases:"):].strip())  # how many cases ran (pytest -rP shows it)
 
 
 def test_schemathesis_finds_nothing_against_the_live_bot(sim, start_bot, tmp_path):
