@@ -62,7 +62,7 @@ def health():
     # monitor notices instead of seeing "ok" on a bot that will never reach WhatsApp again.
     connection = _connection()
     if not connection.running():
-        return jsonify(ok=False, state=connection.state, timestamp=iso_now(),
+        return jsonify(ok=False, state=connection.state, timestamp=iso_now(), error="connection_stopped",
                        message="the WhatsApp connection is not running; see the logs"), 503
     return jsonify(ok=True, state=connection.state, timestamp=iso_now())
 

@@ -206,6 +206,7 @@ def test_health_says_503_when_the_connection_is_not_running(tmp_path):
         bot.stop()
         response = client.get("/api/health")
         assert response.status_code == 503 and response.json["ok"] is False
+        assert response.json["error"] == "connection_stopped"  # the API's one error shape
         assert response.json["state"] == "stopped"
     finally:
         bot.stop()
