@@ -9,7 +9,7 @@ stored snapshot knows; PREKEY_BATCH of them or more means a batch (a retry recei
 prekeys.go `GenOnePreKey`), and the session is saved once. The save moves that id up, so the next look
 finds nothing until the next batch.
 
-The same look keeps the use triggers of signaluse.py installed (a restore drops them).
+The same look keeps the use triggers of snapshot/signaluse.py installed (a restore drops them).
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ class SnapshotSession(SingleFlightSaves):
         log.info("connected as %s", printable(local) if local else "(unknown device)")
         if not local:
             return
-        # The first look installs the use triggers (signaluse.py), before the save decision is logged.
+        # The first look installs the use triggers (snapshot/signaluse.py), before the save decision is logged.
         self.prekey_watch.look_once()
         self.prekey_watch.start()
         if local == self._stored_jid:

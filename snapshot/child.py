@@ -16,7 +16,7 @@ import os
 import sqlite3
 import sys
 
-import signaluse
+from snapshot import signaluse
 from snapshot.format import DB_NAME, SnapshotError, SnapshotTooLarge, file_uri
 from snapshot.packing import pack_for_store
 from snapshot.unpacking import device_jid

@@ -4,7 +4,7 @@ Order (the reasons are at PREKEY_FLOOR in format.py): the lowest unused pre-keys
 then group members' sender keys most recently used first, then more pre-keys. Each step is a binary search over how many fit: the encoded
 size grows with every row added (key material does not compress), so "fits" is monotonic.
 
-"Most recently used" comes from our own table in the live database (signaluse.py keeps it up to date
+"Most recently used" comes from our own table in the live database (snapshot/signaluse.py keeps it up to date
 with triggers); peers it never saw (written before it existed, or restored and not used since) come
 after those, in a fixed order, so the same database always gives the same snapshot.
 """

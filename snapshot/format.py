@@ -177,7 +177,7 @@ def row_filter(table: str, tier: str):
     return _FILLED[table] if rule == FILL else rule
 
 
-# Our own objects in the live database (signaluse.py: which peer's keys were used last). They only
+# Our own objects in the live database (snapshot/signaluse.py: which peer's keys were used last). They only
 # steer packing and are never packed: a restore keeps neonize's schema only.
 OWN_PREFIX = "bot_"
 

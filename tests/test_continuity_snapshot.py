@@ -1,7 +1,7 @@
 """Issue 20, the snapshot side: what a snapshot carries so conversations survive a restore.
 
 On databases made by neonize itself (tests/support/wadb.py): the lowest unused pre-keys to the budget,
-peers' sessions most recently used first (recorded by signaluse.py's triggers, fired by the very
+peers' sessions most recently used first (recorded by snapshot/signaluse.py's triggers, fired by the very
 statements whatsmeow runs), the pre-key id fence a restore sets (snapshot/fence.py), and the look that
 finds a pre-key batch (prekeywatch.py through the snapshot child)."""
 
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-import signaluse
+from snapshot import signaluse
 import snapshot
 import snapshot.fence
 from prekeywatch import PREKEY_BATCH, PreKeyWatch
