@@ -4,7 +4,6 @@ determinism, plain-shell interop, hostile inputs, packing under concurrent write
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,7 @@ import snapshot.fence
 import snapshot.tarreading
 from snapshot import InvalidSnapshot, SnapshotError, SnapshotTooLarge
 from tests.support import wadb
+from tests.support.hostile import tree_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,18 +56,6 @@ def no_fence(monkeypatch):
 def big(tmp_path_factory):
     return wadb.make_session(str(tmp_path_factory.mktemp("big") / "session"), "3000", seed=3)
 
-
-def tree_state(path) -> dict:
-    """Every entry under `path` with a content hash for files: equal states mean untouched."""
-    state = {}
-    for root, dirs, files in os.walk(path):
-        for d in dirs:
-            state[os.path.relpath(os.path.join(root, d), path) + "/"] = "dir"
-        for f in files:
-            full = os.path.join(root, f)
-            with open(full, "rb") as fh:
-                state[os.path.relpath(full, path)] = hashlib.sha256(fh.read()).hexdigest()
-    return state
 
 
 def b64_targz(members, gzip_it=True) -> str:

@@ -7,7 +7,6 @@ processes (os.wait4's rusage of that one child), bounded by a generous deadline,
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from snapshot import InvalidSnapshot
 from tests.support import wadb
 from tests.support.harness import ROOT, wait_for
 from tests.support.hostile import (SCHEMA_ATTACKS, TAR_HEADER_ATTACKS, TAR_HEADER_CASES, changed_copy,
-                                   odd_page_size, schema_attack, snapshot_of)
+                                   odd_page_size, schema_attack, snapshot_of, tree_state)
 
 PEAK_RSS_LIMIT_KIB = 150 * 1024
 # The attacks are refused in well under a second (see bench/bench_hostile.py); a child process on a
@@ -51,16 +50,6 @@ def attack_files(tmp_path_factory):
         files[name].write_text(make())
     return files
 
-
-def tree_state(path) -> dict:
-    state = {}
-    for root, dirs, files in os.walk(path):
-        for d in dirs:
-            state[os.path.relpath(os.path.join(root, d), path) + "/"] = "dir"
-        for f in files:
-            full = os.path.join(root, f)
-            state[os.path.relpath(full, path)] = os.path.getsize(full), os.path.getmtime(full)
-    return state
 
 
 def refused_and_nothing_changes(text, session, tmp_path) -> InvalidSnapshot:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
+import os
 import sqlite3
 import struct
 import tarfile
@@ -323,3 +325,20 @@ TAR_HEADER_CASES = {
     "malformed pax record": (lambda: _raw(*_pax_then_file(b"99 path=neonize.db\n")), "malformed"),
     "pax header at the end": (lambda: _raw(*_pax_block(_pax_record("path", "neonize.db"))), "right after a pax header"),
 }
+
+
+def tree_state(path) -> dict:
+    """Every entry under `path` with a content hash for files: equal states mean untouched (what a
+    refused snapshot must leave behind)."""
+    state = {}
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            state[os.path.relpath(os.path.join(root, d), path) + "/"] = "dir"
+        for f in files:
+            full = os.path.join(root, f)
+            digest = hashlib.sha256()
+            with open(full, "rb") as fh:
+                while chunk := fh.read(1 << 20):  # attack files can be 100 MB
+                    digest.update(chunk)
+            state[os.path.relpath(full, path)] = digest.hexdigest()
+    return state
