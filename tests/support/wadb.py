@@ -17,14 +17,12 @@ of 50 is generated and uploaded whenever the server's stock drops below 5. So a 
 
 from __future__ import annotations
 
-import atexit
 import os
 import random
 import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 
 DB_NAME = "neonize.db"
@@ -36,52 +34,13 @@ INITIAL_PREKEYS = 812  # whatsmeow prekeys.go: wantedCount = 812 on the initial 
 PREKEY_BATCH = 50  # WantedPreKeyCount
 PREKEY_MIN = 5  # MinPreKeyCount
 
-_MAKE_SCHEMA = """
-import sys
-from neonize.client import NewClient
-client = NewClient(sys.argv[1])
-try:
-    client.connect()
-except Exception:
-    pass  # the dial fails by design; the schema is already written
-"""
-
-
-def make_schema_db(path: str, timeout: float = 60.0) -> None:
-    """Create an empty whatsmeow database at `path` with neonize's own migrations."""
-    env = dict(os.environ)
-    env["HTTPS_PROXY"] = env["HTTP_PROXY"] = "http://127.0.0.1:9"  # dead port: the dial fails at once
-    env.pop("NO_PROXY", None)
-    env.pop("no_proxy", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _MAKE_SCHEMA, path],
-        env=env,
-        capture_output=True,
-        timeout=timeout,
-        cwd=os.path.dirname(path) or ".",
-    )
-    with sqlite3.connect(path) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    conn.close()
-    if "whatsmeow_device" not in tables:
-        raise RuntimeError(
-            f"neonize did not create the schema (exit {proc.returncode}): {proc.stderr.decode()[-2000:]}"
-        )
-
-
-_template_path: str | None = None
-
-
 def template_db() -> str:
-    """Path of an empty neonize-made database, created once per process."""
-    global _template_path
-    if _template_path is None or not os.path.exists(_template_path):
-        tmp = tempfile.mkdtemp(prefix="wadb-template-")
-        atexit.register(shutil.rmtree, tmp, True)
-        path = os.path.join(tmp, DB_NAME)
-        make_schema_db(path)
-        _template_path = path
-    return _template_path
+    """Path of an empty database made by neonize's own migrations: the restore's template
+    (snapshot/rebuild.py), made once per process, or once per test run (conftest's SCHEMA_CACHE_DIR).
+    Read-only: copy it before writing."""
+    from snapshot.rebuild import neonize_template
+
+    return neonize_template().path
 
 
 @dataclass
