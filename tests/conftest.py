@@ -11,8 +11,30 @@ import pytest
 
 from tests.support.simulator import running_sim
 from tests.support.harness import BotProcess, base_env
-from tests.support import leftovers
+from tests.support import leftovers, scheduling
 from tests.support.postgres import TEMP_DIRS, PostgresServer, ServerUnavailable
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest.ini's `--dist loadfile`, with the long work first and the files of independent tests
+    shared out test by test (tests/support/scheduling.py says why xdist's own marks cannot)."""
+    if config.getvalue("dist") == "loadfile":
+        return scheduling.SpreadScheduling(config, log)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """A SPREAD file runs its tests on several workers: a module-scoped fixture there would be built
+    once per worker, and a test relying on an earlier one's state would break by chance."""
+    for item in items:
+        if scheduling.file_of(item.nodeid) not in scheduling.SPREAD:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        shared = [name for name, chain in (info.name2fixturedefs.items() if info else ())
+                  if chain and chain[-1].scope == "module"]
+        if shared:
+            raise pytest.UsageError(f"{item.nodeid} uses module-scoped {shared}: remove its file from "
+                                    "SPREAD in tests/support/scheduling.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,6 +51,23 @@ def _no_process_left_behind(tmp_path_factory):
     if left:
         pytest.fail("processes started by the tests were still running at the end (killed now):\n  "
                     + "\n  ".join(left), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _schema_cache(tmp_path_factory):
+    """One neonize schema template for the whole run (snapshot/rebuild.py, SCHEMA_CACHE_DIR) instead of
+    a neonize child process in every bot, CLI run and worker that restores (~0.6 s of CPU each, over
+    a hundred times a run). Under xdist the workers' temp dirs share a parent, and so the template."""
+    root = tmp_path_factory.getbasetemp()
+    directory = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "schema-cache"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    before = os.environ.get("SCHEMA_CACHE_DIR")
+    os.environ["SCHEMA_CACHE_DIR"] = str(directory)
+    yield directory
+    if before is None:
+        os.environ.pop("SCHEMA_CACHE_DIR", None)
+    else:
+        os.environ["SCHEMA_CACHE_DIR"] = before
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Issue 20 end to end: conversations across three restarts in a row, on both stores.
+"""Issue 20 end to end: conversations across three restarts in a row, on the config var store
+(PostgreSQL: test_continuity_postgres.py, a module of its own so the two run on different workers).
 
 The real bot (Procfile's gunicorn, real neonize) against the WhatsApp simulator, whose peers keep their
 Signal sessions and answer retry receipts as whatsmeow's handleRetryReceipt does (tests/wasim/retry.py).
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.continuity import SIM_PHONE, ConfigVarStore, Conversation, PostgresStore, Run
+from tests.support.continuity import SIM_PHONE, ConfigVarStore, Conversation, Run
 from tests.support.simulator import WebhookReceiver
 
 SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
@@ -49,26 +50,8 @@ def config_var_run(sim, receiver, tmp_path_factory) -> Run:
     finally:
         store.close()
 
-    print("\n" + _table(run))
+    print("\n" + run.table())
     return run
-
-
-@pytest.fixture(scope="module")
-def postgres_run(sim, receiver, pg_server, tmp_path_factory) -> Run:
-    url = pg_server.create_database("continuity")
-    store = PostgresStore(sim, tmp_path_factory.mktemp("postgres"), receiver, url)
-    try:
-        run = Conversation(sim, store, receiver, tag="2").play()
-    finally:
-        store.close()
-    print("\n" + _table(run))
-    return run
-
-
-def _table(run: Run) -> str:
-    return (f"peer keys spent after restarts: {run.peer_keys_spent_after_restarts}, empty group message events:"
-            f" {run.empty_group_events}, unused keys each restore held: {run.kept_unused_keys}\n") + "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
-                     f" kept={d.key_kept} delay={d.delay}" for d in run.deliveries)
 
 
 # ------------------------------------------------------------------ the config var
@@ -76,9 +59,9 @@ def _table(run: Run) -> str:
 def test_config_var_every_message_from_a_peer_that_answers_retries_reaches_the_webhook(config_var_run):
     run = config_var_run
     answering = [d for d in run.deliveries if d.case != "old_client"]
-    assert len(run.of("established")) == 6 and len(run.of("group")) == 3, _table(run)
-    assert len(run.of("bot_first")) == 3, _table(run)
-    assert all(d.arrived for d in answering), _table(run)
+    assert len(run.of("established")) == 6 and len(run.of("group")) == 3, run.table()
+    assert len(run.of("bot_first")) == 3, run.table()
+    assert all(d.arrived for d in answering), run.table()
 
 
 def test_config_var_retry_rounds_are_no_worse_than_today(config_var_run):
@@ -86,16 +69,16 @@ def test_config_var_retry_rounds_are_no_worse_than_today(config_var_run):
     for case, rounds in TODAY_ROUNDS.items():
         for d in run.of(case):
             allowed = rounds
-            assert d.rounds <= allowed, (case, _table(run))
+            assert d.rounds <= allowed, (case, run.table())
     # Before any restart nothing needs a retry: the bot holds everything it made.
-    assert all(d.rounds == 0 for d in run.deliveries if d.restore == 0), _table(run)
+    assert all(d.rounds == 0 for d in run.deliveries if d.restore == 0), run.table()
     # Today's figures, measured: a test that fails when they change, so the table stays true.
     if not AFTER_CONTINUITY_BOT:
-        assert {d.rounds for d in run.of("established")} == {2}, _table(run)
-        assert {d.rounds for d in run.of("group")} == {1}, _table(run)
-        assert all(d.rounds == 2 for d in run.of("new_beyond") if not d.key_kept), _table(run)
+        assert {d.rounds for d in run.of("established")} == {2}, run.table()
+        assert {d.rounds for d in run.of("group")} == {1}, run.table()
+        assert all(d.rounds == 2 for d in run.of("new_beyond") if not d.key_kept), run.table()
         # The bot writing first after a restore fetches a bundle: one of the peer's keys each time.
-        assert run.peer_keys_spent_after_restarts == 3, _table(run)
+        assert run.peer_keys_spent_after_restarts == 3, run.table()
 
 
 def test_config_var_the_bot_still_reaches_peers_and_every_group_member_device(config_var_run):
@@ -112,7 +95,7 @@ def test_config_var_no_bot_message_repeats_a_message_key_after_a_restore(config_
 def test_config_var_an_old_client_loses_its_message_after_a_restore(config_var_run):
     """Issue 20's third row, as it is today: no webhook message; the peer ignored the retry receipt."""
     lost = config_var_run.of("old_client")
-    assert len(lost) == 3 and not any(d.arrived for d in lost), _table(config_var_run)
+    assert len(lost) == 3 and not any(d.arrived for d in lost), config_var_run.table()
     assert all(d.rounds == 1 for d in lost)
 
 
@@ -121,7 +104,7 @@ def test_config_var_an_old_client_loses_its_message_after_a_restore(config_var_r
                    "an established peer still costs 2 rounds; new peers need none")
 def test_after_continuity_bot_established_peers_and_new_peers_need_no_retry(config_var_run):
     run = config_var_run
-    assert all(d.rounds == 0 for d in run.of("established") + run.of("new_beyond")), _table(run)
+    assert all(d.rounds == 0 for d in run.of("established") + run.of("new_beyond")), run.table()
 
 
 def test_after_continuity_bot_new_peers_and_group_members_need_no_retry(config_var_run):
@@ -129,8 +112,8 @@ def test_after_continuity_bot_new_peers_and_group_members_need_no_retry(config_v
     retry, and every restore holds at least 150 of the server's unused keys. A peer the server hands a
     key the restore lacks ("new_beyond", placed there by the test) still costs whatsmeow's 2 rounds."""
     run = config_var_run
-    assert all(d.rounds == 0 for d in run.of("new_within") + run.of("group")), _table(run)
-    assert len(run.kept_unused_keys) == 3 and min(run.kept_unused_keys) >= 150, _table(run)
+    assert all(d.rounds == 0 for d in run.of("new_within") + run.of("group")), run.table()
+    assert len(run.kept_unused_keys) == 3 and min(run.kept_unused_keys) >= 150, run.table()
 
 
 @pytest.mark.xfail(strict=True, reason="decided on the bot side: without a restored 1:1 session the bot's first "
@@ -150,13 +133,3 @@ def test_after_continuity_bot_a_lost_message_is_never_silent(config_var_run):
 
 def test_config_var_no_prekey_id_comes_back_with_other_material(config_var_run):
     assert config_var_run.prekey_conflicts == []
-
-
-# ------------------------------------------------------------------ PostgreSQL
-
-def test_postgres_keeps_everything_live_no_retry_after_any_restart(postgres_run):
-    run = postgres_run
-    assert all(d.arrived for d in run.deliveries), _table(run)  # the old client too: nothing to retry
-    assert all(d.rounds == 0 for d in run.deliveries), _table(run)
-    assert all(s.read for s in run.sends), run.sends
-    assert run.prekey_conflicts == [] and run.peer_keys_spent_after_restarts == 0

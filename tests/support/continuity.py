@@ -78,6 +78,13 @@ class Run:
     def of(self, case: str, after_restart: bool = True) -> list[Delivery]:
         return [d for d in self.deliveries if d.case == case and (d.restore > 0 or not after_restart)]
 
+    def table(self) -> str:
+        """Every delivery, one line each, for an assertion's message and the test's output."""
+        return (f"peer keys spent after restarts: {self.peer_keys_spent_after_restarts}, empty group message"
+                f" events: {self.empty_group_events}, unused keys each restore held: {self.kept_unused_keys}\n"
+                + "\n".join(f"{d.restore} {d.case:12} rounds={d.rounds} arrived={d.arrived} key={d.key_id}"
+                            f" kept={d.key_kept} delay={d.delay}" for d in self.deliveries))
+
 
 def command_of(checkout: Path) -> list[str]:
     """The web: command of another checkout's Procfile, with this venv's gunicorn."""
