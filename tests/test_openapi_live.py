@@ -91,6 +91,7 @@ def test_schemathesis_finds_nothing_against_the_live_bot(sim, start_bot, tmp_pat
     included, so the rest also runs against a bot waiting for a scan. Every answer fits its schema, no
     request gets a 5xx, the bot logs no traceback, and every event it POSTs meanwhile fits its webhook."""
     receiver = WebhookReceiver().start()
+    bot = None
     try:
         bot, _ = _paired_bot(sim, start_bot, tmp_path, WEBHOOK_URL=receiver.url)
         _schemathesis(bot, tmp_path, 25, "--exclude-path", "/api/clear-session")
@@ -101,6 +102,8 @@ def test_schemathesis_finds_nothing_against_the_live_bot(sim, start_bot, tmp_pat
         assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
         posts = [json.loads(post.body) for post in receiver.posts]
     finally:
+        if bot is not None:  # before its receiver: else the bot's SIGTERM drain retries it until the grace ends
+            bot.stop()
         receiver.stop()
     assert {p["event"] for p in posts} >= {"qr", "paired", "connected", "receipt", "logged_out"}
     for payload in posts:

@@ -96,6 +96,7 @@ def small_png(png: bytes) -> bytes:
 def test_owner_page_once_paired_on_a_phone_and_a_desktop(browser, sim, start_bot, tmp_path):
     receiver = WebhookReceiver().start()
     qr_before = len(sim.qr_refs)
+    bot = None
     try:
         bot = start_bot(**sim_overrides(sim), API_KEY=API_KEY, SESSION_SAVE_DELAY="0.3",
                         SESSION_DIR=str(tmp_path / "session"), WEBHOOK_URL=receiver.url)
@@ -155,4 +156,6 @@ def test_owner_page_once_paired_on_a_phone_and_a_desktop(browser, sim, start_bot
             finally:
                 context.close()
     finally:
+        if bot is not None:  # before its receiver: else the bot's SIGTERM drain retries it until the grace ends
+            bot.stop()
         receiver.stop()

@@ -35,7 +35,8 @@ SCRIPTED = "tests.support.scripted_client:factory"
 
 
 @pytest.fixture
-def receiver():
+def receiver():  # ask for it before start_bot: a bot stopped after its receiver spends its
+    # whole SIGTERM drain (graceful_timeout - 2 s) retrying it; fixtures end in reverse order
     hook = WebhookReceiver(secret=SECRET).start()
     yield hook
     hook.hang.clear()
@@ -64,7 +65,7 @@ def scripted_bot_with_pending_events(start_bot, tmp_path, receiver, count: int):
     return bot
 
 
-def test_sigterm_delivers_the_queue_before_the_worker_exits(start_bot, tmp_path, receiver):
+def test_sigterm_delivers_the_queue_before_the_worker_exits(receiver, start_bot, tmp_path):
     bot = scripted_bot_with_pending_events(start_bot, tmp_path, receiver, 4)
     receiver.down_with = None  # the receiver is back just as Heroku restarts the dyno
     bot.terminate()
@@ -75,7 +76,7 @@ def test_sigterm_delivers_the_queue_before_the_worker_exits(start_bot, tmp_path,
 
 
 def test_sigterm_with_the_receiver_down_logs_what_is_lost_as_a_count_within_the_grace(
-    start_bot, tmp_path, receiver
+    receiver, start_bot, tmp_path
 ):
     bot = scripted_bot_with_pending_events(start_bot, tmp_path, receiver, 3)
     started = time.monotonic()

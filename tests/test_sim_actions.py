@@ -28,7 +28,8 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 
 
 @pytest.fixture
-def receiver():
+def receiver():  # ask for it before start_bot: a bot stopped after its receiver spends its
+    # whole SIGTERM drain (graceful_timeout - 2 s) retrying it; fixtures end in reverse order
     hook = WebhookReceiver().start()
     yield hook
     hook.stop()
@@ -67,8 +68,8 @@ def at_phone(sim, answer):
     return sent.peer_view()
 
 
-def test_read_marks_typing_and_number_checks_reach_whatsapp_as_whatsmeow_sends_them(sim, start_bot, tmp_path,
-                                                                                      receiver):
+def test_read_marks_typing_and_number_checks_reach_whatsapp_as_whatsmeow_sends_them(sim, receiver, start_bot,
+                                                                                      tmp_path):
     bot, jid = paired_bot(sim, start_bot, tmp_path, receiver)
     presences = len(sim.actions.presences)
     first, second = incoming(sim, jid, receiver, "hello?"), incoming(sim, jid, receiver, "anyone there?")
@@ -111,7 +112,7 @@ def test_read_marks_typing_and_number_checks_reach_whatsapp_as_whatsmeow_sends_t
         assert set(answer) == {"error", "message"} and words in answer["message"], answer
 
 
-def test_reactions_edits_and_deletes_reach_the_phone_as_whatsapp_applies_them(sim, start_bot, tmp_path, receiver):
+def test_reactions_edits_and_deletes_reach_the_phone_as_whatsapp_applies_them(sim, receiver, start_bot, tmp_path):
     bot, jid = paired_bot(sim, start_bot, tmp_path, receiver)
     question = incoming(sim, jid, receiver, "is it 10 euros?")
     sent = post(bot, "/api/send", {"to": f"+{CONTACT}", "text": "it is 10 euros"})
@@ -143,7 +144,7 @@ def test_reactions_edits_and_deletes_reach_the_phone_as_whatsapp_applies_them(si
     assert len(sim.sent_messages) == before
 
 
-def test_typing_marks_the_bot_available_first_once_whatsapp_gave_it_its_name(sim, start_bot, tmp_path, receiver):
+def test_typing_marks_the_bot_available_first_once_whatsapp_gave_it_its_name(sim, receiver, start_bot, tmp_path):
     bot, jid = paired_bot(sim, start_bot, tmp_path, receiver)
     bot.stop()
     # WhatsApp sends the account's name in the app-state sync after pairing (whatsmeow appstate.go), which
@@ -167,7 +168,7 @@ def test_typing_marks_the_bot_available_first_once_whatsapp_gave_it_its_name(sim
     assert kinds == ["presence", "chatstate", "chatstate", "chatstate"], kinds
 
 
-def test_a_send_loop_gets_429_with_retry_after_once_the_rate_limit_is_spent(sim, start_bot, tmp_path, receiver):
+def test_a_send_loop_gets_429_with_retry_after_once_the_rate_limit_is_spent(sim, receiver, start_bot, tmp_path):
     bot, jid = paired_bot(sim, start_bot, tmp_path, receiver, SEND_RATE_LIMIT="4")
     question = incoming(sim, jid, receiver, "hi")
     before = len(sim.sent_messages)
@@ -191,7 +192,7 @@ def test_a_send_loop_gets_429_with_retry_after_once_the_rate_limit_is_spent(sim,
 MEMBER = "4915100000001"
 
 
-def test_a_group_gets_sends_read_marks_and_reactions_and_is_listed(sim, start_bot, tmp_path, receiver):
+def test_a_group_gets_sends_read_marks_and_reactions_and_is_listed(sim, receiver, start_bot, tmp_path):
     bot, jid = paired_bot(sim, start_bot, tmp_path, receiver)
     group = sim.create_group("Front desk", [CONTACT, MEMBER])
     code, listed = bot.request("GET", "/api/groups", headers=AUTH, timeout=WAIT)

@@ -258,7 +258,7 @@ def webhook_receiver():
 
 
 def test_incoming_message_reaches_the_webhook_and_api_send_reaches_whatsapp(
-    sim, first_deploy, start_bot, tmp_path, webhook_receiver
+    sim, first_deploy, webhook_receiver, start_bot, tmp_path
 ):
     jid = first_deploy.jid
     bot, _ = restored_bot(sim, start_bot, tmp_path, first_deploy.stored,

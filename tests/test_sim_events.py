@@ -32,7 +32,8 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 
 
 @pytest.fixture
-def receiver():
+def receiver():  # ask for it before start_bot: a bot stopped after its receiver spends its
+    # whole SIGTERM drain (graceful_timeout - 2 s) retrying it; fixtures end in reverse order
     hook = WebhookReceiver(secret=SECRET).start()
     yield hook
     hook.hang.clear()
@@ -60,7 +61,7 @@ def status(bot) -> dict:
     return body
 
 
-def test_events_from_the_first_qr_to_the_logout_with_receipts_in_between(sim, start_bot, tmp_path, receiver):
+def test_events_from_the_first_qr_to_the_logout_with_receipts_in_between(sim, receiver, start_bot, tmp_path):
     refs_before = len(sim.qr_refs)
     bot, jid, printed = paired_bot(sim, start_bot, tmp_path, receiver)
     qr = receiver.wait_for_event("qr", timeout=WAIT)[0]["data"]
@@ -98,7 +99,7 @@ def test_events_from_the_first_qr_to_the_logout_with_receipts_in_between(sim, st
     assert webhook["dropped"] == 0 and webhook["failed"] == 0 and webhook["delivered"] == len(receiver.posts)
 
 
-def test_image_voice_note_location_and_reply_reach_the_phone_as_sent(sim, start_bot, tmp_path, receiver):
+def test_image_voice_note_location_and_reply_reach_the_phone_as_sent(sim, receiver, start_bot, tmp_path):
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver)
 
     def sent_at_sim(answer):
@@ -144,7 +145,7 @@ def test_image_voice_note_location_and_reply_reach_the_phone_as_sent(sim, start_
     assert reply.contextInfo.quotedMessage.conversation == "which day?"
 
 
-def test_a_webhook_that_is_down_for_a_while_gets_every_event_in_order(sim, start_bot, tmp_path, receiver):
+def test_a_webhook_that_is_down_for_a_while_gets_every_event_in_order(sim, receiver, start_bot, tmp_path):
     receiver.down_with = 503
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver, WEBHOOK_RETRY_DELAY="0.2",
                              WEBHOOK_ATTEMPTS="1000")
@@ -166,7 +167,7 @@ def test_a_webhook_that_is_down_for_a_while_gets_every_event_in_order(sim, start
     assert status(bot)["webhook"]["dropped"] == 0
 
 
-def test_a_hanging_webhook_never_delays_a_reconnect(sim, start_bot, tmp_path, receiver):
+def test_a_hanging_webhook_never_delays_a_reconnect(sim, receiver, start_bot, tmp_path):
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver)
     receiver.wait_for_event("connected", timeout=WAIT)
     receiver.hang.set()
@@ -192,8 +193,8 @@ def test_a_hanging_webhook_never_delays_a_reconnect(sim, start_bot, tmp_path, re
     assert names[names.index("disconnected"):] == ["disconnected", "connected", "receipt"], names
 
 
-def test_a_push_name_that_is_not_utf8_reaches_the_webhook_with_replacement_characters(sim, start_bot, tmp_path,
-                                                                                      receiver):
+def test_a_push_name_that_is_not_utf8_reaches_the_webhook_with_replacement_characters(sim, receiver, start_bot,
+                                                                                      tmp_path):
     """A contact's client may send any bytes as its push name (the `notify` attribute); whatsmeow keeps
     them in a Go string, neonize's proto2 event carries them as they are, and protobuf's upb runtime
     hands them to Python as bytes (issue 21, section 4). The event must still go out."""

@@ -39,7 +39,7 @@ def _message_event(receiver, message_id: str) -> dict:
     return receiver.wait_for_event("message", timeout=WAIT, where=lambda data: data["id"] == message_id)[0]["data"]
 
 
-def test_each_kind_of_media_is_described_and_fetched_whole(sim, start_bot, tmp_path, receiver):
+def test_each_kind_of_media_is_described_and_fetched_whole(sim, receiver, start_bot, tmp_path):
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver, MEDIA_CACHE_ENTRIES="5")
     photo = mediafiles.image("JPEG", size=(320, 200))
     voice = mediafiles.ogg_opus(3.2)
@@ -88,7 +88,7 @@ def test_each_kind_of_media_is_described_and_fetched_whole(sim, start_bot, tmp_p
 
 
 def test_files_come_while_the_connection_is_down_and_a_file_whatsapp_no_longer_has_is_a_502(
-        sim, start_bot, tmp_path, receiver):
+        sim, receiver, start_bot, tmp_path):
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver)
     kept, _ = peer.send_media(sim, jid, CONTACT, "document", b"%PDF-1.4 kept", mimetype="application/pdf")
     gone, upload = peer.send_media(sim, jid, CONTACT, "document", b"%PDF-1.4 old", mimetype="application/pdf",
@@ -141,7 +141,7 @@ def test_files_come_while_the_connection_is_down_and_a_file_whatsapp_no_longer_h
     assert bot.request("GET", "/api/health")[0] == 200
 
 
-def test_reactions_edits_deletes_and_calls_are_their_own_events(sim, start_bot, tmp_path, receiver):
+def test_reactions_edits_deletes_and_calls_are_their_own_events(sim, receiver, start_bot, tmp_path):
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver)
     original = sim.deliver_text(jid, CONTACT, "see you at 5")
     _message_event(receiver, original)
@@ -175,7 +175,7 @@ def test_reactions_edits_deletes_and_calls_are_their_own_events(sim, start_bot, 
     assert reported == {original}
 
 
-def test_reject_calls_declines_through_neonize_and_texts_the_caller(sim, start_bot, tmp_path, receiver):
+def test_reject_calls_declines_through_neonize_and_texts_the_caller(sim, receiver, start_bot, tmp_path):
     reply = "We can't take calls here, please write to us."
     bot, jid, _ = paired_bot(sim, start_bot, tmp_path, receiver, REJECT_CALLS="1", REJECT_CALLS_MESSAGE=reply)
     before = len(sim.sent_messages)

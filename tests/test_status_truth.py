@@ -73,7 +73,7 @@ def scan(sim, bot) -> str:
     return sim.scan_qr(printed_qr_texts(bot.output())[-1])
 
 
-def test_the_status_and_the_events_agree_from_pairing_to_a_ban(sim, start_bot, tmp_path, world):
+def test_the_status_and_the_events_agree_from_pairing_to_a_ban(sim, world, start_bot, tmp_path):
     heroku, receiver = world
     # -- pairing: qr, paired, connected ------------------------------------------------------------
     bot = start(start_bot, sim, tmp_path, receiver, heroku, "first")
