@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pgsession import (
     DatabaseError, DatabaseUrlError, DeviceAlreadyPresent, NoDevice, PostgresSession, SchemaError,
     SqliteSessionError, neonize_database_url, redact,
 )
+from tests.support import wadb
 from tests.support.postgres import SSL_USER
 
 JID = "15551234567:3@s.whatsapp.net"
@@ -76,9 +78,9 @@ def neonize_devices(target: str) -> list[dict]:
 
 
 def make_neonize_sqlite(path: str) -> None:
-    out = neonize_connect(path)
-    assert "failed to dial" in out, out
-    assert os.path.exists(path)
+    """An empty session file made by neonize's own migrations: a copy of the run's template, which a
+    neonize child process made once (tests/support/wadb.py)."""
+    shutil.copyfile(wadb.template_db(), path)
 
 
 def add_device(path: str, jid: str = JID) -> dict[str, list[tuple]]:
