@@ -20,7 +20,7 @@ from outbox import TABLE
 from tests.support.harness import wait_for
 from tests.support.qrdecode import printed_qr_texts
 from tests.support.scripted_client import Control
-from tests.support.simulator import WebhookReceiver, sim_overrides
+from tests.support.simulator import running_receiver, sim_overrides
 
 SIM_PHONE = "14155550124"
 CONTACT = "4915112345678"
@@ -35,12 +35,9 @@ SCRIPTED = "tests.support.scripted_client:factory"
 
 
 @pytest.fixture
-def receiver():  # ask for it before start_bot: a bot stopped after its receiver spends its
-    # whole SIGTERM drain (graceful_timeout - 2 s) retrying it; fixtures end in reverse order
-    hook = WebhookReceiver(secret=SECRET).start()
-    yield hook
-    hook.hang.clear()
-    hook.stop()
+def receiver():  # before start_bot in a test's arguments (tests/support/simulator.py says why)
+    with running_receiver(SECRET) as hook:
+        yield hook
     assert not hook.bad_signatures
 
 

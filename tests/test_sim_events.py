@@ -17,7 +17,7 @@ from qrterminal import END_MARKER
 from tests.support import mediafiles
 from tests.support.harness import wait_for
 from tests.support.qrdecode import printed_qr_texts
-from tests.support.simulator import WebhookReceiver, sim_overrides
+from tests.support.simulator import running_receiver, sim_overrides
 from tests.wasim.phone import QRPayload
 
 SIM_PHONE = "14155550123"
@@ -32,12 +32,9 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 
 
 @pytest.fixture
-def receiver():  # ask for it before start_bot: a bot stopped after its receiver spends its
-    # whole SIGTERM drain (graceful_timeout - 2 s) retrying it; fixtures end in reverse order
-    hook = WebhookReceiver(secret=SECRET).start()
-    yield hook
-    hook.hang.clear()
-    hook.stop()
+def receiver():  # before start_bot in a test's arguments (tests/support/simulator.py says why)
+    with running_receiver(SECRET) as hook:
+        yield hook
     assert not hook.bad_signatures, "every event carries a valid signature"
 
 

@@ -1,6 +1,7 @@
 """Helpers for running the real bot against the WhatsApp simulator (tests/wasim).
 
 - `running_sim(workdir, **options)`: a started simulator, stopped afterwards (conftest's `sim` fixture).
+- `running_receiver(secret)`: a started WebhookReceiver, stopped afterwards.
 - `sim_overrides(sim)`: the environment that points a bot's neonize at the simulator.
 - `WebhookReceiver`: a real HTTP server on 127.0.0.1 that records what the bot POSTs to it.
 """
@@ -29,6 +30,21 @@ def running_sim(workdir: str, **options):
         simulator.stop()
     assert not simulator.errors, simulator.errors
     assert not simulator.media.refused, simulator.media.refused  # uploads the simulator turned away
+
+
+@contextlib.contextmanager
+def running_receiver(secret: str | None = None):
+    """A started WebhookReceiver, released from any hang and stopped afterwards.
+
+    A test fixture built on this must be asked for before `start_bot`: fixtures end in reverse order,
+    and a bot stopped after its receiver spends its whole SIGTERM drain (graceful_timeout - 2 s)
+    retrying it."""
+    hook = WebhookReceiver(secret=secret).start()
+    try:
+        yield hook
+    finally:
+        hook.hang.clear()
+        hook.stop()
 
 
 def sim_overrides(sim) -> dict[str, str]:
