@@ -15,6 +15,24 @@ from tests.support import leftovers, scheduling
 from tests.support.postgres import TEMP_DIRS, PostgresServer, ServerUnavailable
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up the run's temp dir
+def pytest_configure(config):
+    """Bytecode for every process of the run, compiled once and kept in the run's temp dir.
+
+    A run starts several hundred Python processes (gunicorn bots, the snapshot code's children, CLI
+    runs). Where PYTHONDONTWRITEBYTECODE is set (this CI machine sets it) each of them compiled every
+    module it imports, ours and the libraries', again; and a bot without it wrote `__pycache__` into
+    the clone. With PYTHONPYCACHEPREFIX each module is compiled by the first process that imports it
+    and read by all the others; nothing is written outside the run's temp dir (which is also why the
+    README's test command installs with `--no-compile`: Python would not read those files here).
+    Set here, in the controller, before pytest-xdist starts its workers, so that they inherit it."""
+    if hasattr(config, "workerinput") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    prefix = config._tmp_path_factory.getbasetemp() / "pycache"  # the dir xdist gives its workers
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
 def pytest_xdist_make_scheduler(config, log):
     """pytest.ini's `--dist loadfile`, with the long work first and the files of independent tests
     shared out test by test (tests/support/scheduling.py says why xdist's own marks cannot)."""

@@ -59,9 +59,11 @@ def base_env(**overrides: str) -> dict[str, str]:
         # WhatsApp is never reachable from tests: a dead proxy makes any real dial fail at once.
         "HTTPS_PROXY": "http://127.0.0.1:9",
     }
-    # The run's one neonize schema template (conftest's _schema_cache), when the tests set one.
-    if os.environ.get("SCHEMA_CACHE_DIR"):
-        env["SCHEMA_CACHE_DIR"] = os.environ["SCHEMA_CACHE_DIR"]
+    # The run's one neonize schema template (conftest's _schema_cache) and its compiled bytecode
+    # (conftest's pytest_configure), when the tests set them.
+    for shared in ("SCHEMA_CACHE_DIR", "PYTHONPYCACHEPREFIX"):
+        if os.environ.get(shared):
+            env[shared] = os.environ[shared]
     env.update(overrides)
     return env
 
