@@ -6,6 +6,7 @@ against their schemas, and Schemathesis, given GET /api/openapi.json alone, find
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,8 @@ def _schemathesis(bot, tmp_path, examples: int, *selection: str) -> None:
          "--no-color", "--output-truncate", "true", "--report", "junit", "--report-dir", str(tmp_path / "report"),
          *selection],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8"},
+        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+             **{name: os.environ[name] for name in ("PYTHONPYCACHEPREFIX",) if name in os.environ}},  # conftest
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0 and " passed" in output, output[-12000:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import threading
 import time
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -74,6 +75,21 @@ class _HandshakeState:
     def split(self) -> tuple[bytes, bytes]:
         okm = hkdf(b"", self.salt, b"", 64)
         return okm[:32], okm[32:]  # (client's write key, client's read key)
+
+
+_process_root: KeyPair | None = None
+_process_root_lock = threading.Lock()
+
+
+def process_root() -> KeyPair:
+    """The root key every simulator of this process signs with (what the patched client trusts): one
+    per process, so they share one patched copy of neonize (patch.shared_patched_neonize). Each
+    simulator still has its own intermediate and static keys."""
+    global _process_root
+    with _process_root_lock:
+        if _process_root is None:
+            _process_root = KeyPair()
+        return _process_root
 
 
 class NoiseCertificates:

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import struct
+import threading
 
 # WhatsApp's production root (whatsmeow handshake.go, WACertPubKey).
 WHATSAPP_ROOT_KEY = bytes.fromhex("142375574d0a587166aae71ebe516437c4a28b73e3695c6ce1f7f9545da8ee6b")
@@ -64,3 +65,23 @@ def make_patched_neonize(dest_root: str, root_key: bytes, source_dir: str | None
     with open(lib_path, "wb") as f:
         f.write(data)
     return dest_root
+
+
+_made: dict[tuple, str] = {}
+_made_lock = threading.Lock()
+
+
+def shared_patched_neonize(dest_root: str, root_key: bytes, source_dir: str | None = None,
+                           keepalive: tuple[float, float, float] | None = None) -> str:
+    """make_patched_neonize, once per process for the same key, source and keep-alive timing.
+
+    A copy is 19 MB, and its Python is compiled anew by the first bot that imports it (about half a
+    second of CPU, where the run's bytecode cache is keyed by path): the simulators of one test
+    process share their root key (noise.process_root) and so the copy. A copy whose directory is gone
+    (its first simulator's workdir was removed) is made again in `dest_root`."""
+    key = (root_key, os.path.realpath(source_dir or installed_neonize_dir()), keepalive)
+    with _made_lock:
+        made = _made.get(key)
+        if made is None or not os.path.isfile(os.path.join(made, "neonize", LIBRARY_NAME)):
+            made = _made[key] = make_patched_neonize(dest_root, root_key, source_dir, keepalive)
+        return made

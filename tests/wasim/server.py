@@ -23,8 +23,8 @@ from .chatactions import ChatActionLog
 from .download import PeerMediaHost
 from .media import MediaHost
 from . import joinedgroups
-from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame
-from .patch import make_patched_neonize
+from .noise import FrameReader, HandshakeError, NoiseCertificates, ServerHandshake, frame, process_root
+from .patch import shared_patched_neonize
 from .phone import CodePairing, Phone, QRPayload
 from .groups import GroupDirectory
 from .messaging import Messaging
@@ -101,7 +101,7 @@ class WhatsAppSimulator(Messaging):
         self._neonize_source = neonize_dir
         self._keepalive = keepalive  # (ping interval min, max, response deadline) for the client's whatsmeow
         self.unanswered_pings = 0
-        self.certs = NoiseCertificates()
+        self.certs = NoiseCertificates(root=process_root())
         self.devices: dict[str, DeviceRecord] = {}
         self.connections: list[_Connection] = []
         self.qr_refs: list[list[str]] = []  # refs of each pair-device sent, in order
@@ -138,7 +138,7 @@ class WhatsAppSimulator(Messaging):
     def start(self) -> "WhatsAppSimulator":
         os.makedirs(self.workdir, exist_ok=True)
         self.ca_file, cert, key = make_tls_files(self.workdir)
-        self.pythonpath = make_patched_neonize(
+        self.pythonpath = shared_patched_neonize(
             os.path.join(self.workdir, "patched"), self.certs.root.pub, self._neonize_source,
             keepalive=self._keepalive,
         )
