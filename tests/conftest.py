@@ -20,12 +20,13 @@ def pytest_configure(config):
     """Bytecode for every process of the run, compiled once and kept in the run's temp dir.
 
     A run starts several hundred Python processes (gunicorn bots, the snapshot code's children, CLI
-    runs). Where PYTHONDONTWRITEBYTECODE is set (this CI machine sets it) each of them compiled every
-    module it imports, ours and the libraries', again; and a bot without it wrote `__pycache__` into
-    the clone. With PYTHONPYCACHEPREFIX each module is compiled by the first process that imports it
-    and read by all the others; nothing is written outside the run's temp dir (which is also why the
-    README's test command installs with `--no-compile`: Python would not read those files here).
-    Set here, in the controller, before pytest-xdist starts its workers, so that they inherit it."""
+    runs). Where PYTHONDONTWRITEBYTECODE is set (this machine sets it) each of them compiled our
+    modules again, and pip spent ~18 s of the install compiling the libraries'; a bot, whose clean
+    environment lacks the variable, wrote `__pycache__` into the clone. With PYTHONPYCACHEPREFIX each
+    module is compiled by the first process that imports it and read by all the others, and nothing
+    is written outside the run's temp dir (so the README's test command installs with `--no-compile`:
+    Python would not read those files here). Set in the controller, before pytest-xdist starts its
+    workers, so that they inherit it."""
     if hasattr(config, "workerinput") or os.environ.get("PYTHONPYCACHEPREFIX"):
         return
     prefix = config._tmp_path_factory.getbasetemp() / "pycache"  # the dir xdist gives its workers
