@@ -17,21 +17,28 @@ from tests.support.postgres import TEMP_DIRS, PostgresServer, ServerUnavailable
 
 @pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up the run's temp dir
 def pytest_configure(config):
-    """Bytecode for every process of the run, compiled once and kept in the run's temp dir.
+    """What every process of the run shares, in the run's temp dir (tests/support/harness.py
+    RUN_SHARED). Set in the controller, before pytest-xdist starts its workers, so they inherit it.
 
-    A run starts several hundred Python processes (gunicorn bots, the snapshot code's children, CLI
-    runs). Where PYTHONDONTWRITEBYTECODE is set (this machine sets it) each of them compiled our
-    modules again, and pip spent ~18 s of the install compiling the libraries'; a bot, whose clean
-    environment lacks the variable, wrote `__pycache__` into the clone. With PYTHONPYCACHEPREFIX each
-    module is compiled by the first process that imports it and read by all the others, and nothing
-    is written outside the run's temp dir (so the README's test command installs with `--no-compile`:
-    Python would not read those files here). Set in the controller, before pytest-xdist starts its
-    workers, so that they inherit it."""
-    if hasattr(config, "workerinput") or os.environ.get("PYTHONPYCACHEPREFIX"):
+    - SCHEMA_CACHE_DIR: one neonize schema template (snapshot/rebuild.py) instead of a neonize child
+      process in every bot, CLI run and worker that restores (~0.6 s of CPU each, over a hundred times
+      a run). Always the run's own: a directory only this user may write to, as rebuild.py requires.
+    - PYTHONPYCACHEPREFIX: compiled bytecode. A run starts several hundred Python processes (bots,
+      the snapshot code's children, CLI runs). Where PYTHONDONTWRITEBYTECODE is set (this machine sets
+      it) each of them compiled our modules again, and pip spent ~18 s of the install compiling the
+      libraries'; a bot, whose clean environment lacks the variable, wrote `__pycache__` into the
+      clone. Now each module is compiled by the first process that imports it and read by all the
+      others, and nothing is written outside the run's temp dir (so the README's test command installs
+      with `--no-compile`: Python would not read those files here). One the developer set is kept."""
+    if hasattr(config, "workerinput"):
         return
-    prefix = config._tmp_path_factory.getbasetemp() / "pycache"  # the dir xdist gives its workers
-    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    root = config._tmp_path_factory.getbasetemp()  # the dir xdist gives its workers theirs in
+    schema_cache = root / "schema-cache"
+    schema_cache.mkdir(mode=0o700, exist_ok=True)
+    os.environ["SCHEMA_CACHE_DIR"] = str(schema_cache)
+    if not os.environ.get("PYTHONPYCACHEPREFIX"):
+        os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -70,23 +77,6 @@ def _no_process_left_behind(tmp_path_factory):
     if left:
         pytest.fail("processes started by the tests were still running at the end (killed now):\n  "
                     + "\n  ".join(left), pytrace=False)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _schema_cache(tmp_path_factory):
-    """One neonize schema template for the whole run (snapshot/rebuild.py, SCHEMA_CACHE_DIR) instead of
-    a neonize child process in every bot, CLI run and worker that restores (~0.6 s of CPU each, over
-    a hundred times a run). Under xdist the workers' temp dirs share a parent, and so the template."""
-    root = tmp_path_factory.getbasetemp()
-    directory = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "schema-cache"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    before = os.environ.get("SCHEMA_CACHE_DIR")
-    os.environ["SCHEMA_CACHE_DIR"] = str(directory)
-    yield directory
-    if before is None:
-        os.environ.pop("SCHEMA_CACHE_DIR", None)
-    else:
-        os.environ["SCHEMA_CACHE_DIR"] = before
 
 
 @pytest.fixture

@@ -6,18 +6,18 @@ against their schemas, and Schemathesis, given GET /api/openapi.json alone, find
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from qrterminal import END_MARKER
-from tests.support.harness import ROOT
+from tests.support.harness import ROOT, run_shared_env
 from tests.support.openapi_check import check_http, event_validator
 from tests.support.qrdecode import printed_qr_texts
-from tests.support.simulator import WebhookReceiver, sim_overrides
+from tests.support.simulator import running_receiver, sim_overrides
 
 KEY = "openapi-live-key-0123456789"
 AUTH = {"X-Api-Key": KEY}
@@ -78,35 +78,33 @@ def _schemathesis(bot, tmp_path, examples: int, *selection: str) -> None:
          "--no-color", "--output-truncate", "true", "--report", "junit", "--report-dir", str(tmp_path / "report"),
          *selection],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8",
-             **{name: os.environ[name] for name in ("PYTHONPYCACHEPREFIX",) if name in os.environ}},  # conftest
+        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8", **run_shared_env()},
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0 and " passed" in output, output[-12000:]
     print(output[output.find("Test cases:"):].strip())  # how many cases ran (pytest -rP shows it)
 
 
-def test_schemathesis_finds_nothing_against_the_live_bot(sim, start_bot, tmp_path):
+@pytest.fixture
+def receiver():  # before start_bot in a test's arguments (tests/support/simulator.py says why)
+    with running_receiver() as hook:
+        yield hook
+
+
+def test_schemathesis_finds_nothing_against_the_live_bot(sim, receiver, start_bot, tmp_path):
     """Real gunicorn (Procfile) and real neonize logged in to the WhatsApp simulator, a webhook
     receiver. First with the bot connected (sends and chat actions reach the simulator, paced by
     SEND_RATE_LIMIT; /api/clear-session left out, it would end that), then every operation, clear-session
     included, so the rest also runs against a bot waiting for a scan. Every answer fits its schema, no
     request gets a 5xx, the bot logs no traceback, and every event it POSTs meanwhile fits its webhook."""
-    receiver = WebhookReceiver().start()
-    bot = None
-    try:
-        bot, _ = _paired_bot(sim, start_bot, tmp_path, WEBHOOK_URL=receiver.url)
-        _schemathesis(bot, tmp_path, 25, "--exclude-path", "/api/clear-session")
-        assert bot.request("GET", "/api/health")[1]["state"] == "connected"
-        _schemathesis(bot, tmp_path, 10)
-        assert bot.proc.poll() is None, "the bot still runs"
-        log = bot.output()
-        assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
-        posts = [json.loads(post.body) for post in receiver.posts]
-    finally:
-        if bot is not None:  # before its receiver: else the bot's SIGTERM drain retries it until the grace ends
-            bot.stop()
-        receiver.stop()
+    bot, _ = _paired_bot(sim, start_bot, tmp_path, WEBHOOK_URL=receiver.url)
+    _schemathesis(bot, tmp_path, 25, "--exclude-path", "/api/clear-session")
+    assert bot.request("GET", "/api/health")[1]["state"] == "connected"
+    _schemathesis(bot, tmp_path, 10)
+    assert bot.proc.poll() is None, "the bot still runs"
+    log = bot.output()
+    assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
+    posts = [json.loads(post.body) for post in receiver.posts]
     assert {p["event"] for p in posts} >= {"qr", "paired", "connected", "receipt", "logged_out"}
     for payload in posts:
         event_validator(payload["event"]).validate(payload)

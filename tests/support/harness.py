@@ -49,6 +49,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+# What every process of a test run shares, when conftest's pytest_configure set it: the neonize schema
+# template (SCHEMA_CACHE_DIR) and the compiled bytecode (PYTHONPYCACHEPREFIX).
+RUN_SHARED = ("SCHEMA_CACHE_DIR", "PYTHONPYCACHEPREFIX")
+
+
+def run_shared_env() -> dict[str, str]:
+    """The run's shared settings, for a child given an environment of its own."""
+    return {name: os.environ[name] for name in RUN_SHARED if os.environ.get(name)}
+
+
 def base_env(**overrides: str) -> dict[str, str]:
     """A clean environment: nothing of the developer's shell leaks in but PATH and the locale."""
     env = {
@@ -59,11 +69,7 @@ def base_env(**overrides: str) -> dict[str, str]:
         # WhatsApp is never reachable from tests: a dead proxy makes any real dial fail at once.
         "HTTPS_PROXY": "http://127.0.0.1:9",
     }
-    # The run's one neonize schema template (conftest's _schema_cache) and its compiled bytecode
-    # (conftest's pytest_configure), when the tests set them.
-    for shared in ("SCHEMA_CACHE_DIR", "PYTHONPYCACHEPREFIX"):
-        if os.environ.get(shared):
-            env[shared] = os.environ[shared]
+    env.update(run_shared_env())
     env.update(overrides)
     return env
 
