@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from tests.support.simulator import running_sim
+from tests.support.simulator import running_receiver, running_sim
 from tests.support.harness import BotProcess, base_env
 from tests.support import leftovers, scheduling
 from tests.support.postgres import TEMP_DIRS, PostgresServer, ServerUnavailable
@@ -77,6 +77,14 @@ def _no_process_left_behind(tmp_path_factory):
     if left:
         pytest.fail("processes started by the tests were still running at the end (killed now):\n  "
                     + "\n  ".join(left), pytrace=False)
+
+
+@pytest.fixture
+def receiver():
+    """A webhook receiver (tests/support/simulator.py running_receiver). Ask for it before start_bot
+    in a test's arguments, so the bots stop first; a module with its own scope or secret defines its own."""
+    with running_receiver() as hook:
+        yield hook
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.continuity import SIM_PHONE, ConfigVarStore, Conversation, Run
-from tests.support.simulator import WebhookReceiver
+from tests.support.simulator import running_receiver
 
 SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 
@@ -37,9 +37,8 @@ after_continuity_bot = pytest.mark.xfail(
 
 @pytest.fixture(scope="module")
 def receiver():
-    hook = WebhookReceiver().start()
-    yield hook
-    hook.stop()
+    with running_receiver() as hook:
+        yield hook
 
 
 @pytest.fixture(scope="module")

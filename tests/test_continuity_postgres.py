@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.continuity import SIM_PHONE, Conversation, PostgresStore, Run
-from tests.support.simulator import WebhookReceiver
+from tests.support.simulator import running_receiver
 
 SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 
@@ -15,13 +15,12 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 @pytest.fixture(scope="module")
 def postgres_run(sim, pg_server, tmp_path_factory) -> Run:
     url = pg_server.create_database("continuity")
-    receiver = WebhookReceiver().start()
-    store = PostgresStore(sim, tmp_path_factory.mktemp("postgres"), receiver, url)
-    try:
-        run = Conversation(sim, store, receiver, tag="2").play()
-    finally:
-        store.close()
-        receiver.stop()
+    with running_receiver() as receiver:
+        store = PostgresStore(sim, tmp_path_factory.mktemp("postgres"), receiver, url)
+        try:
+            run = Conversation(sim, store, receiver, tag="2").play()
+        finally:
+            store.close()  # its bots first: see running_receiver
     print("\n" + run.table())
     return run
 

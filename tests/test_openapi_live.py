@@ -10,14 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 
 from qrterminal import END_MARKER
 from tests.support.harness import ROOT, run_shared_env
 from tests.support.openapi_check import check_http, event_validator
 from tests.support.qrdecode import printed_qr_texts
-from tests.support.simulator import running_receiver, sim_overrides
+from tests.support.simulator import sim_overrides
 
 KEY = "openapi-live-key-0123456789"
 AUTH = {"X-Api-Key": KEY}
@@ -83,12 +82,6 @@ def _schemathesis(bot, tmp_path, examples: int, *selection: str) -> None:
     output = run.stdout + run.stderr
     assert run.returncode == 0 and " passed" in output, output[-12000:]
     print(output[output.find("Test cases:"):].strip())  # how many cases ran (pytest -rP shows it)
-
-
-@pytest.fixture
-def receiver():  # before start_bot in a test's arguments (tests/support/simulator.py says why)
-    with running_receiver() as hook:
-        yield hook
 
 
 def test_schemathesis_finds_nothing_against_the_live_bot(sim, receiver, start_bot, tmp_path):

@@ -19,15 +19,13 @@ from delivery import EVENT_ID_HEADER, EventQueue
 from outbox import TABLE, PostgresOutbox
 from tests.support.gate import Gate
 from tests.support.harness import wait_for
-from tests.support.simulator import WebhookReceiver
+from tests.support.simulator import WebhookReceiver, running_receiver
 
 
 @pytest.fixture
 def receiver():
-    hook = WebhookReceiver(secret="outbox-secret").start()
-    yield hook
-    hook.hang.clear()
-    hook.stop()
+    with running_receiver(secret="outbox-secret") as hook:
+        yield hook
     assert not hook.bad_signatures
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.support.harness import wait_for
 from tests.support.qrdecode import printed_qr_texts
-from tests.support.simulator import WebhookReceiver, sim_overrides
+from tests.support.simulator import sim_overrides
 from tests.wasim.phone import QRPayload
 
 SIM_PHONE = "14155550123"
@@ -93,69 +93,62 @@ def small_png(png: bytes) -> bytes:
     return out.getvalue()
 
 
-def test_owner_page_once_paired_on_a_phone_and_a_desktop(browser, sim, start_bot, tmp_path):
-    receiver = WebhookReceiver().start()
+def test_owner_page_once_paired_on_a_phone_and_a_desktop(browser, sim, receiver, start_bot, tmp_path):
     qr_before = len(sim.qr_refs)
-    bot = None
-    try:
-        bot = start_bot(**sim_overrides(sim), API_KEY=API_KEY, SESSION_SAVE_DELAY="0.3",
-                        SESSION_DIR=str(tmp_path / "session"), WEBHOOK_URL=receiver.url)
-        sim.wait_for_qr(timeout=WAIT, after=qr_before)
-        wait_for(lambda: printed_qr_texts(bot.output()), WAIT, "a printed QR")
-        jid = sim.scan_qr(printed_qr_texts(bot.output())[0])
-        bot.wait_state("connected", timeout=WAIT)
-        keyed = {"Authorization": f"Bearer {API_KEY}"}
-        wait_for(lambda: bot.request("GET", "/api/session-status", headers=keyed)[1].get("lastSave"), WAIT,
-                 "the one save after the pairing")
-        secret_text = "my pin is 4711"
-        sim.deliver_text(jid, CONTACT, secret_text, push_name="Ada")
-        receiver.wait_for_event("message", timeout=WAIT)
+    bot = start_bot(**sim_overrides(sim), API_KEY=API_KEY, SESSION_SAVE_DELAY="0.3",
+                    SESSION_DIR=str(tmp_path / "session"), WEBHOOK_URL=receiver.url)
+    sim.wait_for_qr(timeout=WAIT, after=qr_before)
+    wait_for(lambda: printed_qr_texts(bot.output()), WAIT, "a printed QR")
+    jid = sim.scan_qr(printed_qr_texts(bot.output())[0])
+    bot.wait_state("connected", timeout=WAIT)
+    keyed = {"Authorization": f"Bearer {API_KEY}"}
+    wait_for(lambda: bot.request("GET", "/api/session-status", headers=keyed)[1].get("lastSave"), WAIT,
+             "the one save after the pairing")
+    secret_text = "my pin is 4711"
+    sim.deliver_text(jid, CONTACT, secret_text, push_name="Ada")
+    receiver.wait_for_event("message", timeout=WAIT)
 
-        for name, viewport, extra in (("phone", PHONE, {"is_mobile": True, "has_touch": True}),
-                                      ("desktop", DESKTOP, {})):
-            context = browser.new_context(viewport=viewport, http_credentials={"username": "owner",
-                                                                               "password": API_KEY}, **extra)
-            try:
-                page = context.new_page()
-                assert page.goto(bot.url + "/qr").status == 200
-                page.get_by_text("Connected: this bot is paired").wait_for(timeout=WAIT * 1000)
-                assert page.locator("svg").count() == 0, "no code to scan once paired"
-                assert field(page, "State") == "connected to WhatsApp"
-                assert field(page, "Device") == jid
-                size = field(page, "Session size")  # "5,912 bytes of ..." or "15.9 KB of ..." (qrpage._bytes)
-                assert ("bytes" in size or " KB" in size) and "available" in size
-                assert field(page, "Last save").endswith("(new pairing)")
-                assert "waiting in memory" in field(page, "Webhook queue")
-                events_text = page.locator("#events").inner_text()
-                for words in ("QR code 1 shown", f"a phone linked this bot as {jid}",
-                              "logged in to WhatsApp", f"text message from {CONTACT}@s.whatsapp.net"):
-                    assert words in events_text, f"{words!r} in the events list"
-                html_text = page.content()
-                for secret in (secret_text, API_KEY, printed_qr_texts(bot.output())[0]):
-                    assert secret not in html_text, f"{secret!r} is not on the page"
-                # Everything fits the width: nothing to scroll sideways.
-                assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-                cards = [page.locator("section").nth(i).bounding_box() for i in range(2)]
-                if name == "desktop":
-                    assert cards[1]["x"] > cards[0]["x"] + cards[0]["width"] - 1, "side by side on a desktop"
-                else:
-                    assert cards[1]["y"] >= cards[0]["y"] + cards[0]["height"] - 1, "one above the other on a phone"
+    for name, viewport, extra in (("phone", PHONE, {"is_mobile": True, "has_touch": True}),
+                                  ("desktop", DESKTOP, {})):
+        context = browser.new_context(viewport=viewport, http_credentials={"username": "owner",
+                                                                           "password": API_KEY}, **extra)
+        try:
+            page = context.new_page()
+            assert page.goto(bot.url + "/qr").status == 200
+            page.get_by_text("Connected: this bot is paired").wait_for(timeout=WAIT * 1000)
+            assert page.locator("svg").count() == 0, "no code to scan once paired"
+            assert field(page, "State") == "connected to WhatsApp"
+            assert field(page, "Device") == jid
+            size = field(page, "Session size")  # "5,912 bytes of ..." or "15.9 KB of ..." (qrpage._bytes)
+            assert ("bytes" in size or " KB" in size) and "available" in size
+            assert field(page, "Last save").endswith("(new pairing)")
+            assert "waiting in memory" in field(page, "Webhook queue")
+            events_text = page.locator("#events").inner_text()
+            for words in ("QR code 1 shown", f"a phone linked this bot as {jid}",
+                          "logged in to WhatsApp", f"text message from {CONTACT}@s.whatsapp.net"):
+                assert words in events_text, f"{words!r} in the events list"
+            html_text = page.content()
+            for secret in (secret_text, API_KEY, printed_qr_texts(bot.output())[0]):
+                assert secret not in html_text, f"{secret!r} is not on the page"
+            # Everything fits the width: nothing to scroll sideways.
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+            cards = [page.locator("section").nth(i).bounding_box() for i in range(2)]
+            if name == "desktop":
+                assert cards[1]["x"] > cards[0]["x"] + cards[0]["width"] - 1, "side by side on a desktop"
+            else:
+                assert cards[1]["y"] >= cards[0]["y"] + cards[0]["height"] - 1, "one above the other on a phone"
 
-                # It refreshes itself: a send's receipt shows up without a reload.
-                page.evaluate("window.notReloaded = true")
-                code, sent = bot.request("POST", "/api/send", {"to": f"+{CONTACT}", "text": name},
-                                         headers={"Authorization": f"Bearer {API_KEY}"}, timeout=WAIT)
-                assert code == 200, sent
-                page.locator("#events li").first.get_by_text(f"message {sent['id']} sent").wait_for(
-                    timeout=WAIT * 1000)
-                assert page.evaluate("window.notReloaded === true")
-                png = page.screenshot()
-                (tmp_path / f"owner-page-{name}.png").write_bytes(png)
-                if name == "desktop" and SCREENSHOT_TO:
-                    Path(SCREENSHOT_TO).write_bytes(small_png(page.locator("main").screenshot()))
-            finally:
-                context.close()
-    finally:
-        if bot is not None:  # before its receiver: else the bot's SIGTERM drain retries it until the grace ends
-            bot.stop()
-        receiver.stop()
+            # It refreshes itself: a send's receipt shows up without a reload.
+            page.evaluate("window.notReloaded = true")
+            code, sent = bot.request("POST", "/api/send", {"to": f"+{CONTACT}", "text": name},
+                                     headers={"Authorization": f"Bearer {API_KEY}"}, timeout=WAIT)
+            assert code == 200, sent
+            page.locator("#events li").first.get_by_text(f"message {sent['id']} sent").wait_for(
+                timeout=WAIT * 1000)
+            assert page.evaluate("window.notReloaded === true")
+            png = page.screenshot()
+            (tmp_path / f"owner-page-{name}.png").write_bytes(png)
+            if name == "desktop" and SCREENSHOT_TO:
+                Path(SCREENSHOT_TO).write_bytes(small_png(page.locator("main").screenshot()))
+        finally:
+            context.close()

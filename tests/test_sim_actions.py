@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 
-import pytest
 import requests
 
 from qrterminal import END_MARKER
 from tests.support import mediafiles
 from tests.support.harness import wait_for
 from tests.support.qrdecode import printed_qr_texts
-from tests.support.simulator import running_receiver, sim_overrides
+from tests.support.simulator import sim_overrides
 
 SIM_PHONE = "14155550177"
 CONTACT = "4915112345678"
@@ -25,12 +24,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 WAIT = 30.0
 
 SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
-
-
-@pytest.fixture
-def receiver():  # before start_bot in a test's arguments (tests/support/simulator.py says why)
-    with running_receiver() as hook:
-        yield hook
 
 
 def paired_bot(sim, start_bot, tmp_path, receiver, **extra):

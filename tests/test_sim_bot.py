@@ -26,7 +26,7 @@ from tests.support.dyno import DynoManager
 from tests.support.fake_heroku import FakeHeroku
 from tests.support.harness import wait_for
 from tests.support.qrdecode import printed_qr_blocks, printed_qr_texts
-from tests.support.simulator import WebhookReceiver, sim_overrides
+from tests.support.simulator import running_receiver, sim_overrides
 from tests.wasim.phone import QRPayload
 
 # A number phonenumbers accepts (the simulator's default 1555… is not), so /api/pair takes it.
@@ -251,10 +251,9 @@ def test_dropped_connection_and_replaced_stream_keep_the_session(sim, first_depl
 # ------------------------------------------------------------------ 5. messages both ways
 
 @pytest.fixture
-def webhook_receiver():
-    receiver = WebhookReceiver().start()
-    yield receiver
-    receiver.stop()
+def webhook_receiver():  # before start_bot in a test's arguments (running_receiver says why)
+    with running_receiver() as receiver:
+        yield receiver
 
 
 def test_incoming_message_reaches_the_webhook_and_api_send_reaches_whatsapp(

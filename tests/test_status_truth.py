@@ -17,7 +17,7 @@ from tests.support.fake_heroku import FakeHeroku
 from tests.support.gate import Gate
 from tests.support.harness import wait_for
 from tests.support.qrdecode import printed_qr_texts
-from tests.support.simulator import WebhookReceiver, sim_overrides
+from tests.support.simulator import running_receiver, sim_overrides
 
 SIM_PHONE = "14155550125"
 API_KEY = "status-truth-api-key-0b7e44"
@@ -30,10 +30,11 @@ SIM_OPTIONS = {"phone_number": SIM_PHONE}  # for conftest's `sim`
 @pytest.fixture
 def world():
     heroku = FakeHeroku(app_name=APP, token=TOKEN).start()
-    receiver = WebhookReceiver().start()
-    yield heroku, receiver
-    receiver.stop()
-    heroku.stop()
+    try:
+        with running_receiver() as receiver:  # `world` comes before start_bot (running_receiver says why)
+            yield heroku, receiver
+    finally:
+        heroku.stop()
 
 
 def status(bot) -> dict:

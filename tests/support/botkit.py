@@ -37,6 +37,14 @@ class CountingStore:
         return self._store.clear(**kwargs)
 
 
+# A deadline, not an expectation (these steps take milliseconds on an idle machine): a pairing writes a
+# device into a copy of neonize's schema template, which the first user in a process reads (or builds,
+# in a child that imports neonize), and the scripted client answers from a thread that polls. With the
+# suite's other workers, their bots and PostgreSQL on two cores, 10 s was once not enough (11 s from QR
+# to paired, seen with four workers).
+WAIT = 30.0
+
+
 class Bot:
     def __init__(self, root: Path, *, save_delay: float = 0.05, store=None) -> None:
         self.root = root
@@ -65,11 +73,11 @@ class Bot:
     def stop(self) -> None:
         self.connection.stop(timeout=5)
 
-    def wait_state(self, state: str, timeout: float = 10.0) -> None:
+    def wait_state(self, state: str, timeout: float = WAIT) -> None:
         wait_for(lambda: self.connection.state == state, timeout,
                  f"state {state!r} (now {self.connection.state!r}, last error {self.connection.last_error!r})")
 
-    def wait_event(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
+    def wait_event(self, name: str, count: int = 1, timeout: float = WAIT) -> list[dict]:
         return wait_for(lambda: len(self.control.events(name)) >= count and self.control.events(name), timeout,
                         f"{count} scripted {name!r} event(s)")
 
