@@ -61,6 +61,14 @@ def pytest_collection_modifyitems(config, items):
         if shared:
             raise pytest.UsageError(f"{item.nodeid} uses module-scoped {shared}: remove its file from "
                                     "SPREAD in tests/support/scheduling.py")
+    # A FIRST entry that matches no test of a collected file (a renamed test) would quietly stop ordering.
+    collected = {scheduling.file_of(item.nodeid) for item in items}
+    stale = [prefix for prefix in scheduling.FIRST if scheduling.file_of(prefix) in collected
+             and not any(item.nodeid.startswith(prefix) for item in items)]
+    whole_files = not any("::" in arg for arg in config.args) and not config.getoption("keyword") \
+        and not config.getoption("markexpr")
+    if stale and whole_files:
+        raise pytest.UsageError(f"FIRST in tests/support/scheduling.py names no test: {stale}")
 
 
 @pytest.fixture(scope="session", autouse=True)

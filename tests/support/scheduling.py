@@ -46,6 +46,7 @@ FIRST = (
     "tests/test_openapi_live.py",
     "tests/test_continuity.py",
     "tests/test_cycle.py::test_ten_restarts",
+    "tests/test_qr_browser.py",
     "tests/test_sim_events.py",
     "tests/test_sim_bot.py",
     "tests/test_wasim.py",
@@ -55,7 +56,10 @@ FIRST = (
     "tests/test_pg_bot.py",
     "tests/test_snapshot_hostile.py",
     "tests/test_continuity_postgres.py",
+    "tests/test_hostile_requests.py::test_twenty_clients_dripping_headers",
     "tests/test_liveness.py",
+    "tests/test_events.py",
+    "tests/test_status_truth.py",
     "tests/test_restart_events.py",
 )
 

@@ -75,7 +75,7 @@ class ClientProcess:
         self.proc.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
         self.proc.stdin.flush()
 
-    def stderr_tail(self, n: int = 2500) -> str:
+    def stderr_tail(self, n: int = 8000) -> str:
         self._log.flush()
         with open(self.log_path, "rb") as f:
             return f.read()[-n:].decode("utf-8", "replace")

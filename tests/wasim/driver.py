@@ -10,6 +10,7 @@ stdout: one JSON object per line, {"event": name, ...}. stdin: JSON commands, on
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -42,6 +43,14 @@ def main(db_path: str) -> int:
     )
     from neonize.utils.jid import Jid2String, build_jid
 
+    # whatsmeow's debug log (every node in and out) into stderr, which clientproc.py keeps in a file and
+    # quotes the tail of when a test times out: a message that never arrives then shows where whatsmeow
+    # was (one did, twice in some thirty runs of the suite, stuck handling a first pkmsg). neonize hands
+    # whatsmeow the level of its own logger at connect, and its handlers log through the root logger.
+    from neonize.utils.log import log as neonize_log
+
+    neonize_log.setLevel(logging.DEBUG)
+    logging.getLogger().setLevel(logging.DEBUG)
     emit("loaded", neonize_file=neonize.__file__)
     client = NewClient(db_path)
 
