@@ -21,6 +21,7 @@ from errors import failure_event
 from delivery import EventQueue
 from tests.support.botkit import Bot
 from tests.support.harness import wait_for
+from tests.support.scripted_client import Control
 
 
 class Recorder:
@@ -257,6 +258,35 @@ def test_an_outage_is_one_unreachable_event_after_the_grace_and_the_login_ends_i
         assert names.index("unreachable") < names.index("qr")
     finally:
         bot.stop()
+
+
+def test_the_scripted_clients_countdown_of_failures_never_undoes_the_tests_reset(tmp_path):
+    """The test above once waited forever: a client counting down `fail_connects` read 1,000,000, the
+    test wrote 0, the client wrote back 999,999. Here the client's read is held until the test has
+    tried to write: the test's 0 must win."""
+    control = Control(tmp_path)
+    control.update_world(fail_connects=1_000_000)
+    client_read, let_client_go = threading.Event(), threading.Event()
+    read_world = control.world
+
+    def world_held_for_the_client() -> dict:
+        world = read_world()
+        if threading.current_thread().name == "client":
+            client_read.set()
+            let_client_go.wait(10)
+        return world
+
+    control.world = world_held_for_the_client
+    client = threading.Thread(target=control.take_connect_failure, name="client")
+    client.start()
+    assert client_read.wait(10)
+    test_side = threading.Thread(target=control.update_world, kwargs={"fail_connects": 0})
+    test_side.start()
+    test_side.join(0.5)  # a write that does not wait for the client's step is done by now
+    let_client_go.set()
+    client.join(10)
+    test_side.join(10)
+    assert read_world()["fail_connects"] == 0
 
 
 def test_a_short_blip_and_a_restart_are_no_outage(tmp_path):

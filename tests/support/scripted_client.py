@@ -18,6 +18,7 @@ Set WHATSAPP_CLIENT_FACTORY=tests.support.scripted_client:factory and SCRIPTED_W
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -77,16 +78,37 @@ class Control:
             return {}
 
     def update_world(self, **changes) -> None:
-        with self._lock:
+        self.change_world(lambda world: world.update(changes))
+
+    def revoke(self, jid: str) -> None:
+        self.change_world(lambda world: world.update(revoked=sorted(set(world.get("revoked", [])) | {jid})))
+
+    def change_world(self, change) -> None:
+        """Read, change and write world.json as one step, for every thread and process sharing it.
+
+        A read and a later write of its own would lose whatever was written in between: a client
+        counting down `fail_connects` once wrote back 999,999 over the test's 0, so the outage never
+        ended (seen with four workers on two cores)."""
+        with self._lock, open(self.dir / "world.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             world = self.world()
-            world.update(changes)
+            change(world)
             tmp = self.world_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(world))
             tmp.replace(self.world_file)
 
-    def revoke(self, jid: str) -> None:
-        world = self.world()
-        self.update_world(revoked=sorted(set(world.get("revoked", [])) | {jid}))
+    def take_connect_failure(self) -> bool:
+        """Whether this connect attempt fails: WhatsApp is unreachable, or one of `fail_connects` is used."""
+        failing = False
+
+        def take(world: dict) -> None:
+            nonlocal failing
+            failing = bool(world.get("unreachable") or world.get("fail_connects", 0))
+            if world.get("fail_connects", 0):
+                world["fail_connects"] -= 1
+
+        self.change_world(take)
+        return failing
 
     # client side
     def record(self, event: str, **fields) -> None:
@@ -142,15 +164,12 @@ class ScriptedClient:
     def connect(self) -> None:
         self.connect_calls += 1
         self._stop.clear()
-        world = self.control.world()
-        failures = world.get("fail_connects", 0)
-        if world.get("unreachable") or failures:
-            if failures:
-                self.control.update_world(fail_connects=failures - 1)
+        if self.control.take_connect_failure():
             self.control.record("connect_failed")
             raise ScriptedNeonizeError(
                 'failed to dial whatsapp web websocket: dial tcp: lookup web.whatsapp.com: no such host'
             )
+        world = self.control.world()
         jid = self._device_jid()
         self.control.record("connect", jid=jid)
         if jid is None:
