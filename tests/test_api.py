@@ -12,7 +12,7 @@ import pytest
 from app import create_app
 from config import Config
 from stores import HerokuConfigVarStore
-from tests.support.botkit import Bot
+from tests.support.botkit import WAIT, Bot
 from tests.support.fake_heroku import FakeHeroku
 from tests.support.harness import wait_for
 from tests.support.openapi_check import SchemaCheckedClient
@@ -102,7 +102,7 @@ def test_health_and_status_need_no_key_and_show_no_phone_number(bot):
     client = make_client(bot)
     assert client.get("/api/health").json["ok"] is True
     bot.pair(seed=11)
-    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    wait_for(lambda: bot.store.writes == 1, WAIT, "the automatic save")
     body = client.get("/api/session-status").json
     for field in ("hasLocalSession", "hasEnvSession", "timestamp", "state", "store", "storeKind", "lastSave"):
         assert field in body
@@ -123,7 +123,7 @@ def test_save_session(bot):
     response = client.post("/api/save-session", headers=AUTH)
     assert response.status_code == 409 and response.json["error"] == "no_session"
     bot.pair(seed=12)
-    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    wait_for(lambda: bot.store.writes == 1, WAIT, "the automatic save")
     response = client.post("/api/save-session", headers=AUTH)
     assert response.status_code == 200
     assert response.json["saved"] is False and "unchanged" in response.json["message"]
@@ -187,7 +187,7 @@ def test_later_codes_of_a_round_live_20_seconds(bot):
     client = make_client(bot)
     bot.wait_state("waiting_for_qr")
     bot.control.send("qr")  # whatsmeow's next code of the same round
-    wait_for(lambda: client.get("/api/qr", headers=AUTH).json["index"] == 2, 5, "the second code")
+    wait_for(lambda: client.get("/api/qr", headers=AUTH).json["index"] == 2, WAIT, "the second code")
     assert bot.connection.qr_expires_at - whatsapp.time.time() <= whatsapp.QR_NEXT_CODE_SECONDS
 
 
@@ -279,7 +279,7 @@ def test_http_basic_is_for_the_qr_page_only(bot, method, path):
 def test_a_cross_site_form_cannot_clear_the_session(bot):
     client = make_client(bot)
     bot.pair(seed=14)
-    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    wait_for(lambda: bot.store.writes == 1, WAIT, "the automatic save")
     form = {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
     response = client.post("/api/clear-session", data="x=1", headers={**form, **BASIC})
     assert response.status_code in (401, 403)
@@ -456,7 +456,7 @@ def test_send_with_reply_to_quotes_a_received_message(bot):
     client = make_client(bot)
     bot.pair()
     bot.control.send("message", text="which day?", sender="14155552671", id="3EB0QUESTION1")
-    wait_for(lambda: "3EB0QUESTION1" in bot.connection._recent, 5, "the incoming message")
+    wait_for(lambda: "3EB0QUESTION1" in bot.connection._recent, WAIT, "the incoming message")
     response = client.post("/api/send", json={"to": "+14155552671", "text": "Tuesday", "replyTo": "3EB0QUESTION1"},
                            headers=AUTH)
     assert response.status_code == 200 and response.json["quoted"] is True and response.json["timestamp"] > 0

@@ -17,7 +17,7 @@ import whatsapp
 import whatsapp.connectionevents
 import whatsapp.pair
 from delivery import EventQueue as WebhookSender
-from tests.support.botkit import Bot, stored_snapshot_for
+from tests.support.botkit import WAIT, Bot, stored_snapshot_for
 from tests.support.harness import wait_for
 
 
@@ -50,16 +50,16 @@ def test_first_start_shows_a_qr_and_saves_exactly_once_after_pairing(make_bot):
     bot = make_bot().start()
     bot.wait_state("waiting_for_qr")
     # The state changes a moment before the code's lines are printed (same handler, neonize's thread).
-    wait_for(lambda: "WHATSAPP QR" in bot.out.getvalue(), 5, "the printed QR code")
+    wait_for(lambda: "WHATSAPP QR" in bot.out.getvalue(), WAIT, "the printed QR code")
     assert bot.connection.status()["qrAvailable"] is True
     jid = bot.pair(seed=3)
-    wait_for(lambda: bot.store.writes == 1, 10, "the one save after pairing")
+    wait_for(lambda: bot.store.writes == 1, WAIT, "the one save after pairing")
     stored = bot.store.load()
     assert snapshot.inspect(stored).device_jid == jid
     assert bot.session.status()["lastSave"]["reason"] == "new pairing"
     # Still exactly one: the save does not trigger another.
     bot.control.send("drop")
-    wait_for(lambda: len(bot.control.events("connected")) >= 2, 10, "the reconnect after the drop")
+    wait_for(lambda: len(bot.control.events("connected")) >= 2, WAIT, "the reconnect after the drop")
     assert bot.store.writes == 1 and len(bot.store.saves) == 1
 
 
@@ -71,7 +71,7 @@ def test_restored_session_reconnects_without_qr_and_saves_nothing(make_bot, tmp_
     assert bot.control.events("connected")[-1]["jid"] == jid
     assert "WHATSAPP QR" not in bot.out.getvalue()
     # Once the save decision after Connected was taken, no timer was even armed.
-    wait_for(lambda: bot.session.connect_checks == 1, 10, "the save decision")
+    wait_for(lambda: bot.session.connect_checks == 1, WAIT, "the save decision")
     assert bot.session._save_timer is None
     assert bot.store.saves == []
 
@@ -91,13 +91,13 @@ def test_logout_on_connect_wipes_local_and_stored_session_then_shows_a_new_qr(ma
 def test_logout_while_connected_wipes_and_a_new_pairing_saves_again(make_bot):
     bot = make_bot().start()
     first = bot.pair(seed=4)
-    wait_for(lambda: bot.store.writes == 1, 10, "first save")
+    wait_for(lambda: bot.store.writes == 1, WAIT, "first save")
     bot.control.send("logout")
     bot.wait_state("waiting_for_qr")
     assert bot.store.load() is None and not bot.session.has_local_session()
     second = bot.pair(seed=5)
     assert second != first
-    wait_for(lambda: bot.store.writes == 2, 10, "the save of the new pairing")
+    wait_for(lambda: bot.store.writes == 2, WAIT, "the save of the new pairing")
     assert snapshot.inspect(bot.store.load()).device_jid == second
 
 
@@ -154,7 +154,7 @@ def test_connect_failure_reasons(make_bot, tmp_path):
     bot = make_bot(store=preloaded_store(tmp_path, text)).start()
     bot.wait_state("connected")
     bot.control.send("connect_failure", reason=8)  # INTERNAL_SERVER_ERROR: retry, keep
-    wait_for(lambda: len(bot.control.events("connected")) >= 2, 10, "reconnect after a server error")
+    wait_for(lambda: len(bot.control.events("connected")) >= 2, WAIT, "reconnect after a server error")
     assert bot.store.clears == 0 and bot.session.has_local_session()
     bot.control.send("connect_failure", reason=4)  # MAIN_DEVICE_GONE: a logout
     bot.wait_state("waiting_for_qr")
@@ -168,7 +168,7 @@ def test_a_snapshot_that_cannot_be_restored_is_left_alone_until_a_new_pairing(ma
     assert bot.session.restore_error
     assert bot.store.load() == broken, "a bad snapshot is never deleted on boot"
     jid = bot.pair(seed=9)
-    wait_for(lambda: bot.store.writes == 1, 10, "the save that replaces it")
+    wait_for(lambda: bot.store.writes == 1, WAIT, "the save that replaces it")
     assert snapshot.inspect(bot.store.load()).device_jid == jid
 
 
@@ -240,7 +240,7 @@ def test_incoming_messages_reach_the_webhook_signed_with_retries(tmp_path):
         bot.start()
         bot.pair()
         bot.control.send("message", text="hello bot", sender="15557654321", id="MSG1")
-        wait_for(messages, 10, "webhook delivery of the message")
+        wait_for(messages, WAIT, "webhook delivery of the message")
     finally:
         bot.stop()
         server.shutdown()
@@ -271,7 +271,7 @@ def test_a_worker_that_connected_too_often_hands_over(make_bot):
     bot.connection.on_recycle = recycled.set
     bot.control.update_world(fail_connects=10)
     bot.start()
-    wait_for(recycled.is_set, 10, "the hand-over")
+    wait_for(recycled.is_set, WAIT, "the hand-over")
     bot.connection._thread.join(5)
     assert not bot.connection._thread.is_alive() and bot.connection.connects == 3
     assert len(bot.control.events("connect_failed")) == 3

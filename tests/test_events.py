@@ -19,7 +19,7 @@ import stores
 import whatsapp
 from errors import failure_event
 from delivery import EventQueue
-from tests.support.botkit import Bot
+from tests.support.botkit import WAIT, Bot
 from tests.support.harness import wait_for
 from tests.support.scripted_client import Control
 
@@ -111,10 +111,10 @@ def test_a_webhook_that_is_down_for_a_while_gets_every_event_in_order_then_the_s
     try:
         for n in range(20):
             queue.emit("receipt", {"id": f"M{n}", "status": "delivered"})
-        wait_for(lambda: queue.last_error and queue.status()["pending"] == 20, 5, "failed attempts")
+        wait_for(lambda: queue.last_error and queue.status()["pending"] == 20, WAIT, "failed attempts")
         assert queue.status()["lastError"] == "receipt event: HTTP 503"
         _Flaky.down.clear()
-        wait_for(lambda: queue.delivered == 20, 10, "every event once the webhook is back")
+        wait_for(lambda: queue.delivered == 20, WAIT, "every event once the webhook is back")
     finally:
         queue.stop()
         server.shutdown()
@@ -133,11 +133,11 @@ def test_a_connection_reports_qr_pairing_connection_loss_and_logout(recorded):
     assert qr["code"] == bot.control.events("qr")[0]["code"] and qr["index"] == 1 and qr["expiresAt"]
     jid = bot.control.events("paired")[-1]["jid"]
     assert recorder.of("paired") == [{"jid": jid}]
-    wait_for(lambda: recorder.of("connected"), 5, "the connected event")
+    wait_for(lambda: recorder.of("connected"), WAIT, "the connected event")
     assert recorder.of("connected")[0]["jid"].split("@")[0].split(":")[0] == jid.split("@")[0].split(":")[0]
 
     bot.control.send("drop")  # whatsmeow reconnects by itself
-    wait_for(lambda: len(recorder.of("connected")) == 2, 5, "the reconnect")
+    wait_for(lambda: len(recorder.of("connected")) == 2, WAIT, "the reconnect")
     assert recorder.of("disconnected")[0]["retryInSeconds"] is None
 
     bot.control.send("logout")
@@ -151,7 +151,7 @@ def test_stream_replaced_is_one_disconnected_event_with_the_wait(recorded):
     bot, recorder = recorded
     bot.pair(seed=32)
     bot.control.send("replace")
-    wait_for(lambda: recorder.of("disconnected"), 5, "the disconnected event")
+    wait_for(lambda: recorder.of("disconnected"), WAIT, "the disconnected event")
     assert recorder.of("disconnected")[0]["retryInSeconds"] == 60.0
     assert "stream replaced" in recorder.of("disconnected")[0]["reason"]
 
@@ -180,12 +180,12 @@ def test_a_failed_save_and_a_failed_wipe_are_save_failed_events_with_the_hint(tm
     bot.start()
     try:
         bot.pair(seed=33)
-        wait_for(lambda: recorder.of("save_failed"), 10, "the save_failed event")
+        wait_for(lambda: recorder.of("save_failed"), WAIT, "the save_failed event")
         failed = recorder.of("save_failed")[0]
         assert failed == {"during": "save (new pairing)", "error": "LocalStoreError", "status": None,
                           "message": stores.LocalStoreError.summary, "hint": stores.LocalStoreError.hint}
         bot.control.send("logout")
-        wait_for(lambda: len(recorder.of("save_failed")) == 2, 10, "the failed wipe")
+        wait_for(lambda: len(recorder.of("save_failed")) == 2, WAIT, "the failed wipe")
         assert recorder.of("save_failed")[1]["during"].startswith("wipe (")
         assert "/secret/path" not in json.dumps(recorder.events), "our words, not the error's text"
     finally:
@@ -211,7 +211,7 @@ def test_receipts_of_sent_messages_are_keyed_by_the_id_the_send_returned(recorde
     for kind in (Receipt.DELIVERED, Receipt.READ, Receipt.PLAYED, Receipt.READ_SELF, Receipt.RETRY):
         bot.control.send("receipt", ids=[sent["id"]], type=kind, sender="4915112345678")
     bot.control.send("receipt", ids=["END"], type=Receipt.DELIVERED)
-    wait_for(lambda: recorder.of("receipt")[-1]["id"] == "END", 5, "the receipts")
+    wait_for(lambda: recorder.of("receipt")[-1]["id"] == "END", WAIT, "the receipts")
     got = recorder.of("receipt")[1:-1]
     assert [r["status"] for r in got] == ["delivered", "read", "read"]
     assert got[2]["played"] is True and all(r["id"] == sent["id"] for r in got)
@@ -228,13 +228,13 @@ def test_an_outage_is_one_unreachable_event_after_the_grace_and_the_login_ends_i
     bot.control.update_world(fail_connects=1_000_000)
     bot.start()
     try:
-        wait_for(lambda: recorder.of("unreachable"), 10, "the unreachable event")
+        wait_for(lambda: recorder.of("unreachable"), WAIT, "the unreachable event")
         outage = bot.connection.status()["unreachable"]
         assert outage["reported"] is True
         sent = recorder.of("unreachable")[0]
         assert sent["cause"] == "connecting to WhatsApp failed" and sent["since"] == outage["since"]
         assert sent["detail"] and sent["seconds"] >= 0
-        wait_for(lambda: bot.connection.connect_attempts > 10, 10, "more failed attempts")
+        wait_for(lambda: bot.connection.connect_attempts > 10, WAIT, "more failed attempts")
         assert len(recorder.of("unreachable")) == 1, "once per outage, however many attempts"
 
         bot.control.update_world(fail_connects=0)  # WhatsApp is back: a QR code (no device yet)
@@ -242,16 +242,16 @@ def test_an_outage_is_one_unreachable_event_after_the_grace_and_the_login_ends_i
         assert bot.connection.status()["unreachable"] is None
         bot.control.send("pair", seed=33)
         bot.wait_state("connected")
-        wait_for(lambda: recorder.of("connected"), 5, "the connected event")
+        wait_for(lambda: recorder.of("connected"), WAIT, "the connected event")
         assert "outageSeconds" not in recorder.of("connected")[0], "the QR ended the outage already"
 
         bot.control.update_world(fail_connects=1_000_000)
         bot.control.send("connect_failure")  # the server ends the stream; reconnects then fail
-        wait_for(lambda: len(recorder.of("unreachable")) == 2, 10, "the second outage's event")
+        wait_for(lambda: len(recorder.of("unreachable")) == 2, WAIT, "the second outage's event")
         assert recorder.of("unreachable")[1]["cause"] == "the connection to WhatsApp was lost"
         assert bot.connection.status()["lastDisconnect"]["reason"] == recorder.of("disconnected")[0]["reason"]
         bot.control.update_world(fail_connects=0)
-        wait_for(lambda: len(recorder.of("connected")) == 2, 10, "the login that ends it")
+        wait_for(lambda: len(recorder.of("connected")) == 2, WAIT, "the login that ends it")
         assert recorder.of("connected")[1]["outageSeconds"] >= 0.5
         assert bot.connection.status()["unreachable"] is None
         names = recorder.names()
@@ -298,7 +298,7 @@ def test_a_short_blip_and_a_restart_are_no_outage(tmp_path):
     try:
         bot.pair(seed=34)
         bot.control.send("drop")  # whatsmeow reconnects at once
-        wait_for(lambda: len(recorder.of("connected")) == 2, 5, "the reconnect")
+        wait_for(lambda: len(recorder.of("connected")) == 2, WAIT, "the reconnect")
     finally:
         bot.stop()
     time.sleep(1.2)
@@ -344,7 +344,7 @@ def test_an_event_that_cannot_be_encoded_is_counted_and_logged_and_the_next_one_
     try:
         queue.emit("receipt", {"id": "M1", "status": object()})  # a producer's bug: no JSON for it
         queue.emit("receipt", {"id": b"M2\xff", "status": "read"})  # stray bytes: decoded, sent
-        wait_for(lambda: queue.delivered + queue.failed == 2, 10, "both events handled")
+        wait_for(lambda: queue.delivered + queue.failed == 2, WAIT, "both events handled")
     finally:
         queue.stop()
         server.shutdown()

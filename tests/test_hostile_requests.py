@@ -17,7 +17,7 @@ import requests
 from app import create_app
 from config import Config
 from tests.support import mediafiles
-from tests.support.botkit import Bot
+from tests.support.botkit import WAIT, Bot
 from tests.support.harness import wait_for
 from tests.support.slowclients import Dripper, peak_rss_mb, worker_pid
 
@@ -115,7 +115,7 @@ def test_twenty_clients_dripping_headers_neither_starve_health_nor_last_on_real_
     bot.wait_healthy()
     drippers = [Dripper(bot.port) for _ in range(20)]  # more than the 16 request threads
     try:
-        wait_for(lambda: all(d.sock for d in drippers), 5, "the drippers to connect")
+        wait_for(lambda: all(d.sock for d in drippers), WAIT, "the drippers to connect")
         # Health answers while they drip, again and again: no request thread is theirs.
         answered = []
         while time.monotonic() - drippers[-1].started < config.REQUEST_ARRIVAL_TIMEOUT - 3:
