@@ -13,6 +13,7 @@ test can drive a client inside a real gunicorn worker:
     commands.jsonl  the test appends {"cmd": ..., "pid": optional target worker pid, ...}
     events.jsonl    the clients append what they did ({"pid", "event", ...})
     world.json      server-side state that survives restarts
+    world.lock      taken while world.json is changed (Control.change_world)
 Set WHATSAPP_CLIENT_FACTORY=tests.support.scripted_client:factory and SCRIPTED_WA_DIR=<dir> in the bot's env.
 """
 
