@@ -84,8 +84,9 @@ class Control:
     def revoke(self, jid: str) -> None:
         self.change_world(lambda world: world.update(revoked=sorted(set(world.get("revoked", [])) | {jid})))
 
-    def change_world(self, change) -> None:
-        """Read, change and write world.json as one step, for every thread and process sharing it.
+    def change_world(self, change):
+        """Read, change and write world.json as one step, for every thread and process sharing it;
+        returns what `change` (called with the world, a dict it changes in place) returns.
 
         A read and a later write of its own would lose whatever was written in between: a client
         counting down `fail_connects` once wrote back 999,999 over the test's 0, so the outage never
@@ -93,23 +94,21 @@ class Control:
         with self._lock, open(self.dir / "world.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             world = self.world()
-            change(world)
+            result = change(world)
             tmp = self.world_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(world))
             tmp.replace(self.world_file)
+            return result
 
     def take_connect_failure(self) -> bool:
         """Whether this connect attempt fails: WhatsApp is unreachable, or one of `fail_connects` is used."""
-        failing = False
+        def take(world: dict) -> bool:
+            failures = world.get("fail_connects", 0)
+            if failures:
+                world["fail_connects"] = failures - 1
+            return bool(world.get("unreachable") or failures)
 
-        def take(world: dict) -> None:
-            nonlocal failing
-            failing = bool(world.get("unreachable") or world.get("fail_connects", 0))
-            if world.get("fail_connects", 0):
-                world["fail_connects"] -= 1
-
-        self.change_world(take)
-        return failing
+        return self.change_world(take)
 
     # client side
     def record(self, event: str, **fields) -> None:
