@@ -29,7 +29,7 @@ def pytest_configure(config):
       libraries'; a bot, whose clean environment lacks the variable, wrote `__pycache__` into the
       clone. Now each module is compiled by the first process that imports it and read by all the
       others, and nothing is written outside the run's temp dir (so the README's test command installs
-      with `--no-compile`: Python would not read those files here). One the developer set is kept."""
+      without compiling, uv's default: Python would not read those files here). One the developer set is kept."""
     if hasattr(config, "workerinput"):
         return
     root = config._tmp_path_factory.getbasetemp()  # the dir xdist gives its workers theirs in
