@@ -88,7 +88,7 @@ def test_image_bombs_keep_the_worker_under_300_mb_on_real_gunicorn(start_bot):
                                  data={"to": "+14155552671"}, files={"file": ("a.bin", data)})
         return response.status_code, response.json()
 
-    # Issue 21's two bombs: 13000 x 13000 pixels each (676 MB decoded), 34 bytes and 657 KB.
+    # Issue 21's two bombs: 13000 x 13000 pixels each (676 MB decoded), 34 bytes and 672 KB.
     for name, data in (("34-byte WebP", mediafiles.WEBP_BOMB), ("PNG of zeros", mediafiles.png_of_zeros(13000, 13000))):
         status, body = send(data)
         assert status == 413 and body["error"] == "image_too_large", (name, status, body)

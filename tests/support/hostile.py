@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import io
@@ -42,6 +43,20 @@ def _sqlite_without_device() -> bytes:
         return path.read_bytes()
 
 
+@functools.lru_cache(maxsize=1)
+def _gzip_bomb() -> bytes:
+    """80 MiB of zeros in ~80 KB of gzip: still small enough to pass through an environment variable
+    (Linux caps one at 128 KiB), past any session's size once inflated. Made once per process: it is
+    0.36 s of CPU, and test_cycle.py asks for hostile_values() at collection and in each of its cases."""
+    bomb_raw = io.BytesIO()
+    with tarfile.open(fileobj=bomb_raw, mode="w") as tar:
+        zeros = b"\0" * (80 * 1024 * 1024)
+        info = tarfile.TarInfo("neonize.db")
+        info.size = len(zeros)
+        tar.addfile(info, io.BytesIO(zeros))
+    return gzip.compress(bomb_raw.getvalue(), compresslevel=9, mtime=0)
+
+
 def hostile_values(good_snapshot: str) -> dict[str, str]:
     """name -> value. `good_snapshot` (a valid one) is truncated for the broken-gzip case."""
     symlink = tarfile.TarInfo("neonize.db")
@@ -52,15 +67,6 @@ def hostile_values(good_snapshot: str) -> dict[str, str]:
     hardlink.linkname = "../../outside"
     fifo = tarfile.TarInfo("neonize.db")
     fifo.type = tarfile.FIFOTYPE
-    # 80 MiB of zeros in ~80 KB of gzip: still small enough to pass through an environment variable
-    # (Linux caps one at 128 KiB), past any session's size once inflated.
-    bomb_raw = io.BytesIO()
-    with tarfile.open(fileobj=bomb_raw, mode="w") as tar:
-        zeros = b"\0" * (80 * 1024 * 1024)
-        info = tarfile.TarInfo("neonize.db")
-        info.size = len(zeros)
-        tar.addfile(info, io.BytesIO(zeros))
-    bomb = gzip.compress(bomb_raw.getvalue(), compresslevel=9, mtime=0)
     return {
         "invalid base64": "this is not base64 at all!!! ***",
         "truncated gzip": good_snapshot[: len(good_snapshot) // 2],
@@ -70,7 +76,7 @@ def hostile_values(good_snapshot: str) -> dict[str, str]:
         "symlink": _b64(_targz([(symlink, None)])),
         "hard link": _b64(_targz([(hardlink, None)])),
         "fifo": _b64(_targz([(fifo, None)])),
-        "gzip bomb": _b64(bomb),
+        "gzip bomb": _b64(_gzip_bomb()),
         "not sqlite": _b64(_targz([_file("neonize.db", b"definitely not a database" * 40)])),
         "no device": _b64(_targz([_file("neonize.db", _sqlite_without_device())])),
         "empty tar": _b64(_targz([])),
