@@ -78,6 +78,14 @@ class SingleFlightSaves:
             raise SaveInProgress(flight)
         return flight.outcome()
 
+    def save_in_progress(self) -> dict | None:
+        """The running save's reason and start, or None (the status's `saveInProgress`). The store's write
+        returns before its flight ends, and a save asked for until then joins that flight."""
+        flight = self._flight
+        if flight is None or flight.done.is_set():
+            return None
+        return {"reason": flight.reason, "since": flight.started_at}
+
     def _fly(self, flight: Flight, force: bool, deadline: float | None = None) -> None:
         try:
             flight.result = self._save_now(force=force, reason=flight.reason, stamp=flight.stop_saved_at,

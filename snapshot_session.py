@@ -288,8 +288,6 @@ class SnapshotSession(SingleFlightSaves):
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict:
-        flight = self._flight
-        running = flight is not None and not flight.done.is_set()
         return {
             "hasLocalSession": self.has_local_session(),
             "hasEnvSession": bool(self.store.load()),
@@ -298,7 +296,7 @@ class SnapshotSession(SingleFlightSaves):
             "storedSnapshot": self._stored_info,
             "lastSave": self.last_save,
             "lastSaveError": self.last_save_error,
-            "saveInProgress": {"reason": flight.reason, "since": flight.started_at} if running else None,
+            "saveInProgress": self.save_in_progress(),
             "lastWipe": self.last_wipe,
             "preKeyWatch": self.prekey_watch.status(),
             "store": self.store.describe(),

@@ -102,7 +102,7 @@ def test_health_and_status_need_no_key_and_show_no_phone_number(bot):
     client = make_client(bot)
     assert client.get("/api/health").json["ok"] is True
     bot.pair(seed=11)
-    wait_for(lambda: bot.store.writes == 1, WAIT, "the automatic save")
+    bot.wait_saved()
     body = client.get("/api/session-status").json
     for field in ("hasLocalSession", "hasEnvSession", "timestamp", "state", "store", "storeKind", "lastSave"):
         assert field in body
@@ -123,7 +123,7 @@ def test_save_session(bot):
     response = client.post("/api/save-session", headers=AUTH)
     assert response.status_code == 409 and response.json["error"] == "no_session"
     bot.pair(seed=12)
-    wait_for(lambda: bot.store.writes == 1, WAIT, "the automatic save")
+    bot.wait_saved()
     response = client.post("/api/save-session", headers=AUTH)
     assert response.status_code == 200
     assert response.json["saved"] is False and "unchanged" in response.json["message"]
@@ -279,7 +279,7 @@ def test_http_basic_is_for_the_qr_page_only(bot, method, path):
 def test_a_cross_site_form_cannot_clear_the_session(bot):
     client = make_client(bot)
     bot.pair(seed=14)
-    wait_for(lambda: bot.store.writes == 1, WAIT, "the automatic save")
+    bot.wait_saved()
     form = {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
     response = client.post("/api/clear-session", data="x=1", headers={**form, **BASIC})
     assert response.status_code in (401, 403)
@@ -433,7 +433,7 @@ def test_a_failed_save_through_the_api_logs_one_line_with_the_cause_and_the_hint
     bot, fake = heroku_bot(max_retries=1, timeout=(1, 0.3))
     client = make_client(bot)
     bot.pair(seed=22)
-    wait_for(lambda: bot.store.writes == 1, 20, "the automatic save")
+    bot.wait_saved()
     if fault == "hang":
         fake.hang_next(count=4, seconds=2)
     else:

@@ -364,7 +364,7 @@ def test_every_operation_answers_within_its_schema_in_success_and_in_error(bot, 
     assert call("POST", "/api/pair", json={"phone": "12"}, headers=AUTH).status_code == 400
     assert call("POST", "/api/send", json={"to": "+14155552671", "text": "hi"}, headers=AUTH).status_code == 409
     bot.pair(seed=31)
-    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    bot.wait_saved()
     assert call("GET", "/api/qr", headers=AUTH).status_code == 409
     assert call("POST", "/api/save-session?force=true", headers=AUTH).status_code == 200
     assert call("POST", "/api/save-session", headers={"Origin": "https://evil.example", **AUTH}).status_code == 403
@@ -448,7 +448,7 @@ def test_save_session_refuses_a_force_value_it_does_not_know(bot):
     # not forced; now it is a 400 that says which values count.
     client = make_app(bot).test_client()
     bot.pair(seed=32)
-    wait_for(lambda: bot.store.writes == 1, 10, "the automatic save")
+    bot.wait_saved()
     saves = len(bot.store.saves)
     for value in ("00000000000000000", "ture", "2", "on"):
         response = client.post(f"/api/save-session?force={value}", headers=AUTH)

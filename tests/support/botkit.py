@@ -73,6 +73,13 @@ class Bot:
     def stop(self) -> None:
         self.connection.stop(timeout=5)
 
+    def wait_saved(self, writes: int = 1, timeout: float = WAIT) -> None:
+        """Until the store has had `writes` writes and the save that made them has ended. The store's
+        write returns before the save's flight is over; a save asked for in between joins that flight
+        and answers with its outcome (a forced save with a failing Heroku got 200, with four workers)."""
+        wait_for(lambda: self.store.writes == writes and self.session.save_in_progress() is None, timeout,
+                 f"{writes} store write(s) and no save running (now {self.store.writes})")
+
     def wait_state(self, state: str, timeout: float = WAIT) -> None:
         wait_for(lambda: self.connection.state == state, timeout,
                  f"state {state!r} (now {self.connection.state!r}, last error {self.connection.last_error!r})")
