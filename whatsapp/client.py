@@ -47,6 +47,7 @@ from whatsapp.receipt import Receipts
 from whatsapp.retry import Retries
 from whatsapp.send import Sends
 from whatsapp.states import (
+    CONNECTING,
     NOT_STARTED,
     STARTING,
     STOPPED,
@@ -150,7 +151,8 @@ class Connection(ConnectLoop, ConnectionEvents, Pairing, Messages, Receipts, Sen
 
     def stop(self, timeout: float = 8.0) -> None:
         """Disconnect and let the thread end; no save, no wipe (a SIGTERM is not a logout)."""
-        waiting_for_scan = self.state == WAITING_FOR_QR
+        # A QR code is shown, or about to be: this connect() started without a device (pair.py).
+        waiting_for_scan = self.state == WAITING_FOR_QR or (self.state == CONNECTING and self.scan_connect)
         self._stopping.set()
         self._wakeup.set()
         self._outage.stop()  # a restart is no outage
@@ -160,10 +162,11 @@ class Connection(ConnectLoop, ConnectionEvents, Pairing, Messages, Receipts, Sen
         thread = self._thread
         if thread and thread is not threading.current_thread():
             if waiting_for_scan:
-                # While a QR code is shown, neonize's connect() does not return on Stop(): its Go side
-                # reads whatsmeow's QR channel until it closes (goneonize/main.go), and an expected
-                # Disconnect() ends whatsmeow's QR emitter without closing it (qrchan.go). Nothing
-                # is stored yet, so there is nothing to wait for: a SIGTERM used to take 8 s more here.
+                # While a QR code is shown, or before the first one came, neonize's connect() does not
+                # return on Stop(): its Go side reads whatsmeow's QR channel until it closes
+                # (goneonize/main.go), and an expected Disconnect() ends whatsmeow's QR emitter without
+                # closing it (qrchan.go). Nothing is stored yet, so there is nothing to wait for: a
+                # SIGTERM used to take 8 s more here.
                 timeout = min(timeout, QR_STOP_WAIT)
             thread.join(timeout)
             if thread.is_alive() and not waiting_for_scan:

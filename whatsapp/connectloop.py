@@ -75,6 +75,7 @@ class ConnectLoop:
         self._ensure_client()
         self.connect_attempts += 1
         self._next = None
+        self.scan_connect = not self.session.has_local_session()  # for stop(), see pair.py
         self._set_state(CONNECTING)
         error = self._probe_error()
         if error is not None:

@@ -27,7 +27,7 @@ QR_NEXT_CODE_SECONDS = 20
 
 class Pairing:
     """Mixin of Connection (client.py). Owns `last_qr`, `qr_count`, `qr_index`, `qr_expires_at`,
-    `pair_code`, `_paired_jid` and the QR round timer."""
+    `pair_code`, `_paired_jid`, `scan_connect` and the QR round timer."""
 
     HANDLERS = {"PairStatusEv": "_on_pair_status"}
 
@@ -40,6 +40,9 @@ class Pairing:
         self.qr_expires_at: float | None = None
         self.pair_code: str | None = None
         self._paired_jid: str | None = None
+        # This connect() started without a logged-in device, and no pairing succeeded in it yet: neonize
+        # reads whatsmeow's QR channel in it (goneonize's Connect), so Stop() cannot end it (client.py).
+        self.scan_connect = False
 
     def _on_qr(self, client, data: bytes) -> None:
         text = data.decode() if isinstance(data, bytes) else str(data)
@@ -91,6 +94,7 @@ class Pairing:
             self._cancel_qr_timer()
             jid = printable(jid_text(ev.ID))
             log.info("paired as %s; WhatsApp will reconnect the new device", jid)
+            self.scan_connect = False  # the device is stored now: what follows is a login's connect()
             self._set_state(CONNECTING)
             self._paired_jid = jid_text(ev.ID)
             self._emit(events.PAIRED, {"jid": self._paired_jid})

@@ -105,6 +105,12 @@ class WhatsAppSimulator(Messaging):
         self.devices: dict[str, DeviceRecord] = {}
         self.connections: list[_Connection] = []
         self.qr_refs: list[list[str]] = []  # refs of each pair-device sent, in order
+        # Open: a client that connects to pair gets its pair-device (its QR codes) at once. A test clears
+        # it to hold them back, with the client inside connect() before its first code; `pairing_waits`
+        # counts the connections that came to it.
+        self.qr_gate = threading.Event()
+        self.qr_gate.set()
+        self.pairing_waits = 0
         self.pair_code_requests: list[dict] = []
         self.sent_messages: list[SentMessage] = []
         self.media = MediaHost()  # uploads through the proxy (media.py); sim.media.uploads
@@ -363,16 +369,35 @@ class WhatsAppSimulator(Messaging):
         conn.ws.send(frame(hs.respond(next(conn.frames))))
         conn.noise_pub, conn.payload, conn.transport = hs.finish(next(conn.frames))
 
+    def _send_pair_device(self, conn: _Connection, held: bool = False) -> None:
+        """The pair-device IQ whose refs become the client's QR codes."""
+        if held:
+            self.qr_gate.wait(60)
+            if conn.closed.is_set():
+                return
+        refs = [f"2@{secrets.token_urlsafe(24)}" for _ in range(self.refs_per_pair_device)]
+        conn.refs = refs
+        try:
+            conn.send(Node("iq", {"from": SERVER_JID, "type": "set", "id": self._iq_id(), "xmlns": "md"}, [
+                Node("pair-device", {}, [Node("ref", {}, r.encode()) for r in refs])]))
+        except (WebSocketClosed, OSError):
+            if not held:
+                raise
+            return  # the client left while the codes were held back
+        with self._cond:
+            self.qr_refs.append(refs)
+            self._cond.notify_all()
+
     def _after_handshake(self, conn: _Connection) -> None:
         payload = conn.payload
         if payload.HasField("devicePairingData"):
-            refs = [f"2@{secrets.token_urlsafe(24)}" for _ in range(self.refs_per_pair_device)]
-            conn.refs = refs
-            conn.send(Node("iq", {"from": SERVER_JID, "type": "set", "id": self._iq_id(), "xmlns": "md"}, [
-                Node("pair-device", {}, [Node("ref", {}, r.encode()) for r in refs])]))
             with self._cond:
-                self.qr_refs.append(refs)
+                self.pairing_waits += 1
                 self._cond.notify_all()
+            if self.qr_gate.is_set():
+                self._send_pair_device(conn)
+            else:  # held back by the test; the connection is read meanwhile, as WhatsApp's would be
+                threading.Thread(target=self._send_pair_device, args=(conn, True), daemon=True).start()
             return
         jid = JID(str(payload.username), "s.whatsapp.net", payload.device)
         device = self.devices.get(str(jid))
