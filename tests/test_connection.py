@@ -53,7 +53,7 @@ def test_first_start_shows_a_qr_and_saves_exactly_once_after_pairing(make_bot):
     wait_for(lambda: "WHATSAPP QR" in bot.out.getvalue(), WAIT, "the printed QR code")
     assert bot.connection.status()["qrAvailable"] is True
     jid = bot.pair(seed=3)
-    wait_for(lambda: bot.store.writes == 1, WAIT, "the one save after pairing")
+    bot.wait_saved()
     stored = bot.store.load()
     assert snapshot.inspect(stored).device_jid == jid
     assert bot.session.status()["lastSave"]["reason"] == "new pairing"
@@ -91,13 +91,13 @@ def test_logout_on_connect_wipes_local_and_stored_session_then_shows_a_new_qr(ma
 def test_logout_while_connected_wipes_and_a_new_pairing_saves_again(make_bot):
     bot = make_bot().start()
     first = bot.pair(seed=4)
-    wait_for(lambda: bot.store.writes == 1, WAIT, "first save")
+    bot.wait_saved()
     bot.control.send("logout")
     bot.wait_state("waiting_for_qr")
     assert bot.store.load() is None and not bot.session.has_local_session()
     second = bot.pair(seed=5)
     assert second != first
-    wait_for(lambda: bot.store.writes == 2, WAIT, "the save of the new pairing")
+    bot.wait_saved(2)
     assert snapshot.inspect(bot.store.load()).device_jid == second
 
 
@@ -168,7 +168,7 @@ def test_a_snapshot_that_cannot_be_restored_is_left_alone_until_a_new_pairing(ma
     assert bot.session.restore_error
     assert bot.store.load() == broken, "a bad snapshot is never deleted on boot"
     jid = bot.pair(seed=9)
-    wait_for(lambda: bot.store.writes == 1, WAIT, "the save that replaces it")
+    bot.wait_saved()
     assert snapshot.inspect(bot.store.load()).device_jid == jid
 
 
