@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from whatsapp.outage import NEVER_CONNECTED, NO_ANSWER, OutageWatch
+from tests.support.botkit import WAIT
 from tests.support.harness import wait_for
 
 
@@ -28,7 +29,7 @@ def test_one_event_per_outage_after_the_grace_with_the_cause_and_how_long():
     for _ in range(5):  # every failed attempt: still one outage
         watch.begin(NO_ANSWER, "cannot reach proxy 127.0.0.1:9: [Errno 111] Connection refused\x1b[2J")
     assert not sink.events, "nothing within the grace"
-    wait_for(lambda: sink.events, 30, "the unreachable event")
+    wait_for(lambda: sink.events, WAIT, "the unreachable event")
     time.sleep(0.5)  # the event must stay single while the outage goes on
     assert len(sink.events) == 1
     name, data = sink.events[0]
@@ -40,7 +41,7 @@ def test_one_event_per_outage_after_the_grace_with_the_cause_and_how_long():
     assert lasted is not None and lasted >= 0.3 and watch.status() is None
 
     watch.begin("stream replaced")  # the next outage is told again
-    wait_for(lambda: len(sink.events) == 2, 30, "the second outage's event")
+    wait_for(lambda: len(sink.events) == 2, WAIT, "the second outage's event")
     watch.stop()
 
 
@@ -63,6 +64,6 @@ def test_a_failing_receiver_of_the_event_does_not_break_the_watch():
 
     watch = OutageWatch(0.05, broken)
     watch.begin("x")
-    wait_for(lambda: watch.reported_total == 1, 30, "the attempt to tell")
+    wait_for(lambda: watch.reported_total == 1, WAIT, "the attempt to tell")
     assert watch.status()["reported"] is True
     watch.stop()
