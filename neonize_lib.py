@@ -11,12 +11,17 @@ post_worker_init), and a lock serialises any later first load.
 
 The snapshot code's child processes (neonize_schema.py) import neonize's migrations on their own:
 they run in processes of their own, with no request threads.
+
+Two modules neonize imports at its top for features the bot does not use (fetching media by URL, link
+previews) are stand-ins until read (deferred_imports.py): about a sixth of the CPU time of this load with `import app`.
 """
 
 from __future__ import annotations
 
 import threading
 from types import SimpleNamespace
+
+import deferred_imports
 
 _lock = threading.Lock()
 _loaded: SimpleNamespace | None = None
@@ -31,6 +36,8 @@ def load() -> SimpleNamespace:
         return _loaded
     with _lock:
         if _loaded is None:
+            # neonize imports these at its top for features the bot does not use (deferred_imports.py)
+            deferred_imports.defer("httpx", "soupsieve")
             from neonize import events
             from neonize.client import NewClient
             from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as waE2E

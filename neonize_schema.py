@@ -15,6 +15,9 @@ import sys
 
 _SCRIPT = """
 import os, sys
+sys.path.append(os.environ["NEONIZE_SCHEMA_CODE"])  # last: nothing of ours shadows what neonize imports
+import deferred_imports
+deferred_imports.defer("httpx", "soupsieve")  # unused here too (deferred_imports.py)
 from neonize.client import NewClient
 client = NewClient(os.environ["NEONIZE_SCHEMA_DB"])
 try:
@@ -24,6 +27,7 @@ except Exception as exc:
 """
 
 _DEAD_PROXY = "http://127.0.0.1:9"
+_CODE_DIR = os.path.dirname(os.path.abspath(__file__))  # the child runs in another directory
 
 
 def run_migrations(database: str, *, timeout: float, python: str | None = None,
@@ -31,7 +35,8 @@ def run_migrations(database: str, *, timeout: float, python: str | None = None,
     """Bring `database` (a SQLite path or a postgres:// URL) to whatsmeow's schema. Raises
     subprocess.TimeoutExpired or OSError; the caller reads the outcome from the database itself and
     the child's output (a "failed to dial" is the expected end)."""
-    env = dict(os.environ, NEONIZE_SCHEMA_DB=database, HTTPS_PROXY=_DEAD_PROXY, https_proxy=_DEAD_PROXY,
-               HTTP_PROXY=_DEAD_PROXY, http_proxy=_DEAD_PROXY, NO_PROXY="", no_proxy="")
+    env = dict(os.environ, NEONIZE_SCHEMA_DB=database, NEONIZE_SCHEMA_CODE=_CODE_DIR,
+               HTTPS_PROXY=_DEAD_PROXY, https_proxy=_DEAD_PROXY, HTTP_PROXY=_DEAD_PROXY, http_proxy=_DEAD_PROXY,
+               NO_PROXY="", no_proxy="")
     return subprocess.run([python or sys.executable, "-c", _SCRIPT], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
