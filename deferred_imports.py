@@ -23,7 +23,7 @@ import sys
 import threading
 import types
 
-_lock = threading.RLock()
+_lock = threading.Lock()  # defer() only: it finds specs, it imports nothing
 
 
 class _Deferred(types.ModuleType):
@@ -33,12 +33,15 @@ class _Deferred(types.ModuleType):
         super().__init__(name)
         self.__spec__ = spec  # what importlib.util.find_spec(name) answers while the stand-in is in place
         self._deferred_real = None
+        # Its own lock, not a shared one: a thread importing the real module while holding a lock that
+        # another stand-in's first read also needs could meet Python's per-module import locks.
+        self._deferred_lock = threading.Lock()
 
     def __getattr__(self, attribute: str):  # only called for what the stand-in itself lacks
         return getattr(self._deferred_load(), attribute)
 
     def _deferred_load(self) -> types.ModuleType:
-        with _lock:
+        with self._deferred_lock:
             if self._deferred_real is None:
                 name = self.__name__
                 if sys.modules.get(name) is self:
