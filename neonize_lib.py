@@ -13,7 +13,8 @@ The snapshot code's child processes (neonize_schema.py) import neonize's migrati
 they run in processes of their own, with no request threads.
 
 Two modules neonize imports at its top for features the bot does not use (fetching media by URL, link
-previews) are stand-ins until read (deferred_imports.py): about a sixth of the CPU time of this load with `import app`.
+previews) are stand-ins until read (deferred_imports.py): about a sixth of the CPU time of this load
+with `import app`.
 """
 
 from __future__ import annotations
