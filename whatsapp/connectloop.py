@@ -75,7 +75,7 @@ class ConnectLoop:
         self._ensure_client()
         self.connect_attempts += 1
         self._next = None
-        self.scan_connect = not self.session.has_local_session()  # for stop(), see pair.py
+        self.scan_connect = False  # set just before neonize's connect(), once the probe let it through
         self._set_state(CONNECTING)
         error = self._probe_error()
         if error is not None:
@@ -92,6 +92,8 @@ class ConnectLoop:
             return True
         self.connects += 1
         self.qr_index = 0
+        # Asked here, not per attempt: on PostgreSQL it is a query, and an outage's refused attempts need none.
+        self.scan_connect = not self.session.has_local_session()  # for stop(), see pair.py
         log.info("connecting to WhatsApp")
         with self._lock:
             if self._stopping.is_set():
