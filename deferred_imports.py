@@ -23,6 +23,9 @@ import sys
 import threading
 import types
 
+# What neonize imports at its top for what the bot does not use; deferred wherever neonize loads.
+NEONIZE_UNUSED = ("httpx", "soupsieve")
+
 _lock = threading.Lock()  # defer() only: it finds specs, it imports nothing
 
 

@@ -37,8 +37,7 @@ def load() -> SimpleNamespace:
         return _loaded
     with _lock:
         if _loaded is None:
-            # neonize imports these at its top for features the bot does not use (deferred_imports.py)
-            deferred_imports.defer("httpx", "soupsieve")
+            deferred_imports.defer(*deferred_imports.NEONIZE_UNUSED)
             from neonize import events
             from neonize.client import NewClient
             from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as waE2E

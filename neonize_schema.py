@@ -17,7 +17,7 @@ _SCRIPT = """
 import os, sys
 sys.path.append(os.environ["NEONIZE_SCHEMA_CODE"])  # last: nothing of ours shadows what neonize imports
 import deferred_imports
-deferred_imports.defer("httpx", "soupsieve")  # unused here too (deferred_imports.py)
+deferred_imports.defer(*deferred_imports.NEONIZE_UNUSED)
 from neonize.client import NewClient
 client = NewClient(os.environ["NEONIZE_SCHEMA_DB"])
 try:
